@@ -1,0 +1,77 @@
+"""What a replay returns; every view and the CLI consume these, measured or predicted.
+
+``timeline`` is an event table with the columns of
+:data:`tracekit.core.schema.EVENT_COLUMNS` (so every view draws measured and predicted
+runs the same way), plus three columns appended at the end:
+
+    node (int64)       graph node id of the row
+    critical (bool)    on the critical path of its step
+    measured_ts_ns     the measured start of the same node (-1 for synthetic nodes)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass(frozen=True, kw_only=True)
+class CriticalPath:
+    """The longest chain of dependent work through one step (or the whole replay)."""
+
+    #: node ids in execution order
+    nodes: list[int]
+    #: ns on the path per node kind name ('compute', 'comm', 'launch', 'sync', 'host',
+    #: 'memcpy') plus 'gap' for edge delays between path nodes
+    by_kind_ns: dict[str, int]
+    #: ns on the path per lane name, e.g. {'rank0 cpu main': 41_000_000}
+    by_lane_ns: dict[str, int]
+    total_ns: int
+
+
+@dataclass(kw_only=True)
+class ReplayResult:
+    """One replay of one graph (baseline or a what-if variant)."""
+
+    #: predicted timeline (event-table columns + node, critical, measured_ts_ns)
+    timeline: pd.DataFrame
+    #: predicted step time per step, ms (slowest rank)
+    step_ms: dict[int, float]
+    #: measured step time per step, ms (slowest rank), for the same steps
+    measured_step_ms: dict[int, float]
+    critical_path: CriticalPath | None = None
+    #: statements worth printing next to the numbers (assumptions, fallbacks)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def median_step_ms(self) -> float:
+        v = sorted(self.step_ms.values())
+        return float(pd.Series(v).median()) if v else float("nan")
+
+    @property
+    def median_measured_ms(self) -> float:
+        v = sorted(self.measured_step_ms.values())
+        return float(pd.Series(v).median()) if v else float("nan")
+
+    @property
+    def error_pct(self) -> float:
+        """Signed error of the median predicted step vs the median measured step, %."""
+        m = self.median_measured_ms
+        return (self.median_step_ms - m) / m * 100.0 if m else float("nan")
+
+
+@dataclass(kw_only=True)
+class WhatIfResult:
+    """One what-if variant, predicted."""
+
+    #: the spec as given, e.g. 'fusion=64MB+dear'
+    spec: str
+    result: ReplayResult
+    #: baseline replay's median step / this variant's median step (> 1 is faster)
+    speedup: float
+    #: for a sweep: every point, (spec, step_ms), in sweep order; [] otherwise
+    sweep: list[tuple[str, float]] = field(default_factory=list)
+    #: for a sweep: the best point's spec; '' otherwise
+    best_spec: str = ""
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,109 @@
+"""The ``tracekit`` command line: a thin click layer over library functions.
+
+Each subcommand lives in its own module of this package and only parses options, calls
+the library, and prints (text, or one JSON object with ``--json``). A
+:class:`~tracekit.errors.TracekitError` becomes ``error: <message>`` on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from tracekit import __version__
+from tracekit.errors import TracekitError
+
+#: subcommand name -> "module:attribute" (imported lazily so `tracekit --help` stays fast
+#: and a missing optional piece never breaks the other commands)
+_COMMANDS = {
+    "summary": "tracekit.cli.summary:summary",
+    "profile": "tracekit.cli.profile:profile",
+    "replay": "tracekit.cli.replay:replay",
+    "graph": "tracekit.cli.graph:graph",
+    "calibrate": "tracekit.cli.calibrate:calibrate",
+    "timeline": "tracekit.cli.timeline:timeline",
+    "report": "tracekit.cli.report:report",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [n for n in _COMMANDS if self._load(n) is not None]
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = _COMMANDS.get(name)
+        if target is None:
+            return None
+        mod, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:  # that command is not part of this build
+                return None
+            raise
+
+
+EPILOG = """\b
+Examples:
+  tracekit profile --out runs/mlp -- torchrun --nproc_per_node 2 samples/train_ddp.py
+  tracekit summary runs/mlp
+  tracekit replay runs/mlp --what-if fusion=4MB --what-if dear
+  tracekit timeline runs/mlp --what-if dear -o mlp.html
+
+Every command also takes a plain folder (or list) of Kineto traces written by
+torch.profiler, torchtitan or any other tool.
+"""
+
+
+@click.group(cls=_LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tracekit")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def cli(verbose: int, quiet: bool) -> None:
+    """tracekit: record distributed PyTorch training, replay it, and predict what an
+    optimization (bucket size, DeAR, overlap, network, world size) would buy."""
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
+                                         logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("tracekit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI, turn user errors into one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="tracekit", standalone_mode=False)
+    except TracekitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def console_main() -> None:
+    """The ``tracekit`` console script."""
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""``manifest.json``: the contract between collection (``collectors/``) and analysis.
+
+A run folder looks like::
+
+    runs/mlp/
+      manifest.json            this file
+      rank0.trace.json.gz ...  one Kineto trace per rank
+      nccl/rank0.log ...       NCCL_DEBUG=INFO / SUBSYS=COLL lines, when NCCL ran
+
+The manifest (``schema_version`` 1) is a JSON object::
+
+    {
+      "schema_version": 1,
+      "tool": "tracekit 0.1.0",
+      "command": ["torchrun", "--nproc_per_node", "2", "samples/train_ddp.py"],
+      "world_size": 2,
+      "backend": "gloo",
+      "versions": {"torch": "2.13.0", "nccl": "", "python": "3.11.7"},
+      "hosts": ["host-a"],
+      "profiler": {"wait": 1, "warmup": 2, "active": 5, "record_shapes": true},
+      "ranks": [
+        {"rank": 0, "host": "host-a", "trace": "rank0.trace.json.gz",
+         "nccl_log": "",                       # path under the folder, '' when none
+         "step_times_ms": [51.2, 49.8, ...],   # wall-clock of every recorded step
+         "unprofiled_step_ms": 47.1,           # median step time with the profiler off
+         "errors": []}                         # collector problems on this rank
+      ],
+      "model": {
+        "parameters": [                        # registration order
+          {"index": 0, "name": "0.weight", "shape": [512, 512], "dtype": "float32",
+           "bytes": 1048576, "module": "0", "requires_grad": true}
+        ],
+        "ddp": {                               # null when the model is not DDP-wrapped
+          "bucket_cap_mb": 25.0, "first_bucket_mb": 1.0,
+          "gradient_as_bucket_view": false, "static_graph": false,
+          "buckets": [{"index": 0, "params": [31, 30], "bytes": 1050624}]  # DDP's final buckets
+        },
+        "forward_order": [                     # modules in the order their forward ran
+          {"module": "0", "params": [0, 1]}
+        ]
+      },
+      "overhead": {"profiled_step_ms": 51.0, "unprofiled_step_ms": 47.1, "ratio": 1.08},
+      "errors": []
+    }
+
+Everything but ``schema_version``, ``world_size`` and ``ranks[*].rank/trace`` may be
+missing; readers must cope (a bare folder of traces has no manifest at all).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracekit.errors import TracekitError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamInfo:
+    """One model parameter as recorded in the manifest."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    module: str
+    requires_grad: bool = True
+
+
+@dataclass(kw_only=True)
+class Manifest:
+    """Typed view of ``manifest.json``; :attr:`raw` keeps the whole document."""
+
+    raw: dict[str, Any]
+    world_size: int
+    backend: str = ""
+    #: rank -> trace file name (relative to the run folder)
+    trace_files: dict[int, str] = field(default_factory=dict)
+    #: rank -> measured wall-clock step times in ms
+    step_times_ms: dict[int, list[float]] = field(default_factory=dict)
+    parameters: list[ParamInfo] = field(default_factory=list)
+    #: DDP's buckets, each a list of parameter indices, in bucket order; [] when unknown
+    ddp_buckets: list[list[int]] = field(default_factory=list)
+    bucket_cap_mb: float | None = None
+    first_bucket_mb: float | None = None
+    #: modules in forward execution order, each with the parameter indices it uses
+    forward_order: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.raw.get("model") or {}
+
+
+def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
+    """Validate a manifest document and build a :class:`Manifest`."""
+    if not isinstance(doc, dict):
+        raise TracekitError("manifest is not a JSON object; re-run 'tracekit profile'", path=path)
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise TracekitError(
+            f"manifest schema_version {version!r} is not supported (this tracekit reads "
+            f"{SCHEMA_VERSION}); upgrade tracekit or re-record the run",
+            path=path,
+        )
+    try:
+        world = int(doc["world_size"])
+        trace_files = {int(r["rank"]): str(r["trace"]) for r in doc.get("ranks", []) if r.get("trace")}
+        step_times = {int(r["rank"]): [float(x) for x in r.get("step_times_ms") or []]
+                      for r in doc.get("ranks", [])}
+        model = doc.get("model") or {}
+        params = [
+            ParamInfo(
+                index=int(p["index"]), name=str(p["name"]), shape=tuple(p.get("shape") or ()),
+                dtype=str(p.get("dtype", "")), bytes=int(p["bytes"]),
+                module=str(p.get("module", "")), requires_grad=bool(p.get("requires_grad", True)),
+            )
+            for p in model.get("parameters") or []
+        ]
+        ddp = model.get("ddp") or {}
+        buckets = [[int(i) for i in b["params"]] for b in ddp.get("buckets") or []]
+        fwd = [(str(m["module"]), [int(i) for i in m.get("params") or []])
+               for m in model.get("forward_order") or []]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TracekitError(f"manifest is malformed ({exc!r}); re-run 'tracekit profile'",
+                            path=path) from None
+    return Manifest(
+        raw=doc,
+        world_size=world,
+        backend=str(doc.get("backend", "") or ""),
+        trace_files=trace_files,
+        step_times_ms=step_times,
+        parameters=params,
+        ddp_buckets=buckets,
+        bucket_cap_mb=ddp.get("bucket_cap_mb"),
+        first_bucket_mb=ddp.get("first_bucket_mb"),
+        forward_order=fwd,
+    )
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read and validate ``folder/manifest.json``."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TracekitError("no manifest.json in this folder", path=str(folder)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TracekitError(f"manifest is not valid JSON ({exc}); re-run 'tracekit profile'",
+                            path=str(path)) from None
+    return parse_manifest(doc, str(path))

@@ -1,0 +1,226 @@
+"""Load a run: a run folder written by ``tracekit profile``, any folder of Kineto traces,
+one trace file, or a list of files. Every command starts here.
+
+Ranks come from the manifest, else each trace's ``distributedInfo.rank``, else the file
+name (``rank3``, ``rank-3``, ``worker3``). Problems a user can fix raise
+:class:`~tracekit.errors.TracekitError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from tracekit.core.kineto import TraceMeta, parse_trace
+from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
+from tracekit.core.schema import empty_events
+from tracekit.errors import TracekitError
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+_TRACE_SUFFIXES = (".json", ".json.gz")
+_NOT_TRACES = {MANIFEST_NAME, "comm.json", "calibration.json"}
+
+
+@dataclass(kw_only=True)
+class Run:
+    """Everything tracekit knows about one recorded run.
+
+    ``events`` is one event table (see :mod:`tracekit.core.schema`) holding every rank,
+    sorted by ``(rank, lane_kind, lane, ts_ns)``.
+    """
+
+    #: the folder or file the run was loaded from (the first file for a list).
+    path: str
+    #: every rank's events, concatenated.
+    events: pd.DataFrame
+    #: per-rank trace metadata, by rank.
+    traces: dict[int, TraceMeta]
+    #: the run folder's manifest, or None for a bare folder of traces.
+    manifest: Manifest | None = None
+    #: the job's world size: from the manifest or traces, else the number of ranks present.
+    world_size: int = 1
+    #: 'gloo', 'nccl', ... or '' when nothing says.
+    backend: str = ""
+    #: statements about how the run was interpreted (missing steps, incomplete world, ...).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks whose traces are present, ascending."""
+        return sorted(self.traces)
+
+    @property
+    def complete(self) -> bool:
+        """True when every rank of the world has a trace."""
+        return len(self.traces) >= self.world_size
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool((self.events["lane_kind"] == "gpu").any())
+
+    def rank_events(self, rank: int) -> pd.DataFrame:
+        """The event table of one rank (a view-like slice; do not modify in place)."""
+        return self.events[self.events["rank"] == rank]
+
+    def steps(self) -> list[int]:
+        """Step numbers present on every rank (a step cut short on one rank is dropped)."""
+        sets = [set(m.steps) if m.steps else {0} for m in self.traces.values()]
+        common = set.intersection(*sets) if sets else set()
+        return sorted(common)
+
+
+def discover_trace_files(folder: Path) -> list[Path]:
+    """Trace files directly inside ``folder`` (``*.json``, ``*.json.gz``), sorted."""
+    files = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name.endswith(_TRACE_SUFFIXES) and p.name not in _NOT_TRACES
+    ]
+    return files
+
+
+def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, list[Path], Manifest | None]:
+    if isinstance(source, (str, Path)):
+        sources = [Path(source)]
+    else:
+        sources = [Path(s) for s in source]
+        if not sources:
+            raise TracekitError("no trace given; pass a run folder or trace files")
+    if len(sources) == 1 and sources[0].is_dir():
+        folder = sources[0]
+        manifest = read_manifest(folder) if (folder / MANIFEST_NAME).exists() else None
+        if manifest is not None and manifest.trace_files:
+            files = [folder / f for f in manifest.trace_files.values()]
+            missing = [str(f) for f in files if not f.exists()]
+            if missing:
+                raise TracekitError(
+                    f"manifest lists trace {missing[0]} but it is missing; the run was cut "
+                    "short or files were moved: re-run 'tracekit profile'",
+                    path=str(folder),
+                )
+        else:
+            files = discover_trace_files(folder)
+        if not files:
+            raise TracekitError(
+                "folder holds no trace files (*.json or *.json.gz); point at the folder "
+                "torch.profiler wrote, or record one with 'tracekit profile'",
+                path=str(folder),
+            )
+        return folder, files, manifest
+    for s in sources:
+        if s.is_dir():
+            raise TracekitError("pass either one folder or a list of trace files, not both",
+                                path=str(s))
+        if not s.exists():
+            raise TracekitError("no such file; check the path", path=str(s))
+    return sources[0], sources, None
+
+
+def load_run(
+    source: str | Path | Sequence[str | Path],
+    *,
+    progress: bool = False,
+) -> Run:
+    """Load a run folder, a trace file, or a list of trace files into a :class:`Run`.
+
+    Args:
+        source: a folder (with or without ``manifest.json``), one file, or a list of files.
+        progress: log one line per file parsed (the CLI turns this on for big runs).
+    """
+    root, files, manifest = _resolve_inputs(source)
+    rank_from_manifest = {}
+    if manifest is not None:
+        rank_from_manifest = {str(root / f): r for r, f in manifest.trace_files.items()}
+
+    tables: dict[int, pd.DataFrame] = {}
+    metas: dict[int, TraceMeta] = {}
+    t0 = time.perf_counter()
+    for i, f in enumerate(files):
+        events, meta = parse_trace(f)
+        rank = rank_from_manifest.get(str(f), meta.rank)
+        if rank is None:
+            raise TracekitError(
+                "cannot tell which rank this trace is: it has no distributedInfo.rank and "
+                "its name has no rank number; rename it to include one, e.g. rank0.json",
+                path=str(f),
+            )
+        if str(f) in rank_from_manifest:
+            meta = replace(meta, rank=rank, rank_source="manifest")
+        if rank in metas:
+            raise TracekitError(
+                f"two traces claim rank {rank}: {metas[rank].path} and {f}; pass one trace "
+                "per rank (remove the duplicate or pass the files explicitly)",
+                path=str(f),
+            )
+        if meta.rank != rank or (events["rank"].iloc[0] if len(events) else rank) != rank:
+            events["rank"] = rank
+        tables[rank] = events
+        metas[rank] = meta
+        if progress:
+            log.info("parsed %s (rank %d, %d events) [%d/%d, %.1fs]", f.name, rank,
+                     len(events), i + 1, len(files), time.perf_counter() - t0)
+
+    events = (
+        pd.concat([tables[r] for r in sorted(tables)], ignore_index=True)
+        if tables
+        else empty_events()
+    )
+    _restore_categories(events, tables)
+    world = max(
+        [m.world_size or 0 for m in metas.values()]
+        + [manifest.world_size if manifest else 0, len(metas)]
+    )
+    backend = (manifest.backend if manifest else "") or next(
+        (m.backend for m in metas.values() if m.backend), ""
+    )
+    run = Run(
+        path=str(root),
+        events=events,
+        traces=metas,
+        manifest=manifest,
+        world_size=world,
+        backend=backend,
+    )
+    if not run.complete:
+        run.notes.append(
+            f"incomplete world: traces for {len(metas)} of {world} ranks "
+            f"({_ranges(run.ranks)}); collectives are timed from the ranks present"
+        )
+    no_steps = [r for r, m in metas.items() if not m.has_steps]
+    if no_steps:
+        run.notes.append(
+            f"no ProfilerStep#N annotations on rank(s) {_ranges(no_steps)}: each trace is "
+            "treated as one window (step 0)"
+        )
+    return run
+
+
+def _restore_categories(events: pd.DataFrame, tables: dict[int, pd.DataFrame]) -> None:
+    """pd.concat turns categoricals with different categories into object: undo that."""
+    for col in events.columns:
+        if events[col].dtype == object and tables:
+            first = next(iter(tables.values()))
+            if isinstance(first[col].dtype, pd.CategoricalDtype):
+                events[col] = events[col].astype("category")
+
+
+def _ranges(ranks: Iterable[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    out, run_start, prev = [], None, None
+    for r in sorted(ranks):
+        if run_start is None:
+            run_start = prev = r
+        elif r == prev + 1:
+            prev = r
+        else:
+            out.append(f"{run_start}-{prev}" if prev != run_start else f"{run_start}")
+            run_start = prev = r
+    if run_start is not None:
+        out.append(f"{run_start}-{prev}" if prev != run_start else f"{run_start}")
+    return ", ".join(out)
