@@ -80,6 +80,14 @@ class Lane:
     #: thread id, stream id, or channel number
     local_id: int
     name: str
+    #: the rank's main host thread (the one with the ProfilerStep#N annotations); step
+    #: times are measured and predicted on it
+    is_main: bool = False
+
+    @property
+    def label(self) -> str:
+        """Readable and unique within a run, e.g. ``'rank0 cpu python3 2394'``."""
+        return f"rank{self.rank} {self.kind} {self.name}"
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,113 @@
+"""``tracekit replay`` and ``tracekit graph`` end to end on a recorded run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from replay.result import WhatIfResult
+from tracekit.cli import main
+
+PROBE = [str(Path(__file__).parent / "data" / "graph" / f"gloo_probe_rank{r}.json.gz")
+         for r in (0, 1)]
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_replay_json_shape(capsys):
+    code, out, _ = run_cli(capsys, "replay", *PROBE, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["world_size"] == 2
+    assert [s["step"] for s in doc["steps"]] == [2, 3]
+    for s in doc["steps"]:
+        assert s["predicted_ms"] == pytest.approx(s["measured_ms"], rel=0.005)
+    assert doc["measured_step_ms"] == pytest.approx(
+        sorted(s["measured_ms"] for s in doc["steps"])[0] / 2
+        + sorted(s["measured_ms"] for s in doc["steps"])[1] / 2)
+    assert abs(doc["baseline"]["error_pct"]) < 0.5
+    assert doc["what_ifs"] == []
+    cp = doc["critical_path"]
+    assert cp["total_ms"] > 0
+    assert sum(cp["by_kind_ms"].values()) == pytest.approx(cp["total_ms"])
+    assert any("inferred" in n for n in doc["notes"])
+    typ = doc["typical"]
+    assert typ["median_abs_step_error_pct"] >= 0
+    assert abs(typ["worst_step_error_pct"]) >= typ["median_abs_step_error_pct"]
+
+
+def test_replay_text_and_one_step(capsys):
+    code, out, _ = run_cli(capsys, "replay", *PROBE, "--step", "3")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].split() == ["step", "measured", "ms", "predicted", "ms", "error"]
+    assert lines[3].split()[0] == "3" and lines[4].split()[0] == "median"
+    assert "critical path" in out
+
+
+def test_replay_unknown_step_is_a_one_line_error(capsys):
+    code, out, err = run_cli(capsys, "replay", *PROBE, "--step", "7")
+    assert code == 2
+    assert err.startswith("error: ") and "step 7 is not in this run" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_replay_calls_the_what_if_evaluator(capsys, monkeypatch):
+    calls = {}
+
+    def evaluate(run, graph, baseline, specs, comm_model=None):
+        calls["specs"] = specs
+        calls["comm_model"] = comm_model
+        return [WhatIfResult(spec=s, result=baseline, speedup=1.25) for s in specs]
+
+    fake = types.ModuleType("replay.whatif")
+    fake.evaluate = evaluate
+    monkeypatch.setitem(sys.modules, "replay.whatif", fake)
+    code, out, _ = run_cli(capsys, "replay", *PROBE, "--json", "--what-if", "fusion=4MB",
+                           "--what-if", "dear")
+    assert code == 0
+    assert calls == {"specs": ["fusion=4MB", "dear"], "comm_model": None}
+    doc = json.loads(out)
+    assert [w["spec"] for w in doc["what_ifs"]] == ["fusion=4MB", "dear"]
+    assert all(w["speedup"] == 1.25 for w in doc["what_ifs"])
+    code, out, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "dear")
+    assert "dear" in out and "speedup 1.250x" in out and "baseline error" in out
+
+
+def test_replay_without_what_if_support(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "replay.whatif", None)  # import fails
+    code, _, err = run_cli(capsys, "replay", *PROBE, "--what-if", "dear")
+    assert code == 2 and "what-if support is not installed" in err
+
+
+def test_replay_export_trace(capsys, tmp_path, monkeypatch):
+    written = []
+    fake = types.ModuleType("tracekit.views.perfetto")
+    fake.write_chrome_trace = lambda timeline, path: written.append((len(timeline), str(path)))
+    monkeypatch.setitem(sys.modules, "tracekit.views.perfetto", fake)
+    code, _, _ = run_cli(capsys, "replay", *PROBE, "--export-trace", str(tmp_path / "p.json"))
+    assert code == 0
+    assert len(written) == 1 and written[0][1] == str(tmp_path / "p.json")
+    assert written[0][0] > 400  # every node plus the step rows
+
+
+def test_graph_command_json_and_export(capsys, tmp_path):
+    out_file = tmp_path / "g.graphml"
+    code, out, _ = run_cli(capsys, "graph", *PROBE, "--json", "--export", str(out_file))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["problems"] == []
+    assert doc["inferred_edges"] > 0
+    assert doc["edges_by_kind"]["ISSUE"] == 16
+    assert sum(1 for ln in doc["lanes"] if ln["main"]) == 2
+    assert out_file.exists() and doc["exported"] == str(out_file)
+    code, out, _ = run_cli(capsys, "graph", *PROBE)
+    assert "checks: no cycle" in out and "(main)" in out

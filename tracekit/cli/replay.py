@@ -1,0 +1,192 @@
+"""``tracekit replay``: baseline replay vs measured, per step, and what-if predictions."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import click
+
+from replay.result import CriticalPath, ReplayResult
+from replay.timeline import replay as replay_graph
+from tracekit.core.run import Run, load_run
+from tracekit.errors import TracekitError
+from tracekit.graph.build import build_graph
+from tracekit.graph.edit import typical_delays
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+_EPILOG = """\b
+Examples:
+  tracekit replay runs/mlp
+  tracekit replay runs/mlp --step 6 --json
+  tracekit replay runs/mlp --what-if fusion=4MB --what-if overlap=off
+  tracekit replay runs/mlp --what-if "fusion=1MB..256MB" --export-trace pred.json
+
+\b
+Step time, measured: the ProfilerStep#N window of the slowest rank. Predicted: the
+same window in the replayed schedule (from the replayed start of the step's first
+node on the main thread to the next step's). error = (predicted - measured) / measured.
+The baseline replays the recorded durations and gaps through the dataflow graph
+(waiting in collectives is recreated from arrival times): it reproduces the run when
+the graph is consistent, and what-ifs start from it. The structure check replays again
+with every dependency's latency set to its typical (median) value: its error says how
+much of the run the dependencies explain rather than the recorded gaps (on a busy CPU,
+thread-scheduling noise of a few ms shows up here).
+
+\b
+--json prints one object:
+  {"world_size": 2, "measured_step_ms": 23.7,
+   "baseline": {"step_ms": 23.7, "error_pct": 0.0},
+   "steps": [{"step": 2, "measured_ms": 28.0, "predicted_ms": 28.0, "error_pct": 0.0}],
+   "critical_path": {"total_ms": ..., "by_kind_ms": {...}, "by_lane_ms": {...}},
+   "typical": {"step_ms": 24.1, "median_abs_step_error_pct": 1.7,
+               "worst_step_error_pct": -3.2},
+   "what_ifs": [{"spec": "fusion=4MB", "step_ms": 21.0, "speedup": 1.13}],
+   "notes": [...]}
+"""
+
+
+@click.command(epilog=_EPILOG)
+@click.argument("path", nargs=-1, required=True, type=click.Path())
+@click.option("--step", "steps", type=int, multiple=True,
+              help="Replay only this step (repeatable). Default: every step on every rank.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see below).")
+@click.option("--what-if", "what_ifs", multiple=True, metavar="SPEC",
+              help="A what-if to predict, e.g. fusion=4MB, overlap=off, dear, "
+                   "'fusion=1MB..256MB' (repeatable).")
+@click.option("--comm-model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Collective cost model written by 'tracekit calibrate' (comm.json).")
+@click.option("--export-trace", type=click.Path(dir_okay=False), default=None,
+              help="Write the predicted baseline timeline as a Chrome/Perfetto trace; each "
+                   "what-if goes beside it as NAME.whatif1.json, ...")
+def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
+           what_ifs: tuple[str, ...], comm_model: str | None, export_trace: str | None) -> None:
+    """Replay PATH (a run folder, a folder of Kineto traces, or trace files) through its
+    dataflow graph: measured vs predicted step time per step, the error, the critical
+    path, and what-if predictions."""
+    run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
+    log.info("building the dataflow graph")
+    graph = build_graph(run, steps=list(steps) or None)
+    log.info("replaying %d nodes", graph.n_nodes)
+    baseline = replay_graph(run, graph)
+    typical = replay_graph(run, typical_delays(graph))
+    results = []
+    if what_ifs:
+        try:
+            from replay.whatif import evaluate
+        except ImportError:
+            raise TracekitError("what-if support is not installed in this build") from None
+        log.info("predicting %d what-if(s)", len(what_ifs))
+        results = evaluate(run, graph, baseline, list(what_ifs), comm_model=comm_model)
+    if export_trace:
+        _export(export_trace, baseline, results)
+    doc = replay_json(run, baseline, results, graph_notes=graph.notes, typical=typical)
+    click.echo(json.dumps(doc) if as_json else format_replay(doc))
+
+
+def _export(path: str, baseline: ReplayResult, results: list) -> None:
+    try:
+        from tracekit.views.perfetto import write_chrome_trace
+    except ImportError:
+        raise TracekitError("trace export is not installed in this build") from None
+    write_chrome_trace(baseline.timeline, path)
+    p = Path(path)
+    stem = p.name[: -len("".join(p.suffixes))] if p.suffixes else p.name
+    for i, r in enumerate(results, 1):
+        write_chrome_trace(r.result.timeline, p.with_name(f"{stem}.whatif{i}{''.join(p.suffixes)}"))
+
+
+def _path_json(cp: CriticalPath | None, n_steps: int) -> dict:
+    if cp is None:
+        return {}
+    lanes = sorted(cp.by_lane_ns.items(), key=lambda kv: -kv[1])
+    return {
+        "total_ms": cp.total_ns / 1e6,
+        "per_step_ms": cp.total_ns / 1e6 / max(n_steps, 1),
+        "nodes": len(cp.nodes),
+        "by_kind_ms": {k: v / 1e6 for k, v in sorted(cp.by_kind_ns.items(), key=lambda kv: -kv[1])},
+        "by_lane_ms": {k: v / 1e6 for k, v in lanes[:8]},
+    }
+
+
+def _step_errors(res: ReplayResult) -> dict[int, float]:
+    return {s: (res.step_ms[s] - m) / m * 100.0 if m else 0.0
+            for s, m in res.measured_step_ms.items()}
+
+
+def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *, graph_notes: list[str],
+                typical: ReplayResult | None = None) -> dict:
+    """The ``--json`` document (see the command's help)."""
+    steps = sorted(baseline.step_ms)
+    doc = {
+        "world_size": run.world_size,
+        "ranks_present": run.ranks,
+        "measured_step_ms": baseline.median_measured_ms,
+        "baseline": {"step_ms": baseline.median_step_ms, "error_pct": baseline.error_pct},
+        "steps": [
+            {"step": s, "measured_ms": baseline.measured_step_ms[s],
+             "predicted_ms": baseline.step_ms[s],
+             "error_pct": (baseline.step_ms[s] - baseline.measured_step_ms[s])
+             / baseline.measured_step_ms[s] * 100.0 if baseline.measured_step_ms[s] else 0.0}
+            for s in steps
+        ],
+        "critical_path": _path_json(baseline.critical_path, len(steps)),
+        "typical": {} if typical is None else {
+            "step_ms": typical.median_step_ms,
+            "median_abs_step_error_pct": statistics.median(
+                abs(v) for v in _step_errors(typical).values()) if typical.step_ms else 0.0,
+            "worst_step_error_pct": max(_step_errors(typical).values(), key=abs, default=0.0)},
+        "what_ifs": [],
+        "notes": [*run.notes, *graph_notes, *baseline.notes],
+    }
+    for w in what_ifs:
+        item = {"spec": w.spec, "step_ms": w.result.median_step_ms, "speedup": w.speedup}
+        if w.best_spec:
+            item["best"] = w.best_spec
+            item["sweep"] = [{"spec": s, "step_ms": ms} for s, ms in w.sweep]
+        if w.notes:
+            item["notes"] = list(w.notes)
+        doc["what_ifs"].append(item)
+    return doc
+
+
+def format_replay(doc: dict) -> str:
+    """The text ``tracekit replay`` prints for a :func:`replay_json` document."""
+    lines = [f"world size {doc['world_size']}, ranks replayed: {len(doc['ranks_present'])}",
+             "",
+             f"{'step':>6} {'measured ms':>12} {'predicted ms':>13} {'error':>8}"]
+    for s in doc["steps"]:
+        lines.append(f"{s['step']:>6} {s['measured_ms']:>12.3f} {s['predicted_ms']:>13.3f} "
+                     f"{s['error_pct']:>+7.2f}%")
+    b = doc["baseline"]
+    lines.append(f"{'median':>6} {doc['measured_step_ms']:>12.3f} {b['step_ms']:>13.3f} "
+                 f"{b['error_pct']:>+7.2f}%")
+    t = doc.get("typical")
+    if t:
+        lines.append(f"structure check (typical latency on every dependency): step error "
+                     f"median {t['median_abs_step_error_pct']:.2f}% (absolute), worst step "
+                     f"{t['worst_step_error_pct']:+.2f}%")
+    cp = doc["critical_path"]
+    if cp and cp["total_ms"] > 0:
+        parts = " · ".join(f"{k} {v / cp['total_ms'] * 100:.0f}%"
+                           for k, v in cp["by_kind_ms"].items() if v > 0)
+        top = next(iter(cp["by_lane_ms"].items()), None)
+        where = f"; busiest lane {top[0]} {top[1] / cp['total_ms'] * 100:.0f}%" if top else ""
+        lines.append("")
+        lines.append(f"critical path ({cp['per_step_ms']:.3f} ms per step): {parts}{where}")
+    if doc["what_ifs"]:
+        lines.append("")
+        lines.append(f"what-ifs (baseline {b['step_ms']:.3f} ms, baseline error "
+                     f"{b['error_pct']:+.2f}%):")
+        for w in doc["what_ifs"]:
+            best = f"  best: {w['best']}" if "best" in w else ""
+            lines.append(f"  {w['spec']:<28} {w['step_ms']:>10.3f} ms  speedup "
+                         f"{w['speedup']:.3f}x{best}")
+            lines.extend(f"    note: {n}" for n in w.get("notes", []))
+    if doc["notes"]:
+        lines.append("")
+        lines.extend(f"note: {n}" for n in doc["notes"])
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""Edges between host threads and GPU streams of one rank.
+
+- ``LAUNCH``: the runtime call that queued a device op -> the op (same ``correlation``).
+- ``STREAM_WAIT``: a ``cuda_sync`` "Stream Wait Event" on stream S (``wait_on_stream`` W,
+  ``wait_on_corr`` C): the last op on W launched before the ``cudaEventRecord`` with
+  correlation C -> the first op on S launched after the ``cudaStreamWaitEvent``.
+- ``HOST_WAIT`` from device work to the host node after a blocking call:
+  ``cudaStreamSynchronize`` (the stream of its "Stream Sync" event),
+  ``cudaDeviceSynchronize`` / "Context Sync" (every stream of the rank), a memcpy call
+  that returned only after its copy ended (the copy). Calls that block without saying on
+  what (``cudaEventSynchronize``, a stream sync without its event) are matched to the
+  device op that ended last while they blocked, and marked ``inferred``.
+- ``STREAM_WAIT`` (``inferred=True``) in traces without ``cuda_sync`` events: a device op
+  that started well after both its launch and its stream predecessor, right after an op
+  on another stream ended (within :data:`STREAM_WAKE_NS`), waited for that op.
+
+A blocking call's measured duration includes the wait; its node keeps only the
+un-blocked part (``end`` is moved back by the time spent before the awaited op ended),
+and the wait becomes the HOST_WAIT edge into the next host node, so a replay that moves
+the device work moves the host with it.
+
+Example (one rank, times in µs)::
+
+    host   cudaLaunchKernel [0, 5]        cudaStreamSynchronize [6, 120]   aten::add [125, 130]
+    gpu                         kernel [7, 117]
+    edges  LAUNCH launch -> kernel; HOST_WAIT kernel -> aten::add (delay 8);
+           the sync node keeps [6, 9] (its 3 µs of un-blocked cost)
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tracekit.core.schema import EventKind
+from tracekit.graph.arrays import kind_code
+from tracekit.graph.draft import GraphDraft
+from tracekit.graph.model import EdgeKind, NodeKind
+from tracekit.graph.select import SYNC_CALL
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+#: a blocking call "ended right after" a device op when it returned within this much
+WAKE_TOLERANCE_NS = 50_000
+_KEY = np.int64(1) << np.int64(40)
+#: a device op that starts this soon after an op on another stream ended waited for it
+STREAM_WAKE_NS = 10_000
+_DEVICE_SYNC = re.compile(r"DeviceSynchronize|CtxSynchronize")
+_MEMCPY = re.compile(r"Memcpy")
+
+
+def _key(rank: np.ndarray, value: np.ndarray) -> np.ndarray:
+    return rank.astype(np.int64) * _KEY + value.astype(np.int64)
+
+
+def add_device_edges(d: GraphDraft) -> dict[str, int]:
+    """Add LAUNCH, STREAM_WAIT and HOST_WAIT edges for every rank with GPU lanes.
+
+    Returns counts by edge family, for the graph notes.
+    """
+    counts = {"launch": 0, "stream_wait": 0, "stream_wait_inferred": 0, "host_wait": 0,
+              "host_wait_inferred": 0}
+    if not d.is_gpu.any():
+        return counts
+    ev = d.ev
+    rank, corr, is_gpu = d.rank, d.correlation, d.is_gpu
+
+    # ---- launch edges ----
+    dev = np.flatnonzero(is_gpu & (corr >= 0))
+    host = np.flatnonzero(~is_gpu & (corr >= 0))
+    dkey = _key(rank[dev], corr[dev])
+    order = np.argsort(dkey, kind="stable")
+    dkey, dev_sorted = dkey[order], dev[order]
+    hkey = _key(rank[host], corr[host])
+    pos = np.clip(np.searchsorted(dkey, hkey), 0, max(len(dkey) - 1, 0))
+    hit = dkey[pos] == hkey if len(dkey) else np.zeros(len(host), dtype=bool)
+    launch_src, launch_dst = host[hit], dev_sorted[pos[hit]]
+    counts["launch"] = d.add_edges(launch_src, launch_dst, EdgeKind.LAUNCH)
+
+    # launch time of every device node (host start of its launch, else its own start)
+    launch_time = d.start.copy()
+    launch_time[launch_dst] = d.start[launch_src]
+    first, last = d.lane_first_last()
+    gpu_lanes = [ln for ln in d.lanes if ln.kind in ("gpu", "comm")
+                 and is_gpu[first[ln.id]]]
+    # per lane, running max keeps launch times sorted for searchsorted
+    lane_launch = {}
+    for ln in gpu_lanes:
+        a, b = first[ln.id], last[ln.id]
+        lane_launch[(ln.rank, ln.local_id)] = (a, np.maximum.accumulate(launch_time[a:b]))
+    lanes_of_rank: dict[int, list[tuple[int, int]]] = {}
+    for (r, s) in lane_launch:
+        lanes_of_rank.setdefault(r, []).append((r, s))
+
+    def last_launched_before(r: int, stream: int, t: int) -> int:
+        entry = lane_launch.get((r, stream))
+        if entry is None:
+            return -1
+        a, times = entry
+        i = int(np.searchsorted(times, t, side="left")) - 1
+        return a + i if i >= 0 else -1
+
+    def first_launched_after(r: int, stream: int, t: int) -> int:
+        entry = lane_launch.get((r, stream))
+        if entry is None:
+            return -1
+        a, times = entry
+        i = int(np.searchsorted(times, t, side="right"))
+        return a + i if i < len(times) else -1
+
+    # host time of any host event by (rank, correlation): cudaEventRecord is not a node
+    all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0))
+    ck = _key(ev.rank[all_host], ev.correlation[all_host])
+    o = np.argsort(ck, kind="stable")
+    ck, ct = ck[o], ev.ts[all_host][o]
+
+    def host_time(r: int, c: int) -> int | None:
+        k = np.int64(r) * _KEY + np.int64(c)
+        i = int(np.searchsorted(ck, k))
+        return int(ct[i]) if i < len(ck) and ck[i] == k else None
+
+    # host node by (rank, correlation)
+    hn_key = _key(rank[host], corr[host])
+    hn_order = np.argsort(hn_key, kind="stable")
+    hn_key_sorted, hn_sorted = hn_key[hn_order], host[hn_order]
+
+    def host_node(r: int, c: int) -> int:
+        k = np.int64(r) * _KEY + np.int64(c)
+        i = int(np.searchsorted(hn_key_sorted, k))
+        return int(hn_sorted[i]) if i < len(hn_key_sorted) and hn_key_sorted[i] == k else -1
+
+    # ---- cuda_sync events ----
+    syncs = np.flatnonzero(ev.is_gpu & (ev.kind == kind_code(EventKind.SYNC)))
+    wait_src, wait_dst = [], []
+    sync_sources: dict[int, list[int]] = {}  # host sync node -> device nodes it waited for
+    for i in syncs:
+        r, s = int(ev.rank[i]), int(ev.lane[i])
+        name = ev.names[ev.name[i]]
+        call_t = host_time(r, int(ev.correlation[i]))
+        if call_t is None:
+            call_t = int(ev.ts[i])
+        if ev.wait_on_stream[i] >= 0 and "Wait" in name:
+            rec_t = host_time(r, int(ev.wait_on_corr[i])) if ev.wait_on_corr[i] >= 0 else None
+            src = last_launched_before(r, int(ev.wait_on_stream[i]),
+                                       rec_t if rec_t is not None else call_t)
+            dst = first_launched_after(r, s, call_t)
+            if src >= 0 and dst >= 0 and d.lane[src] != d.lane[dst]:
+                wait_src.append(src)
+                wait_dst.append(dst)
+            continue
+        node = host_node(r, int(ev.correlation[i]))
+        if node < 0:
+            continue
+        streams = [s] if (0 <= s < 2**31 - 1 and "Context" not in name) else \
+            [st for (_, st) in lanes_of_rank.get(r, [])]
+        srcs = [last_launched_before(r, st, int(d.start[node])) for st in streams]
+        sync_sources.setdefault(node, []).extend(x for x in srcs if x >= 0)
+    counts["stream_wait"] = d.add_edges(wait_src, wait_dst, EdgeKind.STREAM_WAIT)
+    ranks_with_waits = {int(ev.rank[i]) for i in syncs if ev.wait_on_stream[i] >= 0}
+    launch_end = np.full(d.n, np.iinfo(np.int64).min, dtype=np.int64)
+    launch_end[launch_dst] = d.end[launch_src]
+    src, dst = _infer_stream_waits(d, launch_end, skip_ranks=ranks_with_waits)
+    counts["stream_wait_inferred"] = d.add_edges(src, dst, EdgeKind.STREAM_WAIT, inferred=True)
+
+    # ---- blocking host calls ----
+    gpu_ranks = {ln.rank for ln in gpu_lanes}
+    is_sync_node = (d.kind == NodeKind.SYNC) & ~is_gpu & np.isin(rank, sorted(gpu_ranks))
+    names = ev.name_matches(SYNC_CALL, d.index)
+    device_wide = ev.name_matches(_DEVICE_SYNC, d.index)
+    exact_src, exact_dst, inf_src, inf_dst = [], [], [], []
+    nxt_all = d.next_on_lane(np.arange(d.n))
+    dev_nodes_by_rank = {r: np.flatnonzero(is_gpu & (rank == r)) for r in gpu_ranks}
+    dev_end_sorted = {}
+    for r, nodes in dev_nodes_by_rank.items():
+        o2 = np.argsort(d.end[nodes], kind="stable")
+        dev_end_sorted[r] = (nodes[o2], d.end[nodes][o2])
+    for v in np.flatnonzero(is_sync_node & names):
+        r, nxt = int(rank[v]), int(nxt_all[v])
+        if nxt < 0:
+            continue
+        srcs = sync_sources.get(int(v))
+        inferred = False
+        if srcs is None and device_wide[v]:
+            srcs = [last_launched_before(r, st, int(d.start[v]))
+                    for (_, st) in lanes_of_rank.get(r, [])]
+            srcs = [x for x in srcs if x >= 0]
+        elif srcs is None:
+            srcs = _ended_while_blocked(dev_end_sorted[r], int(d.start[v]), int(d.end[v]))
+            inferred = True
+        if not srcs:
+            continue
+        _shorten(d, v, srcs)
+        (inf_src if inferred else exact_src).extend(srcs)
+        (inf_dst if inferred else exact_dst).extend([nxt] * len(srcs))
+    # memcpy calls that returned after their copy ended (blocking copies)
+    mem = np.flatnonzero(~is_gpu & (d.kind == NodeKind.LAUNCH)
+                         & ev.name_matches(_MEMCPY, d.index))
+    if len(mem):
+        src_of = np.full(d.n, -1, dtype=np.int64)
+        src_of[launch_src] = launch_dst
+        copy = src_of[mem]
+        ok = copy >= 0
+        mem, copy = mem[ok], copy[ok]
+        blocking = (d.end[copy] <= d.end[mem]) & (d.end[copy] > d.start[mem])
+        for v, c in zip(mem[blocking], copy[blocking]):
+            nxt = int(nxt_all[v])
+            if nxt >= 0:
+                _shorten(d, int(v), [int(c)])
+                exact_src.append(int(c))
+                exact_dst.append(nxt)
+    counts["host_wait"] = d.add_edges(exact_src, exact_dst, EdgeKind.HOST_WAIT)
+    counts["host_wait_inferred"] = d.add_edges(inf_src, inf_dst, EdgeKind.HOST_WAIT,
+                                               inferred=True)
+    return counts
+
+
+def _infer_stream_waits(d: GraphDraft, launch_end: np.ndarray, *,
+                        skip_ranks: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Waits between streams in traces without ``cuda_sync`` events: a device op that
+    started later than both its launch and its stream predecessor allow, within
+    :data:`STREAM_WAKE_NS` of an op on another stream of its rank ending, waited for that
+    op (``cudaStreamWaitEvent`` on an event recorded after it)."""
+    dev = np.flatnonzero(d.is_gpu & ~np.isin(d.rank, sorted(skip_ranks)))
+    if len(dev) == 0:
+        return dev, dev
+    prev_end = np.full(d.n, np.iinfo(np.int64).min, dtype=np.int64)
+    same = np.flatnonzero(d.lane[1:] == d.lane[:-1]) + 1
+    prev_end[same] = d.end[same - 1]
+    explained = np.maximum(prev_end[dev], launch_end[dev])
+    late = dev[d.start[dev] - explained > STREAM_WAKE_NS]
+    src, dst = [], []
+    for r in np.unique(d.rank[late]):
+        nodes = dev[d.rank[dev] == r]
+        o = np.argsort(d.end[nodes], kind="stable")
+        nodes, ends = nodes[o], d.end[nodes][o]
+        mine = late[d.rank[late] == r]
+        i = np.searchsorted(ends, d.start[mine], side="right") - 1
+        ok = i >= 0
+        u = np.where(ok, nodes[np.maximum(i, 0)], -1)
+        ok &= d.lane[np.maximum(u, 0)] != d.lane[mine]
+        ok &= d.start[mine] - d.end[np.maximum(u, 0)] <= STREAM_WAKE_NS
+        src.extend(u[ok].tolist())
+        dst.extend(mine[ok].tolist())
+    return np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+
+
+def _ended_while_blocked(dev: tuple[np.ndarray, np.ndarray], start: int, end: int) -> list[int]:
+    """The device node that ended last inside ``[start, end]``, if the call returned right
+    after it (within :data:`WAKE_TOLERANCE_NS` or a tenth of the call)."""
+    nodes, ends = dev
+    i = int(np.searchsorted(ends, end, side="right")) - 1
+    if i < 0 or ends[i] <= start:
+        return []
+    if end - ends[i] > max(WAKE_TOLERANCE_NS, (end - start) // 10):
+        return []
+    return [int(nodes[i])]
+
+
+def _shorten(d: GraphDraft, v: int, srcs: list[int]) -> None:
+    """Drop the blocked part of host call ``v``: the time before its last source ended."""
+    blocked_until = int(max(d.end[s] for s in srcs))
+    blocked = min(max(blocked_until - int(d.start[v]), 0), int(d.end[v] - d.start[v]))
+    d.end[v] = d.end[v] - blocked
+
+

@@ -1,0 +1,101 @@
+"""A graph under assembly: the chosen nodes (as arrays) and the edges found so far.
+
+The edge modules (:mod:`~tracekit.graph.device`, :mod:`~tracekit.graph.host`,
+:mod:`~tracekit.graph.collectives`) read a :class:`GraphDraft` and append edges to it;
+:mod:`~tracekit.graph.build` turns the finished draft into a :class:`~tracekit.graph.model.Graph`.
+
+Node ``i`` of the draft is node ``i`` of the final graph: nodes are sorted by
+``(rank, lane kind, lane, start)``, so the nodes of one lane are consecutive ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracekit.graph.arrays import EventArrays
+from tracekit.graph.model import EdgeKind, Lane
+
+
+@dataclass(kw_only=True)
+class GraphDraft:
+    """Mutable during assembly only; never escapes :func:`tracekit.graph.build.build_graph`."""
+
+    ev: EventArrays
+    #: per node: position in ``ev``
+    index: np.ndarray
+    kind: np.ndarray  #: int8 NodeKind
+    lane: np.ndarray  #: int32 lane index
+    lanes: list[Lane]
+    #: measured start / end; end is shortened for blocking calls (see device/host modules)
+    start: np.ndarray
+    end: np.ndarray
+    #: per node: waiting inside a comm node (filled by collective matching)
+    wait: np.ndarray
+    coll_id: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    _src: list[np.ndarray] = field(default_factory=list)
+    _dst: list[np.ndarray] = field(default_factory=list)
+    _kind: list[np.ndarray] = field(default_factory=list)
+    _inferred: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+    @property
+    def rank(self) -> np.ndarray:
+        return self.ev.rank[self.index]
+
+    @property
+    def is_gpu(self) -> np.ndarray:
+        return self.ev.is_gpu[self.index]
+
+    @property
+    def correlation(self) -> np.ndarray:
+        return self.ev.correlation[self.index]
+
+    def lane_first_last(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and one-past-last node id of every lane (nodes of a lane are consecutive)."""
+        n_lanes = len(self.lanes)
+        first = np.searchsorted(self.lane, np.arange(n_lanes), side="left")
+        last = np.searchsorted(self.lane, np.arange(n_lanes), side="right")
+        return first, last
+
+    def next_on_lane(self, v: np.ndarray) -> np.ndarray:
+        """The node after each ``v`` on its lane, -1 for a lane's last node."""
+        v = np.asarray(v, dtype=np.int64)
+        nxt = v + 1
+        ok = nxt < self.n
+        ok[ok] = self.lane[nxt[ok]] == self.lane[v[ok]]
+        return np.where(ok, nxt, -1)
+
+    def add_edges(self, src, dst, kind: EdgeKind, *, inferred: bool = False) -> int:
+        """Append edges (skipping self-loops and exact duplicates later, at build)."""
+        src = np.asarray(src, dtype=np.int64).ravel()
+        dst = np.asarray(dst, dtype=np.int64).ravel()
+        keep = (src != dst) & (src >= 0) & (dst >= 0)
+        src, dst = src[keep], dst[keep]
+        self._src.append(src)
+        self._dst.append(dst)
+        self._kind.append(np.full(len(src), int(kind), dtype=np.int8))
+        self._inferred.append(np.full(len(src), inferred, dtype=bool))
+        return len(src)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All edges so far, duplicates (same src, dst, kind) removed, sorted by (dst, src)."""
+        if not self._src:
+            e = np.zeros(0, dtype=np.int64)
+            return e, e.copy(), np.zeros(0, np.int8), np.zeros(0, bool)
+        src = np.concatenate(self._src)
+        dst = np.concatenate(self._dst)
+        kind = np.concatenate(self._kind)
+        inferred = np.concatenate(self._inferred)
+        order = np.lexsort((kind, src, dst))
+        src, dst, kind, inferred = src[order], dst[order], kind[order], inferred[order]
+        dup = np.zeros(len(src), dtype=bool)
+        if len(src) > 1:
+            dup[1:] = (src[1:] == src[:-1]) & (dst[1:] == dst[:-1]) & (kind[1:] == kind[:-1])
+        keep = ~dup
+        return src[keep], dst[keep], kind[keep], inferred[keep]
