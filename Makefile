@@ -20,11 +20,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,fast]'
 	touch $@
 
 demo: install
 	$(BIN)/tracekit summary samples/runs/mlp_gloo_2rank
+	$(BIN)/tracekit timeline samples/runs/mlp_gloo_2rank --what-if dear -o out/timeline.html
+	$(BIN)/tracekit report samples/runs/mlp_gloo_2rank --what-if dear --what-if "fusion=256KB..4MB" -o out/report.html
 
 lint: install
 	$(BIN)/ruff check .

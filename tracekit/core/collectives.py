@@ -13,13 +13,25 @@ Three generations of traces describe collectives differently:
 ``comm_bytes`` is always the size of the full (unsharded) buffer: the all-reduced tensor,
 the reduce-scatter input, the all-gather output. Cost models derive the bytes each
 algorithm moves from it.
+
+Before / after for three events (``args`` abridged)::
+
+    ncclKernel_AllReduce_RING_LL_Sum_float  {"Collective name": "allreduce",
+                                             "In msg nelems": 7875584, "dtype": "Float"}
+      -> collective 'all_reduce', in_nelems 7875584, comm_bytes 31502336, is_comm True
+    gloo:all_reduce  {"Input Dims": [[131584]], "Input type": ["float"]}
+      -> collective 'all_reduce', in_nelems 131584, dtype 'float', comm_bytes 526336
+    c10d::allreduce_ {"Input Dims": [[[131584]], [], ...], "Input type": ["TensorList", ...]}
+      -> collective 'all_reduce', comm_bytes -1 (no dtype), is_comm False (it only queues)
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from math import prod
 
+import msgspec
 import numpy as np
 
 from tracekit.core.schema import Collective, dtype_bytes
@@ -39,7 +51,12 @@ _KEYWORDS = [
     ("reduce", Collective.REDUCE),
 ]
 _NCCL_KERNEL = re.compile(r"^nccl(?:Dev)?Kernel_([A-Za-z]+)")
-_COMM_PREFIXES = ("gloo:", "nccl:", "c10d::", "record_param_comms")
+_NCCL_KERNEL_PREFIXES = ("ncclKernel", "ncclDevKernel")
+_COMM_PREFIXES = ("gloo:", "nccl:", "c10d::", "record_param_comms") + _NCCL_KERNEL_PREFIXES
+
+#: the values of the ``collective`` column, '' first (the category order of the column)
+COLLECTIVE_VALUES: list[str] = [""] + [c.value for c in Collective]
+_COLLECTIVE_CODE = {v: i for i, v in enumerate(COLLECTIVE_VALUES)}
 
 
 def normalize_collective(text: str) -> str:
@@ -64,38 +81,76 @@ def is_comm_transfer(name: str, cat: str) -> bool:
     """True for the event that performs a collective: an NCCL kernel or a gloo:* event."""
     if name.startswith("gloo:"):
         return True
-    return cat == "kernel" and name.startswith(("ncclKernel", "ncclDevKernel"))
+    return cat == "kernel" and name.startswith(_NCCL_KERNEL_PREFIXES)
 
 
-def _dims_nelems(dims) -> list[int]:
-    """``Input Dims`` -> element count of each tensor input (a TensorList input sums)."""
-    out = []
+def _is_shape(d) -> bool:
+    return isinstance(d, list) and all(type(x) is int and x >= 0 for x in d)
+
+
+def _is_tensor_type(t) -> bool:
+    """An ``Input type`` entry that names a tensor's dtype ('float', 'c10::Half', ...), not
+    'Scalar', 'ScalarList', 'TensorList' or '' (any other argument)."""
+    return isinstance(t, str) and t != "" and t != "Scalar" and not t.endswith("List")
+
+
+def input_nelems(dims, types) -> list[int]:
+    """Element count of each tensor input, from ``Input Dims`` and ``Input type``.
+
+    ``Input Dims`` lists one entry per operator argument: a shape for a tensor (``[]`` for
+    a 0-d tensor), a list of shapes for a ``TensorList``, ``[]`` for anything else.
+    ``Input type`` says which is which; without it a non-empty shape counts as a tensor.
+
+    >>> input_nelems([[2048], [4096], [], []], ["float", "float", "", "Scalar"])
+    [2048, 4096]
+    >>> input_nelems([[[131584]], [], []], ["TensorList", "", ""])
+    [131584]
+    >>> input_nelems([[]], ["float"])  # a 0-d tensor holds one element
+    [1]
+    """
     if not isinstance(dims, list):
-        return out
-    for d in dims:
-        if isinstance(d, list) and d and all(isinstance(x, int) for x in d):
-            out.append(int(np.prod(d)))
-        elif isinstance(d, list) and d and all(isinstance(x, list) for x in d):
-            out.append(sum(int(np.prod(t)) for t in d if t and all(isinstance(x, int) for x in t)))
+        return []
+    typed = isinstance(types, list) and len(types) == len(dims)
+    out = []
+    for i, d in enumerate(dims):
+        t = types[i] if typed else None
+        if t == "TensorList" or (t is None and d and all(isinstance(x, list) for x in d)):
+            shapes = [s for s in d if _is_shape(s)] if isinstance(d, list) else []
+            if shapes:
+                out.append(sum(prod(s) for s in shapes))
+        elif _is_shape(d) and (_is_tensor_type(t) or (t is None and len(d) > 0)):
+            out.append(prod(d))
     return out
 
 
+def _first_dtype(types) -> str:
+    if not isinstance(types, list):
+        return ""
+    return next((t for t in types if isinstance(t, str) and dtype_bytes(t)), "")
+
+
 def _as_int(v) -> int:
-    if v is None:
+    """A recorded number (int, float, numeric string) -> int in int64 range, -1 if none."""
+    if v is None or isinstance(v, bool):
         return -1
     try:
-        return int(float(v))
-    except (TypeError, ValueError):
+        x = int(float(v)) if type(v) is not int else v
+    except (TypeError, ValueError, OverflowError):
         return -1
+    return x if -(2**63) <= x < 2**63 else -1
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CommFields:
-    """Collective columns for the events at ``index`` (every other event has none)."""
+    """Collective columns for the events at ``index`` (every other event has none).
+
+    ``collective`` holds codes into :data:`COLLECTIVE_VALUES`; the string columns are
+    Python lists aligned with ``index``.
+    """
 
     index: np.ndarray
     is_comm: np.ndarray
-    collective: list[str]
+    collective: np.ndarray
     comm_bytes: np.ndarray
     in_nelems: np.ndarray
     out_nelems: np.ndarray
@@ -104,6 +159,25 @@ class CommFields:
     pg_name: list[str]
     pg_ranks: list[str]
     seq: np.ndarray
+
+
+def _has_comm_args(a) -> bool:
+    return (
+        a.collective_name is not None
+        or len(a.input_dims) > 0
+        or a.in_nelems != -1
+        or a.out_nelems != -1
+        or a.group_size != -1
+        or a.seq != -1
+        or a.dtype is not None
+        or a.pg_name is not None
+        or len(a.pg_ranks) > 0
+    )
+
+
+def _raw(value: msgspec.Raw):
+    """Raw JSON kept by the parser -> its Python value (None when the arg was absent)."""
+    return msgspec.json.decode(value) if len(value) else None
 
 
 def comm_fields(
@@ -115,66 +189,92 @@ def comm_fields(
 ) -> CommFields:
     """Collective fields of the events that are collectives.
 
-    Candidates are found per distinct name (``pd.factorize`` codes), plus any event with a
-    ``Collective name`` argument, so only those few events cost a Python-level look.
+    Candidates are found per distinct name (``name_codes`` index ``name_uniques``), plus
+    any event with a ``Collective name`` argument. Everything that depends only on the
+    name is computed once per name; only candidates that carry collective arguments cost
+    a Python-level look.
     """
-    coll_of_name = {}
+    n_names = len(name_uniques)
+    coll_of_name = np.zeros(n_names, dtype=np.int8)
+    transfer_name = np.zeros(n_names, dtype=np.int8)  # 1: NCCL kernel name, 2: gloo event
     for code, nm in enumerate(name_uniques):
-        if nm.startswith(_COMM_PREFIXES) or nm.startswith(("ncclKernel", "ncclDevKernel")):
-            coll = normalize_collective(nm)
-            if coll:
-                coll_of_name[code] = coll
-    cand = np.isin(name_codes, list(coll_of_name)) if coll_of_name else np.zeros(len(args), bool)
+        if nm.startswith(_COMM_PREFIXES):
+            coll_of_name[code] = _COLLECTIVE_CODE[normalize_collective(nm)]
+            if nm.startswith("gloo:"):
+                transfer_name[code] = 2
+            elif nm.startswith(_NCCL_KERNEL_PREFIXES):
+                transfer_name[code] = 1
+
+    cand = coll_of_name[name_codes] > 0 if n_names else np.zeros(len(args), dtype=bool)
     with_arg = [i for i, a in enumerate(args) if a.collective_name is not None]
     if with_arg:
         cand[with_arg] = True
     cand &= ~is_step
     index = np.flatnonzero(cand)
     m = len(index)
-    out = CommFields(
-        index=index,
-        is_comm=np.zeros(m, dtype=bool),
-        collective=[""] * m,
-        comm_bytes=np.full(m, -1, dtype=np.int64),
-        in_nelems=np.full(m, -1, dtype=np.int64),
-        out_nelems=np.full(m, -1, dtype=np.int64),
-        dtype=[""] * m,
-        group_size=np.full(m, -1, dtype=np.int64),
-        pg_name=[""] * m,
-        pg_ranks=[""] * m,
-        seq=np.full(m, -1, dtype=np.int64),
-    )
-    for j, i in enumerate(index):
-        a = args[i]
-        nm = name_uniques[name_codes[i]]
-        coll = coll_of_name.get(name_codes[i], "")
-        if a.collective_name is not None:
-            coll = normalize_collective(str(a.collective_name)) or coll
-        if not coll:
+    codes = name_codes[index]
+    collective = coll_of_name[codes].astype(np.int8)
+    tname = transfer_name[codes]
+    is_comm = (tname == 2) | ((tname == 1) & is_kernel[index])
+    comm_bytes = np.full(m, -1, dtype=np.int64)
+    in_n = np.full(m, -1, dtype=np.int64)
+    out_n = np.full(m, -1, dtype=np.int64)
+    group_size = np.full(m, -1, dtype=np.int64)
+    seq = np.full(m, -1, dtype=np.int64)
+    dtypes, pg_names, pg_ranks = [""] * m, [""] * m, [""] * m
+
+    for j in range(m):
+        a = args[index[j]]
+        if not _has_comm_args(a):
             continue
-        out.collective[j] = coll
-        out.is_comm[j] = nm.startswith("gloo:") or (
-            bool(is_kernel[i]) and nm.startswith(("ncclKernel", "ncclDevKernel"))
-        )
+        if a.collective_name is not None:
+            named = _COLLECTIVE_CODE[normalize_collective(str(a.collective_name))]
+            if named:
+                collective[j] = named
         i_n, o_n = _as_int(a.in_nelems), _as_int(a.out_nelems)
-        dt = str(a.dtype) if a.dtype is not None else ""
-        if i_n < 0 and a.input_dims is not None:
-            counts = _dims_nelems(a.input_dims)
+        dt = a.dtype if isinstance(a.dtype, str) else ""
+        if i_n < 0 and len(a.input_dims):
+            types = _raw(a.input_type)
+            counts = [c if c < 2**62 else -1 for c in input_nelems(_raw(a.input_dims), types)]
             if counts:
                 i_n = counts[0]
                 if len(counts) > 1:
                     o_n = max(counts[1:])
-            if not dt and isinstance(a.input_type, list):
-                dt = next((str(t) for t in a.input_type if t and dtype_bytes(str(t))), "")
-        out.in_nelems[j], out.out_nelems[j] = i_n, o_n
-        out.dtype[j] = dt
-        size = dtype_bytes(dt)
-        if size and max(i_n, o_n) >= 0:
-            out.comm_bytes[j] = max(i_n, o_n) * size
-        out.group_size[j] = _as_int(a.group_size)
-        out.seq[j] = _as_int(a.seq)
+            if not dt:
+                dt = _first_dtype(types)
+        in_n[j], out_n[j] = i_n, o_n
+        dtypes[j] = dt
+        size = dtype_bytes(dt) if dt else 0
+        biggest = max(i_n, o_n)
+        if size and 0 <= biggest < 2**63 // size:
+            comm_bytes[j] = biggest * size
+        group_size[j] = _as_int(a.group_size)
+        seq[j] = _as_int(a.seq)
         if a.pg_name is not None:
-            out.pg_name[j] = str(a.pg_name)
-        if a.pg_ranks is not None:
-            out.pg_ranks[j] = str(a.pg_ranks)
-    return out
+            pg_names[j] = str(a.pg_name)
+        if len(a.pg_ranks):
+            pg_ranks[j] = str(_raw(a.pg_ranks))
+
+    keep = collective > 0  # a 'Collective name' that names nothing known is not a collective
+    if not keep.all():
+        sel = np.flatnonzero(keep)
+        index, collective, is_comm = index[sel], collective[sel], is_comm[sel]
+        comm_bytes, in_n, out_n = comm_bytes[sel], in_n[sel], out_n[sel]
+        group_size, seq = group_size[sel], seq[sel]
+        dtypes = [dtypes[k] for k in sel]
+        pg_names = [pg_names[k] for k in sel]
+        pg_ranks = [pg_ranks[k] for k in sel]
+    group_size = np.where((group_size >= -1) & (group_size < 2**31), group_size, -1)
+    return CommFields(
+        index=index,
+        is_comm=is_comm,
+        collective=collective,
+        comm_bytes=comm_bytes,
+        in_nelems=in_n,
+        out_nelems=out_n,
+        dtype=dtypes,
+        group_size=group_size,
+        pg_name=pg_names,
+        pg_ranks=pg_ranks,
+        seq=seq,
+    )

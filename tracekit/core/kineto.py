@@ -1,76 +1,56 @@
 """Parse one Kineto Chrome-trace file (``.json`` or ``.json.gz``) into an event table.
 
-The file is decoded with msgspec into typed structs that keep only the fields tracekit
-uses, then turned into columns in a few vectorized passes (see :mod:`tracekit.core.schema`
-for the columns). This is the first thing every command does, so it is written for speed:
-one decode, one pass to build columns, numpy for everything after.
+Before (a file torch.profiler wrote; most keys left out)::
+
+    {"distributedInfo": {"backend": "gloo", "rank": 0, "world_size": 2},
+     "baseTimeNanoseconds": 1700000000000000000,
+     "traceEvents": [
+       {"ph": "M", "name": "thread_name", "pid": 7, "tid": 9, "args": {"name": "pt_gloo_runloop"}},
+       {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", "pid": 7, "tid": 7,
+        "ts": 100.0, "dur": 900.5},
+       {"ph": "X", "cat": "cpu_op", "name": "gloo:all_reduce", "pid": 7, "tid": 9,
+        "ts": 150.25, "dur": 80.0, "args": {"Input Dims": [[1024]], "Input type": ["float"]}},
+       {"ph": "s", "cat": "fwdbwd", ...}]}
+
+After (``parse_trace`` -> one row per ``"X"`` event, columns of
+:data:`~tracekit.core.schema.EVENT_COLUMNS`, sorted by ``(lane_kind, lane, ts_ns)``)::
+
+    rank lane_kind lane lane_name        name             kind ts_ns               dur_ns step collective comm_bytes
+    0    cpu       7    thread 7         ProfilerStep#3   step 1700000000000100000 900500 3    ""         -1
+    0    cpu       9    pt_gloo_runloop  gloo:all_reduce  comm 1700000000000150250 80000  3    all_reduce 4096
+
+Reading and decoding the bytes is :mod:`tracekit.core.kineto_json` (gzip, msgspec
+structs, lenient fallback, errors for bad files); this module turns the decoded events
+into columns: one list comprehension per field, categoricals from per-name codes, numpy
+after that, no cyclic GC while it runs. A 54 MB trace with 216k events takes about half
+a second on 2 cores (``benchmarks/ingest.py``).
 """
 
 from __future__ import annotations
 
-import gzip
+import gc
 import re
-import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pandas as pd
 
-from tracekit.core.collectives import comm_fields
-from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind, empty_events
+from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
+from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
+from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
 
-Scalar = int | float | str | None
+_INT64_MAX = 2**63 - 1
+_INT32_MAX = 2**31 - 1
+#: timestamps beyond this many µs (about 285 years) are damage, not time
+_MAX_ABS_US = 9e15
 
-
-class _Args(msgspec.Struct, gc=False):
-    # Precise types keep decoding fast; a trace with an odd type for one of these falls back
-    # to _decode_leniently, which coerces (strict=False) and skips events that still fail.
-    external_id: int = msgspec.field(default=-1, name="External id")
-    correlation: int = -1
-    stream: int = -1
-    collective_name: str | None = msgspec.field(default=None, name="Collective name")
-    in_nelems: int = msgspec.field(default=-1, name="In msg nelems")
-    out_nelems: int = msgspec.field(default=-1, name="Out msg nelems")
-    group_size: int = msgspec.field(default=-1, name="Group size")
-    dtype: str | None = None
-    pg_name: str | None = msgspec.field(default=None, name="Process Group Name")
-    pg_ranks: Any = msgspec.field(default=None, name="Process Group Ranks")
-    seq: int = msgspec.field(default=-1, name="Seq")
-    input_dims: Any = msgspec.field(default=None, name="Input Dims")
-    input_type: Any = msgspec.field(default=None, name="Input type")
-    wait_on_stream: int = -1
-    wait_on_corr: int = msgspec.field(default=-1, name="wait_on_cuda_event_record_corr_id")
-    name: Any = None  # thread_name / process_name metadata
-
-
-class _Event(msgspec.Struct, gc=False):
-    ph: str = ""
-    name: str = ""
-    cat: str = ""
-    pid: int | str = 0
-    tid: int | str = 0
-    ts: float | None = None
-    dur: float = 0.0
-    args: _Args | None = None
-
-
-class _Trace(msgspec.Struct, gc=False):
-    traceEvents: list[_Event] | None = None  # noqa: N815 - Kineto's key
-    distributedInfo: dict[str, Any] | None = None  # noqa: N815
-    deviceProperties: list[Any] | None = None  # noqa: N815
-    baseTimeNanoseconds: int | None = None  # noqa: N815
-    schemaVersion: Any = None  # noqa: N815
-    host_name: Any = None
-
-
-_DECODER = msgspec.json.Decoder(_Trace | list[_Event])
 
 _GPU_CATS = frozenset(
     {"kernel", "gpu_memcpy", "gpu_memset", "cuda_sync", "gpu_user_annotation", "gpu_op"}
@@ -78,10 +58,10 @@ _GPU_CATS = frozenset(
 _ANNOTATION_CATS = frozenset({"user_annotation", "gpu_user_annotation", "python_function"})
 _RUNTIME_CATS = frozenset({"cuda_runtime", "cuda_driver", "runtime", "driver"})
 _KIND_BY_CAT = {
-    "kernel": EventKind.KERNEL.value,
-    "gpu_memcpy": EventKind.MEMCPY.value,
-    "gpu_memset": EventKind.MEMSET.value,
-    "cuda_sync": EventKind.SYNC.value,
+    "kernel": EventKind.KERNEL,
+    "gpu_memcpy": EventKind.MEMCPY,
+    "gpu_memset": EventKind.MEMSET,
+    "cuda_sync": EventKind.SYNC,
 }
 _KIND_NAMES = [k.value for k in EventKind]
 _KIND_CODE = {k: np.int8(i) for i, k in enumerate(EventKind)}
@@ -125,59 +105,50 @@ class TraceMeta:
 def rank_from_filename(path: str | Path) -> int | None:
     """``rank-3``, ``rank3``, ``rank_3``, ``worker3`` in a file name -> 3; else None."""
     m = _RANK_IN_NAME.search(Path(path).name)
-    return int(m.group(1)) if m else None
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TracekitError("no such file; check the path", path=str(path)) from None
-    except IsADirectoryError:
-        raise TracekitError("is a folder, expected a trace file", path=str(path)) from None
-    except OSError as exc:
-        raise TracekitError(f"cannot read file ({exc.strerror})", path=str(path)) from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error):
-            raise TracekitError(
-                "gzip data is truncated or corrupt; re-copy or re-export the trace",
-                path=str(path),
-            ) from None
-    return raw
+    if not m or len(m.group(1)) > 9:
+        return None
+    return int(m.group(1))
 
 
 def _to_int(values: list, default: int = -1) -> np.ndarray:
-    """Mixed None / int / float / numeric-string list -> int64 array, ``default`` for junk."""
+    """Mixed None / int / float / numeric-string list -> int64 array, ``default`` for junk
+    (including numbers outside int64)."""
     out = np.full(len(values), default, dtype=np.int64)
     for i, v in enumerate(values):
-        if v is None:
+        if v is None or isinstance(v, bool):
             continue
-        if type(v) is int:
-            out[i] = v
-        else:
-            try:
-                out[i] = int(float(v))
-            except (TypeError, ValueError, OverflowError):
-                pass
+        try:
+            x = v if type(v) is int else int(float(v))
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if -_INT64_MAX <= x <= _INT64_MAX:
+            out[i] = x
     return out
 
 
-def _int_column(values: list) -> np.ndarray:
-    """Kineto ids (pid / tid) -> int64; strings ('stream 7', 'Spans') map via _to_int."""
+def _int_column(values: list, default: int = -1) -> np.ndarray:
+    """Ints (the usual case, converted in C) or anything else (via :func:`_to_int`)."""
     try:
-        return np.array(values, dtype=np.int64)
+        return np.fromiter(values, dtype=np.int64, count=len(values))
     except (TypeError, ValueError, OverflowError):
-        return _to_int(values, 0)
+        return _to_int(values, default)
 
 
-def _times_ns(values: list, base_ns: int) -> np.ndarray:
-    """Microsecond timestamps (int or float) -> int64 ns, exact for integer µs."""
-    arr = np.asarray(values, dtype=np.float64)
+def _times_ns(arr: np.ndarray, base_ns: int) -> np.ndarray:
+    """Microsecond timestamps (float64) -> int64 ns, exact for integer µs."""
     whole = np.floor(arr)
     ns = whole.astype(np.int64) * 1000 + np.rint((arr - whole) * 1000.0).astype(np.int64)
     return ns + base_ns if base_ns else ns
+
+
+def _factorize(values: list) -> tuple[np.ndarray, list]:
+    """``['a', 'b', 'a']`` -> ``(array([0, 1, 0]), ['a', 'b'])``: codes in first-seen order.
+    A dict beats ``pd.factorize`` on Python strings (no string-dtype inference)."""
+    seen: dict = {}
+    setdefault = seen.setdefault
+    codes = np.fromiter([setdefault(v, len(seen)) for v in values], dtype=np.int32,
+                        count=len(values))
+    return codes, list(seen)
 
 
 def parse_trace(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
@@ -189,81 +160,69 @@ def parse_trace(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     missing, truncated, not JSON, not a Kineto trace, or empty.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 256 and not raw.strip():
-        raise TracekitError("file is empty; re-export the trace", path=str(path))
+    with _gc_paused():
+        return _parse(path)
+
+
+@contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while a trace is turned into columns: the hundreds of
+    thousands of objects made here hold no cycles, and full collections over them cost
+    about a tenth of the parse."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        doc = _DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        doc = _decode_leniently(raw, path, exc)
-    except msgspec.DecodeError as exc:
-        hint = "truncated" if "truncated" in str(exc).lower() else "not valid JSON"
-        raise TracekitError(
-            f"{hint} ({exc}); is this a complete Kineto trace (torch.profiler "
-            "export_chrome_trace)?",
-            path=str(path),
-        ) from None
-    return _build(doc, path)
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
-def _decode_leniently(raw: bytes, path: Path, first_error: Exception) -> _Trace:
-    """Typed decode failed on one odd field: decode generically, keep the events that fit."""
-    try:
-        generic = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise TracekitError(f"not valid JSON ({exc})", path=str(path)) from None
-    if isinstance(generic, list):
-        generic = {"traceEvents": generic}
-    if not isinstance(generic, dict) or not isinstance(generic.get("traceEvents"), list):
-        raise TracekitError(
-            "not a Kineto trace: no 'traceEvents' list; expected the JSON written by "
-            "torch.profiler's export_chrome_trace",
-            path=str(path),
-        )
-    events, dropped = [], 0
-    for ev in generic["traceEvents"]:
-        try:
-            events.append(msgspec.convert(ev, _Event, strict=False))
-        except (msgspec.ValidationError, TypeError):
-            dropped += 1
-    if dropped:
-        log.warning("%s: skipped %d malformed events (%s)", path, dropped, first_error)
-    head = {k: v for k, v in generic.items() if k != "traceEvents"}
-    try:
-        meta = msgspec.convert(head, _Trace, strict=False)
-    except msgspec.ValidationError:
-        meta = _Trace()
-    return _Trace(
-        traceEvents=events,
-        distributedInfo=meta.distributedInfo,
-        deviceProperties=meta.deviceProperties,
-        baseTimeNanoseconds=meta.baseTimeNanoseconds,
-        host_name=meta.host_name,
-    )
+def _parse(path: Path) -> tuple[pd.DataFrame, TraceMeta]:
+    return _build(decode_trace(path), path)
 
 
-def _build(doc: _Trace | list[_Event], path: Path) -> tuple[pd.DataFrame, TraceMeta]:
-    if isinstance(doc, list):
-        doc = _Trace(traceEvents=doc)
-    if doc.traceEvents is None:
-        raise TracekitError(
-            "not a Kineto trace: no 'traceEvents' list; expected the JSON written by "
-            "torch.profiler's export_chrome_trace",
-            path=str(path),
-        )
+def _thread_names(metas: list[MetaEvent]) -> dict[tuple[int, int], str]:
+    """``thread_name`` metadata -> ``{(pid, tid): name}``.
+
+    Kineto sometimes names one thread twice, once generically after the process
+    (``thread 6201 (python3)``) and once after what it is (``thread 6201 (pt_gloo_runloop)``):
+    the specific name wins.
+    """
+    process = {}
+    named: dict[tuple[int, int], list[str]] = {}
+    for e in metas:
+        label = e.args.name if e.args is not None else None
+        if not isinstance(label, str):
+            continue
+        key = (int(_to_int([e.pid], 0)[0]), int(_to_int([e.tid], 0)[0]))
+        if e.name == "process_name":
+            process[key[0]] = label
+        elif e.name == "thread_name":
+            named.setdefault(key, []).append(label)
+    out = {}
+    for key, labels in named.items():
+        generic = f"({process.get(key[0], '')})"
+        specific = [lb for lb in labels if not lb.endswith(generic)]
+        out[key] = (specific or labels)[-1]
+    return out
+
+
+def _valid_int(v: Any, low: int, high: int) -> int | None:
+    """``v`` when it is a true int within ``[low, high]``, else None."""
+    return v if type(v) is int and low <= v <= high else None
+
+
+def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
     dinfo = doc.distributedInfo if isinstance(doc.distributedInfo, dict) else {}
-    base_ns = int(doc.baseTimeNanoseconds or 0)
+    base_ns = _valid_int(doc.baseTimeNanoseconds, 0, 2**62) or 0
 
-    thread_names: dict[tuple[Any, Any], str] = {}
-    xs: list[_Event] = []
-    append = xs.append
-    for e in doc.traceEvents:
-        ph = e.ph
-        if ph == "X":
-            if e.ts is not None and type(e.pid) is not str:
-                append(e)
-        elif ph == "M" and e.name == "thread_name" and e.args is not None:
-            thread_names[(e.pid, e.tid)] = str(e.args.name)
+    props = doc.deviceProperties if isinstance(doc.deviceProperties, list) else []
+    host = doc.host_name if isinstance(doc.host_name, str) else ""
+    evs = doc.traceEvents
+    xs = [e for e in evs if e.__class__ is Event and e.ts is not None and e.pid.__class__ is not str]
+    metas = [e for e in evs if e.__class__ is MetaEvent]
+    del doc, evs
     if not xs:
         raise TracekitError(
             "trace has no duration events ('ph': 'X'); was the profiler stopped before "
@@ -271,26 +230,27 @@ def _build(doc: _Trace | list[_Event], path: Path) -> tuple[pd.DataFrame, TraceM
             path=str(path),
         )
 
-    rank = dinfo.get("rank")
+    rank = _valid_int(dinfo.get("rank"), 0, _INT32_MAX)
     rank_source = "distributedInfo"
-    if not isinstance(rank, int):
+    if rank is None:
         rank = rank_from_filename(path)
         rank_source = "filename" if rank is not None else "none"
 
-    events = _columns(xs, base_ns, thread_names, rank if rank is not None else -1)
+    events = _columns(xs, base_ns, _thread_names(metas), rank if rank is not None else -1, path)
     steps = _assign_steps(events)
     if not steps:
         log.info("%s: no ProfilerStep#N annotations; the whole trace is one window (step 0)",
                  path.name)
-    host = doc.host_name if isinstance(doc.host_name, str) else ""
+    pg_config = dinfo.get("pg_config")
     meta = TraceMeta(
         path=str(path),
         rank=rank,
         rank_source=rank_source,
-        world_size=dinfo.get("world_size") if isinstance(dinfo.get("world_size"), int) else None,
+        world_size=_valid_int(dinfo.get("world_size"), 1, _INT32_MAX),
         backend=str(dinfo.get("backend", "") or ""),
-        process_groups=list(dinfo.get("pg_config") or []),
-        device_properties=list(doc.deviceProperties or []),
+        process_groups=[g for g in pg_config if isinstance(g, dict)]
+        if isinstance(pg_config, list) else [],
+        device_properties=props,
         relative_timestamps=bool(base_ns),
         steps=steps,
         n_events=len(events),
@@ -300,114 +260,167 @@ def _build(doc: _Trace | list[_Event], path: Path) -> tuple[pd.DataFrame, TraceM
     return events, meta
 
 
-def _columns(xs: list[_Event], base_ns: int, thread_names: dict, rank: int) -> pd.DataFrame:
+_NO_ARGS = Args()
+
+
+def _lookup(uniques: list[str], codes: np.ndarray, group: frozenset) -> np.ndarray:
+    """Per-event ``value in group``, decided once per distinct value."""
+    table = np.fromiter((u in group for u in uniques), dtype=bool, count=len(uniques))
+    return table[codes] if len(uniques) else np.zeros(len(codes), dtype=bool)
+
+
+def _drop_damaged(xs: list[Event], ts_us: np.ndarray, dur_us: np.ndarray, path: Path):
+    """Events whose time is not a number of µs a clock could show are damage: skip them."""
+    bad = ~(np.abs(ts_us) < _MAX_ABS_US) | ~(np.abs(dur_us) < _MAX_ABS_US)
+    if not bad.any():
+        return xs, ts_us, dur_us
+    log.warning("%s: skipped %d events with impossible timestamps", path, int(bad.sum()))
+    keep = np.flatnonzero(~bad)
+    return [xs[i] for i in keep], ts_us[keep], dur_us[keep]
+
+
+def _lane_names(is_gpu: np.ndarray, pids: np.ndarray, lane: np.ndarray,
+                thread_names: dict[tuple[int, int], str]) -> pd.Categorical:
+    """Per-event lane label: ``stream N`` on the GPU, the thread's name (or ``thread N``)
+    on the host. Computed once per distinct ``(pid, lane)``."""
+    u_pid, pid_inv = np.unique(pids, return_inverse=True)
+    u_lane, lane_inv = np.unique(lane, return_inverse=True)
+    n_lane = len(u_lane)
+    # key: (0 for a GPU stream, else 1 + the pid's index) * n_lane + the lane's index
+    key = (np.where(is_gpu, 0, pid_inv.ravel() + 1).astype(np.int64) * n_lane
+           + lane_inv.ravel())
+    u_key, key_inv = np.unique(key, return_inverse=True)
+    labels = []
+    for k in u_key.tolist():
+        p, ln = divmod(k, n_lane)
+        lane_id = int(u_lane[ln])
+        if p == 0:
+            labels.append(f"stream {lane_id}")
+        else:
+            labels.append(thread_names.get((int(u_pid[p - 1]), lane_id), f"thread {lane_id}"))
+    label_codes, label_uniques = _factorize(labels)
+    return pd.Categorical.from_codes(label_codes[key_inv.ravel()], label_uniques)
+
+
+def _step_numbers(name_uniques: list[str]) -> np.ndarray:
+    """Per distinct name: N for ``ProfilerStep#N`` (N within int32), else -1."""
+    out = np.full(len(name_uniques), -1, dtype=np.int64)
+    for code, nm in enumerate(name_uniques):
+        if nm.startswith("ProfilerStep#"):
+            m = _STEP_RE.match(nm)
+            if m and len(m.group(1)) <= 9:
+                out[code] = int(m.group(1))
+    return out
+
+
+def _sparse_categorical(index: np.ndarray, values: list[str], n: int) -> tuple[np.ndarray, list]:
+    """Strings for the rows at ``index`` ('' elsewhere) -> (codes, categories)."""
+    codes, uniques = _factorize([""] + values)
+    return _sparse_int(index, codes[1:], n, fill=0).astype(np.int32), uniques
+
+
+def _sparse_int(index: np.ndarray, values: np.ndarray, n: int, fill: int = -1) -> np.ndarray:
+    full = np.full(n, fill, dtype=np.int64)
+    full[index] = values
+    return full
+
+
+def _columns(xs: list[Event], base_ns: int, thread_names: dict, rank: int,
+             path: Path) -> pd.DataFrame:
+    """Duration events -> the event table (see :data:`EVENT_COLUMNS`), sorted by
+    ``(lane_kind, lane, ts_ns)``. One list comprehension per field, numpy after that."""
+    ts_us = np.fromiter([e.ts for e in xs], dtype=np.float64, count=len(xs))
+    dur_us = np.fromiter([e.dur for e in xs], dtype=np.float64, count=len(xs))
+    xs, ts_us, dur_us = _drop_damaged(xs, ts_us, dur_us, path)
+    if not xs:
+        raise TracekitError("no event has a usable timestamp; re-export the trace",
+                            path=str(path))
     n = len(xs)
-    no_args = _Args()
+    no_args = _NO_ARGS
     args = [e.args or no_args for e in xs]
-    names = [e.name for e in xs]
-    cats = [e.cat for e in xs]
-    tids_raw = [e.tid for e in xs]
-    pids_raw = [e.pid for e in xs]
-    ts_ns = _times_ns([e.ts for e in xs], base_ns)
-    dur_ns = _times_ns([e.dur for e in xs], 0)
-    np.maximum(dur_ns, 0, out=dur_ns)
-    stream = np.array([a.stream for a in args], dtype=np.int64)
-    corr = np.array([a.correlation for a in args], dtype=np.int64)
-    ext = np.array([a.external_id for a in args], dtype=np.int64)
+    name_codes, name_uniques = _factorize([e.name for e in xs])
+    cat_codes, cat_uniques = _factorize([e.cat for e in xs])
+    pids = _int_column([e.pid for e in xs], 0)
+    tids = _int_column([e.tid for e in xs], 0)
+    stream = _int_column([a.stream for a in args])
+    corr = _int_column([a.correlation for a in args])
+    ext = _int_column([a.external_id for a in args])
+    ts_ns = _times_ns(ts_us, base_ns)
+    dur_ns = np.maximum(_times_ns(dur_us, 0), 0)
 
-    cat_codes, cat_uniques = pd.factorize(np.asarray(cats, dtype=object))
-    cat_uniques = [str(c) for c in cat_uniques]
-
-    def cats_in(group: frozenset) -> np.ndarray:
-        codes = [i for i, c in enumerate(cat_uniques) if c in group]
-        return np.isin(cat_codes, codes)
-
-    is_runtime = cats_in(_RUNTIME_CATS)
-    is_gpu = cats_in(_GPU_CATS) | ((stream >= 0) & ~is_runtime)
-    tids = _int_column(tids_raw)
-    pids = _int_column(pids_raw)
+    is_runtime = _lookup(cat_uniques, cat_codes, _RUNTIME_CATS)
+    is_gpu = _lookup(cat_uniques, cat_codes, _GPU_CATS) | ((stream >= 0) & ~is_runtime)
     lane = np.where(is_gpu & (stream >= 0), stream, tids)
 
     K = _KIND_CODE
-    kind = np.full(n, K[EventKind.CPU_OP], dtype=np.int8)
-    for cat, k in _KIND_BY_CAT.items():
-        kind[cats_in(frozenset([cat]))] = K[EventKind(k)]
-    kind[cats_in(_ANNOTATION_CATS)] = K[EventKind.ANNOTATION]
-    kind[is_runtime] = K[EventKind.RUNTIME]
+    kind_of_cat = np.full(len(cat_uniques), K[EventKind.CPU_OP], dtype=np.int8)
+    for code, cat in enumerate(cat_uniques):
+        if cat in _KIND_BY_CAT:
+            kind_of_cat[code] = K[_KIND_BY_CAT[cat]]
+        if cat in _ANNOTATION_CATS:
+            kind_of_cat[code] = K[EventKind.ANNOTATION]
+        if cat in _RUNTIME_CATS:
+            kind_of_cat[code] = K[EventKind.RUNTIME]
+    kind = kind_of_cat[cat_codes] if n else np.zeros(0, dtype=np.int8)
     # a runtime call whose correlation id reappears on a GPU event launched that event
     gpu_corr = corr[is_gpu & (corr >= 0)]
-    kind[is_runtime & (corr >= 0) & np.isin(corr, gpu_corr)] = K[EventKind.LAUNCH]
+    if len(gpu_corr):
+        kind[is_runtime & (corr >= 0) & np.isin(corr, gpu_corr)] = K[EventKind.LAUNCH]
     kind[is_gpu & (kind == K[EventKind.CPU_OP])] = K[EventKind.KERNEL]
+    is_step = (_step_numbers(name_uniques)[name_codes] >= 0) & ~is_gpu
+    kind[is_step] = K[EventKind.STEP]
 
-    name_codes, name_uniques = pd.factorize(np.asarray(names, dtype=object))
-    name_uniques = [str(u) for u in name_uniques]
-    step_codes = [i for i, nm in enumerate(name_uniques) if nm.startswith("ProfilerStep#")]
-    is_step = np.zeros(n, dtype=bool)
-    if step_codes:
-        is_step = np.isin(name_codes, step_codes) & ~is_gpu
-        kind[is_step] = K[EventKind.STEP]
-
-    # lane names: one lookup per distinct (pid, tid), not per event
-    cpu_lane_names = {}
-    for key in set(zip(pids_raw, tids_raw)):
-        cpu_lane_names[key] = thread_names.get(key, f"thread {key[1]}")
-    lane_names = np.empty(n, dtype=object)
-    gpu_idx = np.flatnonzero(is_gpu)
-    if len(gpu_idx):
-        lane_names[gpu_idx] = ["stream " + str(x) for x in lane[gpu_idx]]
-    cpu_idx = np.flatnonzero(~is_gpu)
-    lane_names[cpu_idx] = [cpu_lane_names[(pids_raw[i], tids_raw[i])] for i in cpu_idx]
-
-    is_kernel = cats_in(frozenset(["kernel"]))
+    is_kernel = _lookup(cat_uniques, cat_codes, frozenset(["kernel"]))
     comm = comm_fields(name_codes, name_uniques, is_kernel, is_step, args)
     kind[comm.index[comm.is_comm]] = K[EventKind.COMM]
 
-    def sparse_cat(values: list[str]) -> pd.Categorical:
-        codes, uniques = pd.factorize(np.asarray([""] + values, dtype=object))
-        full = np.zeros(n, dtype=codes.dtype)
-        full[comm.index] = codes[1:]
-        return pd.Categorical.from_codes(full, [str(u) for u in uniques])
+    sync_idx = np.flatnonzero(kind == K[EventKind.SYNC])
+    sync_args = [args[i] for i in sync_idx]
+    wait_stream = _sparse_int(sync_idx, _int_column([a.wait_on_stream for a in sync_args]), n)
+    wait_corr = _sparse_int(sync_idx, _int_column([a.wait_on_corr for a in sync_args]), n)
+    dtype_codes, dtype_cats = _sparse_categorical(comm.index, comm.dtype, n)
+    pg_name_codes, pg_name_cats = _sparse_categorical(comm.index, comm.pg_name, n)
+    pg_ranks_codes, pg_ranks_cats = _sparse_categorical(comm.index, comm.pg_ranks, n)
+    coll_codes = np.zeros(n, dtype=np.int8)
+    coll_codes[comm.index] = comm.collective
+    lane_names = _lane_names(is_gpu, pids, lane, thread_names)
 
-    def sparse_int(values: np.ndarray) -> np.ndarray:
-        full = np.full(n, -1, dtype=np.int64)
-        full[comm.index] = values
-        return full
+    o = np.lexsort((ts_ns, lane, is_gpu))
 
-    df = pd.DataFrame(
-        {
-            "rank": np.full(n, rank, dtype=np.int32),
-            "lane_kind": pd.Categorical.from_codes(is_gpu.astype(np.int8),
-                                                   [LaneKind.CPU.value, LaneKind.GPU.value]),
-            "lane": lane.astype(np.int64),
-            "lane_name": pd.Categorical(lane_names),
-            "pid": pids,
-            "name": pd.Categorical.from_codes(name_codes, name_uniques),
-            "cat": pd.Categorical.from_codes(cat_codes, cat_uniques),
-            "kind": pd.Categorical.from_codes(kind, _KIND_NAMES),
-            "ts_ns": ts_ns,
-            "end_ns": ts_ns + dur_ns,
-            "dur_ns": dur_ns,
-            "step": np.full(n, -1, dtype=np.int32),
-            "correlation": corr,
-            "external_id": ext,
-            "collective": sparse_cat(comm.collective),
-            "comm_bytes": sparse_int(comm.comm_bytes),
-            "in_nelems": sparse_int(comm.in_nelems),
-            "out_nelems": sparse_int(comm.out_nelems),
-            "dtype": sparse_cat(comm.dtype),
-            "group_size": sparse_int(comm.group_size).astype(np.int32),
-            "pg_name": sparse_cat(comm.pg_name),
-            "pg_ranks": sparse_cat(comm.pg_ranks),
-            "seq": sparse_int(comm.seq),
-            "wait_on_stream": np.array([a.wait_on_stream for a in args], dtype=np.int64),
-            "wait_on_corr": np.array([a.wait_on_corr for a in args], dtype=np.int64),
-        }
-    )
-    assert list(df.columns) == list(EVENT_COLUMNS)
-    order = np.lexsort((ts_ns, lane, is_gpu))
-    df = df.take(order)
-    df.reset_index(drop=True, inplace=True)
-    return df
+    def cat(codes: np.ndarray, categories: list) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes[o], categories)
+
+    ts_sorted = ts_ns[o]
+    dur_sorted = dur_ns[o]
+    columns = {
+        "rank": np.full(n, rank, dtype=np.int32),
+        "lane_kind": cat(is_gpu.astype(np.int8), [LaneKind.CPU.value, LaneKind.GPU.value]),
+        "lane": lane[o],
+        "lane_name": pd.Categorical.from_codes(lane_names.codes[o], lane_names.categories),
+        "pid": pids[o],
+        "name": cat(name_codes, name_uniques),
+        "cat": cat(cat_codes, cat_uniques),
+        "kind": cat(kind, _KIND_NAMES),
+        "ts_ns": ts_sorted,
+        "end_ns": ts_sorted + dur_sorted,
+        "dur_ns": dur_sorted,
+        "step": np.full(n, -1, dtype=np.int32),
+        "correlation": corr[o],
+        "external_id": ext[o],
+        "collective": cat(coll_codes, COLLECTIVE_VALUES),
+        "comm_bytes": _sparse_int(comm.index, comm.comm_bytes, n)[o],
+        "in_nelems": _sparse_int(comm.index, comm.in_nelems, n)[o],
+        "out_nelems": _sparse_int(comm.index, comm.out_nelems, n)[o],
+        "dtype": cat(dtype_codes, dtype_cats),
+        "group_size": _sparse_int(comm.index, comm.group_size, n)[o].astype(np.int32),
+        "pg_name": cat(pg_name_codes, pg_name_cats),
+        "pg_ranks": cat(pg_ranks_codes, pg_ranks_cats),
+        "seq": _sparse_int(comm.index, comm.seq, n)[o],
+        "wait_on_stream": wait_stream[o],
+        "wait_on_corr": wait_corr[o],
+    }
+    assert list(columns) == list(EVENT_COLUMNS)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _assign_steps(events: pd.DataFrame) -> list[int]:
@@ -416,14 +429,15 @@ def _assign_steps(events: pd.DataFrame) -> list[int]:
     Host events get the step whose ``ProfilerStep#N`` window contains their start. GPU
     events get the step of the launch that queued them (by correlation), so a kernel that
     runs after its step's host window closed still counts for that step; GPU events
-    without a launch fall back to their start time.
+    without a launch fall back to their start time. Without any step every event is step 0.
     """
     is_step = (events["kind"] == EventKind.STEP.value).to_numpy()
     if not is_step.any():
-        events["step"] = np.int32(0)
+        events["step"] = np.zeros(len(events), dtype=np.int32)
         return []
     step_rows = events.loc[is_step, ["name", "ts_ns", "end_ns"]]
-    nums = step_rows["name"].astype(str).str.extract(_STEP_RE)[0].astype(np.int64).to_numpy()
+    nums = np.array([int(_STEP_RE.match(str(nm)).group(1)) for nm in step_rows["name"]],
+                    dtype=np.int64)
     starts = step_rows["ts_ns"].to_numpy()
     ends = step_rows["end_ns"].to_numpy()
     order = np.argsort(starts, kind="stable")
@@ -456,7 +470,3 @@ def _assign_steps(events: pd.DataFrame) -> list[int]:
     events["step"] = step
     return [int(s) for s in nums]
 
-
-def empty_trace_events() -> pd.DataFrame:
-    """Re-export of :func:`tracekit.core.schema.empty_events` for callers of this module."""
-    return empty_events()

@@ -12,17 +12,22 @@ The manifest (``schema_version`` 1) is a JSON object::
     {
       "schema_version": 1,
       "tool": "tracekit 0.1.0",
+      "created": "2026-11-21T23:38:10+00:00",
       "command": ["torchrun", "--nproc_per_node", "2", "samples/train_ddp.py"],
+      "exit_code": 0,                          # the command's (128 + N: killed by signal N)
       "world_size": 2,
       "backend": "gloo",
       "versions": {"torch": "2.13.0", "nccl": "", "python": "3.11.7"},
       "hosts": ["host-a"],
-      "profiler": {"wait": 1, "warmup": 2, "active": 5, "record_shapes": true},
+      "profiler": {"wait": 1, "warmup": 2, "active": 5, "record_shapes": true,
+                   "annotate_modules": true},  # tracekit.fwd:/bwd: ranges, see collectors
       "ranks": [
-        {"rank": 0, "host": "host-a", "trace": "rank0.trace.json.gz",
+        {"rank": 0, "host": "host-a", "pid": 4242, "trace": "rank0.trace.json.gz",
          "nccl_log": "",                       # path under the folder, '' when none
+         "steps": [3, 4, 5, 6, 7],             # ProfilerStep numbers of step_times_ms
          "step_times_ms": [51.2, 49.8, ...],   # wall-clock of every recorded step
          "unprofiled_step_ms": 47.1,           # median step time with the profiler off
+         "unprofiled_step_times_ms": [...],    # the unprofiled steps it is the median of
          "errors": []}                         # collector problems on this rank
       ],
       "model": {
@@ -31,15 +36,20 @@ The manifest (``schema_version`` 1) is a JSON object::
            "bytes": 1048576, "module": "0", "requires_grad": true}
         ],
         "ddp": {                               # null when the model is not DDP-wrapped
-          "bucket_cap_mb": 25.0, "first_bucket_mb": 1.0,
+          "bucket_cap_mb": 25.0, "first_bucket_mb": 1.0,   # what DDP used: the first
+          "bucket_cap_bytes": 26214400,                    # bucket is 1 MB only when
+          "first_bucket_bytes": 1048576,                   # bucket_cap_mb is DDP's default
           "gradient_as_bucket_view": false, "static_graph": false,
+          "find_unused_parameters": false,
+          "buckets_source": "rebuilt",         # or "initial" (DDP had not rebuilt yet)
           "buckets": [{"index": 0, "params": [31, 30], "bytes": 1050624}]  # DDP's final buckets
         },
         "forward_order": [                     # modules in the order their forward ran
           {"module": "0", "params": [0, 1]}
         ]
       },
-      "overhead": {"profiled_step_ms": 51.0, "unprofiled_step_ms": 47.1, "ratio": 1.08},
+      "overhead": {"profiled_step_ms": 51.0, "unprofiled_step_ms": 47.1, "ratio": 1.08,
+                   "how": "..."},              # medians pooled over ranks
       "errors": []
     }
 

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -107,11 +109,13 @@ def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, li
         else:
             files = discover_trace_files(folder)
         if not files:
-            raise TracekitError(
-                "folder holds no trace files (*.json or *.json.gz); point at the folder "
-                "torch.profiler wrote, or record one with 'tracekit profile'",
-                path=str(folder),
-            )
+            nested = sorted({p.parent for p in folder.glob("*/*")
+                             if p.is_file() and p.name.endswith(_TRACE_SUFFIXES)})
+            hint = (f"its subfolder {nested[0]} has some: pass that folder" if nested else
+                    "point at the folder torch.profiler wrote, or record one with "
+                    "'tracekit profile'")
+            raise TracekitError(f"folder holds no trace files (*.json or *.json.gz); {hint}",
+                                path=str(folder))
         return folder, files, manifest
     for s in sources:
         if s.is_dir():
@@ -159,19 +163,14 @@ def load_run(
                 path=str(f),
             )
         if meta.rank != rank or (events["rank"].iloc[0] if len(events) else rank) != rank:
-            events["rank"] = rank
+            events["rank"] = np.full(len(events), rank, dtype=np.int32)
         tables[rank] = events
         metas[rank] = meta
         if progress:
             log.info("parsed %s (rank %d, %d events) [%d/%d, %.1fs]", f.name, rank,
                      len(events), i + 1, len(files), time.perf_counter() - t0)
 
-    events = (
-        pd.concat([tables[r] for r in sorted(tables)], ignore_index=True)
-        if tables
-        else empty_events()
-    )
-    _restore_categories(events, tables)
+    events = concat_events([tables[r] for r in sorted(tables)])
     world = max(
         [m.world_size or 0 for m in metas.values()]
         + [manifest.world_size if manifest else 0, len(metas)]
@@ -201,13 +200,24 @@ def load_run(
     return run
 
 
-def _restore_categories(events: pd.DataFrame, tables: dict[int, pd.DataFrame]) -> None:
-    """pd.concat turns categoricals with different categories into object: undo that."""
-    for col in events.columns:
-        if events[col].dtype == object and tables:
-            first = next(iter(tables.values()))
-            if isinstance(first[col].dtype, pd.CategoricalDtype):
-                events[col] = events[col].astype("category")
+def concat_events(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack per-rank event tables into one, keeping the schema.
+
+    ``pd.concat`` turns categoricals whose categories differ into plain strings (and
+    costs a copy through Python objects); this unions the categories instead, so a
+    64-rank run concatenates in numpy.
+    """
+    if not tables:
+        return empty_events()
+    if len(tables) == 1:
+        return tables[0].reset_index(drop=True)
+    columns = {}
+    for col in tables[0].columns:
+        if isinstance(tables[0][col].dtype, pd.CategoricalDtype):
+            columns[col] = union_categoricals([t[col] for t in tables])
+        else:
+            columns[col] = np.concatenate([t[col].to_numpy() for t in tables])
+    return pd.DataFrame(columns, copy=False)
 
 
 def _ranges(ranks: Iterable[int]) -> str:

@@ -121,6 +121,11 @@ DTYPE_BYTES: dict[str, int] = {
     "double": 8, "int": 4, "int32": 4, "int64": 8, "long": 8, "int16": 2, "short": 2,
     "int8": 1, "uint8": 1, "char": 1, "byte": 1, "bool": 1, "c10::half": 2,
     "c10::bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1, "complexfloat": 8,
+    # caffe2::TypeMeta spellings used by "Input type" (record_shapes)
+    "long int": 8, "short int": 2, "signed char": 1, "unsigned char": 1,
+    "unsigned short": 2, "unsigned int": 4, "unsigned long": 8,
+    "c10::complex<float>": 8, "c10::complex<double>": 16, "c10::complex<c10::half>": 4,
+    "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1, "complexdouble": 16,
 }
 
 
