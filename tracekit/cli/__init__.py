@@ -83,7 +83,9 @@ def cli(verbose: int, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI, turn user errors into one line and exit code 2."""
     try:
-        cli.main(args=argv, prog_name="tracekit", standalone_mode=False)
+        # a command that ends with ctx.exit(N) (e.g. `profile`, passing its command's exit
+        # code through) makes click return N here in non-standalone mode
+        rv = cli.main(args=argv, prog_name="tracekit", standalone_mode=False)
     except TracekitError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return 0
-    return 0
+    return rv if type(rv) is int else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,157 @@
+"""Measure a cluster's collectives the way nccl-tests does; run under a launcher.
+
+``tracekit calibrate`` starts this script once per rank (``torchrun --nproc_per_node 2
+collectors/calibrate_worker.py --out raw.json ...``). For every collective and size it
+runs warm-up calls, then timed calls, each started right after a barrier, and records
+every rank's duration of every call. Rank 0 writes one JSON document::
+
+    {"format": "tracekit-calibration-raw", "version": 1, "backend": "gloo",
+     "world_size": 2, "device": "cpu", "torch": "2.13.0", "hosts": ["a", "a"],
+     "measurements": [
+       {"collective": "all_reduce", "bytes": 1024, "iters": 20,
+        "per_rank_ns": [[41000, ...], [39000, ...]]},   # [rank][iteration]
+       ...]}
+
+The duration of the rank that left the barrier last (the shortest one) is the transfer
+time; the fit in ``replay/calibration.py`` uses the median of those over iterations.
+Sizes are bytes of the full (unsharded) buffer, as ``comm_bytes`` in a trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="raw measurements JSON (written by rank 0)")
+    p.add_argument("--sizes", required=True,
+                   help="comma-separated sizes in bytes of the full buffer")
+    p.add_argument("--collectives", default=",".join(COLLECTIVES))
+    p.add_argument("--iters", type=int, default=20, help="timed calls per size (at most)")
+    p.add_argument("--min-iters", type=int, default=3, help="timed calls per size (at least)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per size")
+    p.add_argument("--budget-s", type=float, default=1.0,
+                   help="seconds of timed calls per (collective, size): big sizes run fewer "
+                        "calls, never below --min-iters")
+    p.add_argument("--backend", default="", help="gloo or nccl (default: nccl with CUDA)")
+    return p.parse_args(argv)
+
+
+class _Bench:
+    """Buffers and the call for one collective and size."""
+
+    def __init__(self, coll: str, nbytes: int, world: int, rank: int, device: torch.device):
+        numel = max(world, nbytes // 4 // world * world)
+        shard = numel // world
+        self.nbytes = numel * 4
+        mk = lambda n: torch.ones(n, dtype=torch.float32, device=device)  # noqa: E731
+        if coll == "all_reduce":
+            buf = mk(numel)
+            self.call = lambda: dist.all_reduce(buf)
+        elif coll == "reduce_scatter":
+            src, dst = mk(numel), mk(shard)
+            # torch 2.13 renamed reduce_scatter_tensor (now deprecated) to *_single
+            rs = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+            self.call = lambda: rs(dst, src)
+        elif coll == "all_gather":
+            src, dst = mk(shard), mk(numel)
+            ag = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+            self.call = lambda: ag(dst, src)
+        elif coll == "all_to_all":
+            src, dst = mk(numel), mk(numel)
+            self.call = lambda: dist.all_to_all_single(dst, src)
+        elif coll == "broadcast":
+            buf = mk(numel)
+            self.call = lambda: dist.broadcast(buf, src=0)
+        else:
+            raise SystemExit(f"unknown collective {coll!r}; choose from {', '.join(COLLECTIVES)}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(bench: _Bench, device: torch.device) -> int:
+    dist.barrier()
+    _sync(device)
+    t0 = time.perf_counter_ns()
+    bench.call()
+    _sync(device)
+    return time.perf_counter_ns() - t0
+
+
+def _agree_on_iters(seconds: float, args: argparse.Namespace, device: torch.device) -> int:
+    """Every rank must issue the same calls: agree on the slowest rank's count."""
+    want = args.iters if seconds <= 0 else int(args.budget_s / seconds)
+    n = torch.tensor([max(args.min_iters, min(args.iters, want))], dtype=torch.int64,
+                     device=device)
+    dist.all_reduce(n, op=dist.ReduceOp.MIN)
+    return int(n.item())
+
+
+def _gather_durations(durs: list[int], world: int, device: torch.device) -> list[list[int]]:
+    mine = torch.tensor(durs, dtype=torch.int64, device=device)
+    out = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(out, mine)
+    return [t.cpu().tolist() for t in out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if backend == "nccl":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    colls = [c.strip() for c in args.collectives.split(",") if c.strip()]
+    hosts: list[str] = [""] * world
+    dist.all_gather_object(hosts, socket.gethostname())
+    measurements = []
+    t_start = time.perf_counter()
+    for coll in colls:
+        for nbytes in sizes:
+            bench = _Bench(coll, nbytes, world, rank, device)
+            warm = [_timed(bench, device) for _ in range(max(1, args.warmup))]
+            iters = _agree_on_iters(min(warm) / 1e9, args, device)
+            durs = [_timed(bench, device) for _ in range(iters)]
+            per_rank = _gather_durations(durs, world, device)
+            measurements.append({"collective": coll, "bytes": bench.nbytes, "iters": iters,
+                                 "per_rank_ns": per_rank})
+            if rank == 0:
+                best = sorted(min(col) for col in zip(*per_rank))[len(durs) // 2]
+                sys.stderr.write(
+                    f"calibrate: {coll:<15} {bench.nbytes:>11} B  x{iters:<3} median "
+                    f"{best / 1e3:10.1f} us  [{time.perf_counter() - t_start:6.1f} s]\n")
+                sys.stderr.flush()
+            del bench
+    if rank == 0:
+        doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
+               "world_size": world, "device": device.type, "torch": torch.__version__,
+               "hosts": hosts, "measurements": measurements}
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, args.out)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Models, synthetic data and DDP-style bucketing shared by the sample trainers.
+
+Standalone (torch only, no tracekit), so the samples can be copied elsewhere.
+
+- ``mlp``: ``--layers`` x (Linear(hidden, hidden) + ReLU), batch 32, MSE loss: the
+  16-layer, 512-wide MLP of tracekit's design notes.
+- ``transformer``: token embedding + ``nn.TransformerEncoder`` (pre-norm off, no dropout)
+  + a vocabulary head, cross-entropy on random tokens.
+
+Data is synthetic and reproducible: batch ``(step, rank)`` is drawn from its own
+generator, so every run (DDP, DeAR, no-overlap) sees the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+MB = 1024 * 1024
+VOCAB = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    model: nn.Module
+    name: str
+    batch: int
+    hidden: int
+    seq: int = 32
+
+    def batch_for(self, step: int, rank: int, seed: int, device: torch.device):
+        """(inputs, targets) for one step on one rank, reproducible."""
+        g = torch.Generator().manual_seed(seed * 1_000_003 + rank * 10_007 + step)
+        if self.name == "mlp":
+            x = torch.randn(self.batch, self.hidden, generator=g)
+            y = torch.randn(self.batch, self.hidden, generator=g)
+        else:
+            x = torch.randint(0, VOCAB, (self.batch, self.seq), generator=g)
+            y = torch.randint(0, VOCAB, (self.batch, self.seq), generator=g)
+        return x.to(device), y.to(device)
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.name == "mlp":
+            return nn.functional.mse_loss(out, target)
+        return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+
+
+class TokenTransformer(nn.Module):
+    def __init__(self, hidden: int, layers: int, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=4 * hidden,
+                                           dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(hidden, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)))
+
+
+def build_workload(name: str, *, hidden: int | None = None, layers: int | None = None,
+                   batch: int | None = None, seed: int = 0) -> Workload:
+    """The model (same initial weights on every rank, from ``seed``) and its data shape."""
+    torch.manual_seed(seed)
+    if name == "mlp":
+        hidden, layers = hidden or 512, layers or 16
+        mods: list[nn.Module] = []
+        for _ in range(layers):
+            mods += [nn.Linear(hidden, hidden), nn.ReLU()]
+        return Workload(model=nn.Sequential(*mods), name=name, batch=batch or 32, hidden=hidden)
+    if name == "transformer":
+        hidden, layers = hidden or 128, layers or 4
+        return Workload(model=TokenTransformer(hidden, layers), name=name, batch=batch or 16,
+                        hidden=hidden)
+    raise SystemExit(f"unknown model {name!r}; choose mlp or transformer")
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group torchrun set up: gloo on CPU, NCCL when CUDA is there."""
+    if "RANK" not in os.environ:  # plain `python train.py`: a world of one
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29512")
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    cuda = torch.cuda.is_available() and backend != "gloo"
+    backend = backend or ("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def bucket_limits(bucket_cap_mb: float | None) -> list[int]:
+    """DDP's size limits for its rebuilt buckets: the first bucket is 1 MB only when the
+    cap is left at DDP's default (25 MB); an explicit cap applies to every bucket."""
+    if bucket_cap_mb is None:
+        return [dist._DEFAULT_FIRST_BUCKET_BYTES, 25 * MB]
+    return [int(bucket_cap_mb * MB)]
+
+
+def ddp_style_buckets(params: list[nn.Parameter], bucket_cap_mb: float | None) -> list[list[int]]:
+    """Parameter indices per bucket, in bucket (= gradient-ready) order, the way DDP
+    builds them: reverse registration order, closed once a bucket reaches its limit.
+    Uses DDP's own assignment function so the buckets are DDP's, not a lookalike."""
+    order = list(range(len(params)))[::-1]
+    tensors = [params[i] for i in order]
+    groups, _ = dist._compute_bucket_assignment_by_size(tensors, bucket_limits(bucket_cap_mb))
+    return [[order[j] for j in g] for g in groups]
+
+
+class ForwardOrder:
+    """Records, during one forward, the order in which modules first run, then gives
+    each parameter's first user (a module that ran, or the nearest ancestor that ran)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.first_run: dict[str, int] = {}
+        self.done = False
+        self._handles = [m.register_forward_pre_hook(self._seen(q))
+                         for q, m in model.named_modules()]
+        self._handles.append(model.register_forward_hook(self._finish))
+
+    def _seen(self, qualname: str):
+        def hook(_m, _a):
+            self.first_run.setdefault(qualname, len(self.first_run))
+        return hook
+
+    def _finish(self, *_):
+        for h in self._handles:
+            h.remove()
+        self.done = True
+
+    def units(self) -> list[tuple[str, list[int]]]:
+        """[(module qualname, parameter indices it uses)] in forward order."""
+        index = {id(p): i for i, p in enumerate(self.model.parameters())}
+        owned: dict[str, list[int]] = {}
+        for qualname, module in self.model.named_modules():
+            for p in module.parameters(recurse=False):
+                unit = qualname
+                while unit not in self.first_run and unit:
+                    unit = unit.rpartition(".")[0]
+                owned.setdefault(unit, []).append(index[id(p)])
+        return sorted(owned.items(), key=lambda kv: self.first_run.get(kv[0], 1 << 30))
+
+
+def report_step_times(times_s: list[float], *, skip: int = 2) -> str:
+    """The final line benchmarks parse: ``step_ms median=... mean=... n=...`` over the
+    steps after the first ``skip`` (which pay one-time costs)."""
+    kept = [t * 1000 for t in times_s[skip:]] or [t * 1000 for t in times_s]
+    if not kept:
+        return "step_ms median=nan mean=nan n=0"
+    return (f"step_ms median={statistics.median(kept):.2f} "
+            f"mean={statistics.fmean(kept):.2f} n={len(kept)}")
