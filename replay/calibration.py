@@ -1,0 +1,461 @@
+"""Calibrated collective costs: measure the cluster once, reuse the file for every replay.
+
+``tracekit calibrate -- torchrun --nproc_per_node 2`` runs ``collectors/calibrate_worker.py``
+on every rank (nccl-tests style: warm-up, then timed calls after a barrier, median of the
+repeats), then :func:`build_comm_model` fits, per collective, one ``(alpha, beta)`` line
+per size range (between neighbouring measured sizes, through the medians made
+non-decreasing in size), in the same
+``steps * alpha + moved_bytes / beta`` form as :mod:`replay.cost_model`, so a calibration
+taken on ``n`` ranks still re-times collectives for ``workers=N``.
+
+``comm.json`` (``format`` ``tracekit-comm-model``, ``version`` 1)::
+
+    {"format": "tracekit-comm-model", "version": 1, "backend": "gloo", "world_size": 2,
+     "device": "cpu", "torch": "2.13.0", "hosts": ["a", "a"], "command": [...],
+     "collectives": {
+       "all_reduce": {
+         "group_size": 2,
+         "points": [{"bytes": 1024, "median_ns": 512000, "p10_ns": ..., "p90_ns": ...,
+                     "iters": 20, "fit_ns": 512000}, ...],
+         "segments": [{"min_bytes": 1024, "max_bytes": 2048, "alpha_ns": 250000.0,
+                       "beta_bytes_per_s": 1.1e9, "r2": 1.0, "n_points": 2}, ...],
+         "overall": {"alpha_ns": ..., "beta_bytes_per_s": ..., "r2": 0.99,
+                     "median_rel_residual": 0.12}},
+       ...},
+     "raw": [ ...the worker's measurements, every rank and iteration... ]}
+
+:func:`load_comm_model` reads it into a :class:`CalibratedCostModel`, which answers
+``time_ns(collective, bytes, group_size)`` like the run-fitted model and takes
+precedence over it (``tracekit replay --comm-model comm.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from replay.cost_model import (
+    Algorithm,
+    CollectiveFit,
+    CommCostModel,
+    CostTerms,
+    _line_fit,
+    _quality,
+    comm_volume,
+)
+from tracekit.core.collectives import normalize_collective
+from tracekit.errors import TracekitError
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+FORMAT = "tracekit-comm-model"
+VERSION = 1
+COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
+#: 1 KB .. 256 MB, doubling (19 sizes): about a minute for all five collectives on gloo,
+#: 2 ranks, 2 CPU cores, with BUDGET_S per point.
+DEFAULT_SIZES = "1KB..256MB"
+DEFAULT_ITERS = 20
+#: seconds of timed calls per (collective, size); large sizes run fewer calls (>= 3)
+DEFAULT_BUDGET_S = 0.5
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _isotonic(values: np.ndarray) -> np.ndarray:
+    """Pool-adjacent-violators: the closest non-decreasing sequence (least squares)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    return np.concatenate([[s / c] * int(c) for s, c in blocks])
+
+
+def _segments(points: pd.DataFrame, group_size: int, coll: str) -> list[dict[str, Any]]:
+    """One line per pair of neighbouring measured sizes through the points' ``fit_ns``
+    (the medians made non-decreasing in size, since a larger buffer never costs less:
+    a dip is noise): exact there, linear in between. Outside the measured range the end
+    segments extend."""
+    pts = points.sort_values("bytes").reset_index(drop=True)
+    pairs = [(i, i + 1) for i in range(len(pts) - 1)] or [(0, 0)]
+    out = []
+    for s, e in pairs:
+        seg = pts.iloc[s : e + 1]
+        fit = _line(coll, seg["bytes"].to_numpy(), seg["fit_ns"].to_numpy(dtype=float),
+                    group_size)
+        out.append({"min_bytes": int(seg["bytes"].min()), "max_bytes": int(seg["bytes"].max()),
+                    **fit, "n_points": len(seg)})
+    return out
+
+
+def _line(coll: str, nbytes: np.ndarray, t: np.ndarray, group_size: int) -> dict[str, Any]:
+    vols = [comm_volume(coll, b, group_size) for b in nbytes]
+    steps = np.array([v.steps for v in vols])
+    moved = np.array([v.moved_bytes for v in vols])
+    if len(set(moved)) >= 2:
+        alpha, inv_beta = _line_fit(steps, moved, t)
+    else:
+        alpha, inv_beta = float(t.mean() / max(steps[0], 1.0)), 0.0
+    r2, med_rel, _ = _quality(steps * alpha + moved * inv_beta, t)
+    return {"alpha_ns": alpha, "beta_bytes_per_s": (1e9 / inv_beta) if inv_beta > 0 else None,
+            "r2": None if math.isnan(r2) else r2, "median_rel_residual": med_rel}
+
+
+def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
+    """The worker's raw document -> the ``collectives`` section of ``comm.json``.
+
+    Per call, the transfer time is the shortest rank's duration (the rank that left the
+    barrier last waited for no one); per size, the median over calls (``median_ns``),
+    then made non-decreasing in size (``fit_ns``, what the segments pass through).
+    """
+    world = int(raw["world_size"])
+    by_coll: dict[str, list[dict[str, Any]]] = {}
+    for m in raw["measurements"]:
+        per_rank = np.asarray(m["per_rank_ns"], dtype=float)  # [rank, iteration]
+        transfer = per_rank.min(axis=0)
+        by_coll.setdefault(m["collective"], []).append({
+            "bytes": int(m["bytes"]), "median_ns": float(np.median(transfer)),
+            "p10_ns": float(np.percentile(transfer, 10)),
+            "p90_ns": float(np.percentile(transfer, 90)), "iters": int(m["iters"]),
+        })
+    out = {}
+    for coll, points in by_coll.items():
+        points.sort(key=lambda p: p["bytes"])
+        for p, f in zip(points, _isotonic(np.array([p["median_ns"] for p in points]))):
+            p["fit_ns"] = float(f)
+        df = pd.DataFrame(points)
+        out[coll] = {"group_size": world, "points": points,
+                     "segments": _segments(df, world, coll),
+                     # one line over every size: how far a single alpha/beta is from the
+                     # measurements (the segments are what replay uses)
+                     "overall": _line(coll, df["bytes"].to_numpy(),
+                                      df["fit_ns"].to_numpy(dtype=float), world)}
+    return out
+
+
+def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -> dict[str, Any]:
+    """The full ``comm.json`` document from the worker's raw measurements."""
+    return {
+        "format": FORMAT, "version": VERSION,
+        "backend": raw.get("backend", ""), "world_size": int(raw["world_size"]),
+        "device": raw.get("device", ""), "torch": raw.get("torch", ""),
+        "hosts": raw.get("hosts", []), "command": command or [],
+        "collectives": fit_measurements(raw), "raw": raw["measurements"],
+    }
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(kw_only=True)
+class CalibratedCostModel(CommCostModel):
+    """Collective costs from a ``comm.json``; same interface as the run-fitted model."""
+
+    path: str
+    doc: dict[str, Any]
+    algorithm: Algorithm = Algorithm.RING
+    _fits: dict[str, list[CollectiveFit]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        backend, world = self.doc.get("backend", ""), self.doc.get("world_size", "?")
+        for coll, sec in self.doc["collectives"].items():
+            fits = []
+            for seg in sec["segments"]:
+                beta = seg.get("beta_bytes_per_s")
+                fits.append(CollectiveFit(
+                    collective=coll, pg="", alpha_ns=float(seg["alpha_ns"]),
+                    beta_bytes_per_s=float(beta) if beta else math.inf,
+                    source=f"calibrated ({backend}, {world} ranks)",
+                    n_points=int(seg["n_points"]), n_sizes=int(seg["n_points"]),
+                    group_sizes=(int(sec["group_size"]),),
+                    size_range=(int(seg["min_bytes"]), int(seg["max_bytes"])),
+                    r2=float(seg["r2"]) if seg.get("r2") is not None else float("nan"),
+                ))
+            if fits:
+                self._fits[coll] = fits
+
+    @property
+    def backend(self) -> str:
+        return str(self.doc.get("backend", ""))
+
+    @property
+    def collectives(self) -> list[str]:
+        return list(self._fits)
+
+    def fit_for(self, collective: str, nbytes: float = 0, pg: str = "") -> CollectiveFit:
+        fits = self._fits.get(collective)
+        source = ""
+        if fits is None:
+            ref = next((c for c in COLLECTIVES if c in self._fits), None)
+            if ref is None:
+                raise TracekitError(f"{self.path}: calibration file has no collectives; "
+                                    "re-run 'tracekit calibrate'")
+            fits = self._fits[ref]
+            source = f"extrapolated from calibrated {ref} by formula"
+        fit = fits[-1]
+        for f in fits:
+            if nbytes <= f.size_range[1]:
+                fit = f
+                break
+        if source:
+            fit = replace(fit, collective=collective, source=source)
+        return fit
+
+    def _reference(self, collective: str) -> str:
+        if collective in self._fits:
+            return collective
+        return next((c for c in COLLECTIVES if c in self._fits), collective)
+
+    def terms(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> CostTerms:
+        """Within the measured sizes, the time at the calibrated group size is the
+        straight-line interpolation between the two neighbouring measured sizes (exact at
+        each); the segment's ``alpha``/``beta`` (kept non-negative) split it into latency
+        and bandwidth and carry it to other group sizes and to collectives derived by
+        formula. Outside the measured sizes the end segments' lines extend."""
+        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
+        line = super().terms(coll, nbytes, group_size, pg=pg)
+        ref = self._reference(coll)
+        sec = self.doc["collectives"].get(ref)
+        if sec is None:
+            return line
+        pts = sorted((p["bytes"], p.get("fit_ns", p["median_ns"])) for p in sec["points"])
+        xs = np.array([b for b, _ in pts], dtype=float)
+        if not xs[0] <= nbytes <= xs[-1]:
+            return line
+        exact = float(np.interp(nbytes, xs, [t for _, t in pts]))
+        at_cal = super().terms(ref, nbytes, int(sec["group_size"]), pg=pg).total_ns
+        scale = exact / at_cal if at_cal > 0 else 1.0
+        return replace(line, latency_ns=line.latency_ns * scale,
+                       bandwidth_ns=line.bandwidth_ns * scale)
+
+    def median_ns(self, collective: str) -> pd.Series:
+        """Measured median transfer time by size (bytes -> ns) for one collective."""
+        pts = self.doc["collectives"].get(collective, {}).get("points", [])
+        return pd.Series({p["bytes"]: p["median_ns"] for p in pts}, dtype=float)
+
+    @property
+    def notes(self) -> list[str]:
+        out = [f"collective costs from {self.path} ({self.backend}, "
+               f"{self.doc.get('world_size')} ranks, {self.doc.get('device', '')})"]
+        for coll, fits in self._fits.items():
+            lo, hi = fits[0].size_range[0], fits[-1].size_range[1]
+            line = f"{coll}: {len(fits) + 1} sizes {lo}..{hi} B, interpolated"
+            overall = self.doc["collectives"][coll].get("overall") or {}
+            if overall.get("r2") is not None:
+                beta = overall.get("beta_bytes_per_s")
+                bw = f"{beta / 1e9:.3g} GB/s" if beta else "inf"
+                line += (f"; one line over all sizes: {overall['alpha_ns'] / 1e3:.3g} us/step, "
+                         f"{bw}, R^2 {overall['r2']:.3f}, median residual "
+                         f"{overall['median_rel_residual'] * 100:.0f}%")
+            out.append(line)
+        return out
+
+
+def load_comm_model(path: str | Path, *, algorithm: Algorithm | str = Algorithm.RING
+                    ) -> CalibratedCostModel:
+    """Read a ``comm.json`` written by ``tracekit calibrate``."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise TracekitError("no such calibration file; create one with 'tracekit calibrate "
+                            "--out comm.json -- torchrun --nproc_per_node 2'", path=str(p)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TracekitError(f"calibration file is not valid JSON ({exc}); re-run "
+                            "'tracekit calibrate'", path=str(p)) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise TracekitError(f"not a tracekit calibration file (expected format {FORMAT!r}); "
+                            "pass the comm.json written by 'tracekit calibrate'", path=str(p))
+    if doc.get("version") != VERSION:
+        raise TracekitError(f"calibration file version {doc.get('version')!r} is not "
+                            f"supported (this tracekit reads {VERSION}); re-run "
+                            "'tracekit calibrate'", path=str(p))
+    try:
+        return CalibratedCostModel(path=str(p), doc=doc, algorithm=Algorithm(algorithm))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TracekitError(f"calibration file is malformed ({exc!r}); re-run "
+                            "'tracekit calibrate'", path=str(p)) from None
+
+
+def calibration_table(model: CalibratedCostModel) -> pd.DataFrame:
+    """Median transfer time (us) per size (rows) and collective (columns), plus
+    ``rs_over_half_ar``: reduce-scatter time / (all-reduce time / 2) at the same size (a
+    ring implementation gives ~1; gloo gives far more)."""
+    cols = {c: model.median_ns(c) / 1e3 for c in model.collectives}
+    table = pd.DataFrame(cols)
+    table.index.name = "bytes"
+    if "reduce_scatter" in table and "all_reduce" in table:
+        table["rs_over_half_ar"] = table["reduce_scatter"] / (table["all_reduce"] / 2)
+    return table
+
+
+# --------------------------------------------------------------------------- running
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``'1KB..256MB'`` (doubling), ``'1KB,1MB,64MB'`` or a mix -> sizes in bytes."""
+    from replay.whatif.spec import Fusion, parse_spec
+
+    try:
+        spec = parse_spec(f"fusion={text}")
+    except TracekitError as exc:
+        raise TracekitError(f"cannot read --sizes {text!r} ({exc}); e.g. --sizes 1KB..256MB "
+                            "or --sizes 1KB,1MB,64MB") from None
+    return sorted({v.get(Fusion).bucket_bytes for v in spec.variants})
+
+
+def worker_path() -> Path:
+    """Where ``collectors/calibrate_worker.py`` is (it is run as a script)."""
+    path = Path(__file__).resolve().parent.parent / "collectors" / "calibrate_worker.py"
+    if not path.exists():
+        raise TracekitError(f"calibration worker not found at {path}; reinstall tracekit "
+                            "with its collectors package")
+    return path
+
+
+def _resolve_launcher(launcher: list[str]) -> list[str]:
+    if not launcher:
+        raise TracekitError("no launcher given; put it after '--', e.g. "
+                            "tracekit calibrate -- torchrun --nproc_per_node 2")
+    exe = launcher[0]
+    if os.sep not in exe and shutil.which(exe) is None:
+        beside = Path(sys.executable).parent / exe
+        if beside.exists():
+            return [str(beside), *launcher[1:]]
+        raise TracekitError(f"launcher {exe!r} not found on PATH; install torch in this "
+                            "environment or give the full path")
+    return list(launcher)
+
+
+def run_calibration(
+    launcher: list[str],
+    *,
+    sizes: list[int],
+    iters: int = DEFAULT_ITERS,
+    collectives: tuple[str, ...] = COLLECTIVES,
+    budget_s: float = DEFAULT_BUDGET_S,
+    backend: str = "",
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Run the worker under ``launcher`` and return the fitted ``comm.json`` document.
+
+    The worker's progress lines go to this process's stderr as they come.
+    """
+    unknown = [c for c in collectives if c not in COLLECTIVES]
+    if unknown:
+        raise TracekitError(f"cannot calibrate {unknown[0]!r}; choose from "
+                            + ", ".join(COLLECTIVES))
+    if not sizes:
+        raise TracekitError("no sizes to measure; e.g. --sizes 1KB..256MB")
+    cmd = _resolve_launcher(launcher)
+    with tempfile.TemporaryDirectory(prefix="tracekit-calibrate-") as tmp:
+        raw_path = Path(tmp) / "raw.json"
+        full = [*cmd, str(worker_path()), "--out", str(raw_path),
+                "--sizes", ",".join(str(s) for s in sizes), "--iters", str(iters),
+                "--collectives", ",".join(collectives), "--budget-s", str(budget_s)]
+        if backend:
+            full += ["--backend", backend]
+        log.info("running %s", " ".join(full))
+        env = dict(os.environ)
+        env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+        try:
+            proc = subprocess.run(full, env=env, timeout=timeout_s, check=False)
+        except FileNotFoundError:
+            raise TracekitError(f"cannot start launcher {cmd[0]!r}; check the command after "
+                                "'--'") from None
+        except subprocess.TimeoutExpired:
+            raise TracekitError(f"calibration did not finish within {timeout_s:.0f} s; use "
+                                "fewer --sizes or a smaller --iters") from None
+        if proc.returncode != 0 or not raw_path.exists():
+            raise TracekitError(
+                f"calibration worker failed (exit code {proc.returncode}); see its output "
+                "above. The launcher must start it on every rank, e.g. -- torchrun "
+                "--nproc_per_node 2"
+            )
+        raw = json.loads(raw_path.read_text())
+    return build_comm_model(raw, command=full)
+
+
+def write_comm_model(doc: dict[str, Any], out: str | Path) -> Path:
+    """Write a ``comm.json`` document atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out)
+    return out
+
+
+@dataclass(kw_only=True)
+class AnchoredCostModel(CommCostModel):
+    """A calibration's shape at the run's level: what ``tracekit replay --comm-model``
+    uses when the run has all-reduces of its own.
+
+    A calibration is taken on a quiet job; during training the same collective runs
+    beside compute and is slower (on a 2-core gloo run, a 1 MB all-reduce took 9 ms in
+    training and 1.4 ms calibrated). So the run fixes the level where it has data and the
+    calibration gives everything else::
+
+        scale(B) = T_run(all_reduce, B) / T_cal(all_reduce, B), B clamped to the sizes
+                   the run's all-reduces had
+        T(c, B, n) = T_cal(c, B, n) * scale(B)
+
+    Within the run's sizes an all-reduce costs what the run-fitted model says; other
+    sizes follow the calibrated curve from the nearest end, and other collectives
+    (reduce-scatter, all-gather) their calibrated cost relative to the all-reduce.
+    """
+
+    run: CommCostModel
+    calibrated: CalibratedCostModel
+    #: the run's all-reduce sizes (bytes) and group size
+    size_range: tuple[int, int]
+    group_size: int
+    algorithm: Algorithm = Algorithm.RING
+
+    def fit_for(self, collective: str, nbytes: float = 0, pg: str = "") -> CollectiveFit:
+        fit = self.calibrated.fit_for(collective, nbytes, pg)
+        return replace(fit, source=f"{fit.source}, scaled to the run's all-reduces")
+
+    def scale(self, nbytes: float) -> float:
+        b = min(max(nbytes, self.size_range[0]), self.size_range[1])
+        cal = self.calibrated.time_ns("all_reduce", b, self.group_size)
+        return self.run.time_ns("all_reduce", b, self.group_size) / cal if cal > 0 else 1.0
+
+    def terms(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> CostTerms:
+        t = self.calibrated.terms(collective, nbytes, group_size, pg=pg)
+        k = self.scale(nbytes)
+        return replace(t, latency_ns=t.latency_ns * k, bandwidth_ns=t.bandwidth_ns * k,
+                       source=f"{t.source}, scaled to the run's all-reduces")
+
+    @property
+    def notes(self) -> list[str]:
+        lo, hi = self.size_range
+        return [*self.calibrated.notes,
+                f"calibration scaled to the run's all-reduces: x{self.scale(lo):.2f} at {lo} B,"
+                f" x{self.scale(hi):.2f} at {hi} B"]
+
+
+def anchor_to_run(calibrated: CalibratedCostModel, run_model, samples_bytes: list[int],
+                  group_size: int) -> CommCostModel:
+    """:class:`AnchoredCostModel` when the run has all-reduces, else the calibration."""
+    if run_model is None or not samples_bytes or "all_reduce" not in {
+            c for _, c in getattr(run_model, "fits", {})}:
+        return calibrated
+    return AnchoredCostModel(run=run_model, calibrated=calibrated,
+                             size_range=(min(samples_bytes), max(samples_bytes)),
+                             group_size=group_size, algorithm=calibrated.algorithm)

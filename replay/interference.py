@@ -1,0 +1,396 @@
+"""Interference: how much compute slows down while communication runs on the same rank.
+
+On GPUs, NCCL kernels take SMs and memory bandwidth from compute kernels (Echo saw up to
+8x kernel slowdowns); on CPUs, gloo's worker threads take cores from the training thread
+(on a 2-core machine a backward matmul took 1.2 ms alone and 5.6 ms beside a gloo
+all-reduce). A what-if that changes what overlaps must re-apply this, so the factor is
+fitted from the run itself.
+
+Model: while comm runs on its rank, an op progresses ``factor`` times slower (processor
+sharing). An op of interference-free duration ``base`` whose span overlaps comm for a
+fraction ``x`` takes ``base / (1 - x * (1 - 1/factor))``: ``base`` with no overlap,
+``factor * base`` when fully overlapped.
+
+Fit (:func:`fit_interference`): for every compute op instance, the fraction ``x`` of its
+span that overlaps a comm transfer of the same rank (``kind == 'comm'`` rows: NCCL
+kernels, gloo worker events). Per op name and rank, instances with no overlap are
+"alone" (their median is ``base``), those overlapping for at least half their span are
+"beside comm"; each of those gives ``factor = 1 / (1 - (1 - base/d) / x)`` (the model
+solved for the factor; ``d / base`` when fully overlapped), and the op's ratio is their
+median. The factor is the median of the ops' ratios weighted by time spent beside comm,
+per rank and over all ranks. Compute ops are GPU kernels when the rank has any, else the
+outermost host ops that issue no collective, on threads that run no comm (the graph's
+node granularity).
+
+Before (rank 0 events)::
+
+    lane  name            kind    ts_ns    dur_ns
+    main  aten::mm        cpu_op  0        1200000   <- alone (x = 0)
+    gloo  gloo:all_reduce comm    2000000  9000000
+    main  aten::mm        cpu_op  3000000  5600000   <- beside comm (x = 1)
+
+After: ``InterferenceFit(factor=4.67, per_rank={0: 4.67}, ...)`` (given at least
+:data:`MIN_SAMPLES` instances of each kind).
+
+Apply (:func:`apply_interference`): the baseline durations are turned back into
+interference-free ones with the baseline's overlap, then the variant is scheduled and its
+compute durations re-inflated from the variant's own overlap, for ``passes`` rounds (the
+overlap averaged with the previous round's, to damp oscillation), so the result is close
+to a fixed point; :class:`InterferenceResult` says how far from one it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+#: instances needed on each side (alone / beside) before an op's ratio counts
+MIN_SAMPLES = 3
+#: an instance is "beside comm" when at least this fraction of it overlaps comm
+BESIDE_FRACTION = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterferenceFit:
+    """The fitted slowdown of compute beside communication."""
+
+    #: overall factor: time-weighted median of per-op ratios over every rank (1.0: none)
+    factor: float
+    #: the same per rank (ranks without enough samples are absent)
+    per_rank: dict[int, float]
+    #: one row per (rank, op name) with enough samples: rank, name, n_alone, n_beside,
+    #: alone_ns, beside_ns (medians), ratio (the op's factor), weight_ns (time beside comm)
+    per_op: pd.DataFrame
+    #: instances used (alone + beside, every op that counted)
+    n_samples: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_ops(self) -> int:
+        return len(self.per_op)
+
+    def factor_for(self, name: str, rank: int | None = None) -> float:
+        """The op's own ratio on that rank when it was measured, else the rank's factor,
+        else the overall one."""
+        ops = self.per_op
+        if len(ops):
+            hit = ops[(ops["name"] == name) & ((ops["rank"] == rank) if rank is not None
+                                               else True)]
+            if len(hit):
+                return float(np.average(hit["ratio"], weights=hit["weight_ns"]))
+        if rank is not None and rank in self.per_rank:
+            return self.per_rank[rank]
+        return self.factor
+
+    def describe(self) -> str:
+        ranks = ", ".join(f"rank {r}: {f:.2f}x" for r, f in sorted(self.per_rank.items()))
+        return (f"interference: compute runs {self.factor:.2f}x slower beside communication "
+                f"({self.n_ops} ops, {self.n_samples} instances; {ranks or 'no rank fitted'})")
+
+
+NO_INTERFERENCE = InterferenceFit(factor=1.0, per_rank={}, per_op=pd.DataFrame(
+    columns=["rank", "name", "n_alone", "n_beside", "alone_ns", "beside_ns", "ratio",
+             "weight_ns"]), n_samples=0, notes=["interference not applied"])
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def merge_intervals(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of intervals: sorted, non-overlapping ``(start, end)`` arrays."""
+    if len(start) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    order = np.argsort(start, kind="stable")
+    s, e = np.asarray(start)[order], np.asarray(end)[order]
+    run_end = np.maximum.accumulate(e)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] > run_end[:-1]
+    group = np.cumsum(new) - 1
+    ms = s[new]
+    me = np.zeros(len(ms), dtype=run_end.dtype)
+    np.maximum.at(me, group, run_end)
+    return ms, me
+
+
+def covered_ns(a: np.ndarray, b: np.ndarray, ms: np.ndarray, me: np.ndarray) -> np.ndarray:
+    """Length of ``[a, b)`` covered by the merged intervals ``(ms, me)``, vectorized."""
+    if len(ms) == 0:
+        return np.zeros(len(a), dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(me - ms)])
+
+    def upto(x):
+        i = np.searchsorted(ms, x, side="right") - 1
+        inside = np.where(i >= 0, np.minimum(x, me[np.maximum(i, 0)]) - ms[np.maximum(i, 0)], 0)
+        return np.where(i >= 0, cum[np.maximum(i, 0)] + inside, 0)
+
+    return upto(np.asarray(b)) - upto(np.asarray(a))
+
+
+def overlap_fraction(start: np.ndarray, end: np.ndarray, rank: np.ndarray,
+                     comm_start: np.ndarray, comm_end: np.ndarray,
+                     comm_rank: np.ndarray) -> np.ndarray:
+    """Fraction of each ``[start, end)`` overlapped by comm intervals of the same rank."""
+    frac = np.zeros(len(start), dtype=float)
+    dur = np.maximum(np.asarray(end) - np.asarray(start), 1)
+    for r in np.unique(rank):
+        sel = rank == r
+        c = comm_rank == r
+        ms, me = merge_intervals(comm_start[c], comm_end[c])
+        frac[sel] = covered_ns(start[sel], end[sel], ms, me) / dur[sel]
+    return np.clip(frac, 0.0, 1.0)
+
+
+def _outermost_free(lane: np.ndarray, ts: np.ndarray, end: np.ndarray,
+                    anchor: np.ndarray) -> np.ndarray:
+    """Host ops as the graph makes nodes of them: per lane (input sorted by lane, start,
+    longest first), the outermost op that contains no anchor (a collective issue or wait
+    op); anchors themselves are excluded."""
+    n = len(ts)
+    parent = np.full(n, -1, dtype=np.int64)
+    stack: list[int] = []
+    for i in range(n):
+        while stack and (lane[stack[-1]] != lane[i] or ts[i] >= end[stack[-1]]):
+            stack.pop()
+        parent[i] = stack[-1] if stack else -1
+        stack.append(i)
+    has_anchor = anchor.copy()
+    for i in np.flatnonzero(anchor):
+        p = parent[i]
+        while p >= 0 and not has_anchor[p]:
+            has_anchor[p] = True
+            p = parent[p]
+    top = parent < 0
+    top[~top] = has_anchor[parent[~top]]
+    return top & ~has_anchor
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    cum = np.cumsum(w)
+    return float(v[np.searchsorted(cum, cum[-1] / 2.0)])
+
+
+# --------------------------------------------------------------------------- fit
+
+
+_WAIT_OP = ("c10d::wait", "aten::wait", "_c10d_functional::wait_tensor")
+
+
+def compute_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The compute op instances of a run, each with ``frac``: the fraction of its time
+    that overlaps comm of the same rank.
+
+    GPU ranks: every kernel. CPU ranks: on threads that run no comm, the outermost
+    ``cpu_op`` that contains no collective issue or wait op (the granularity of graph
+    nodes, so the factor applies to them as fitted). Columns: rank, lane, name, ts_ns,
+    end_ns, dur_ns, frac.
+    """
+    comm = events[events["kind"] == "comm"]
+    parts = []
+    for rank, ev in events.groupby("rank", sort=True, observed=True):
+        gpu = ev["lane_kind"] == "gpu"
+        c = comm[comm["rank"] == rank]
+        if (gpu & (ev["kind"] == "kernel")).any():
+            sel = ev[gpu & (ev["kind"] == "kernel")]
+        else:
+            host = ev[(ev["kind"] == "cpu_op") & ~ev["lane"].isin(set(c["lane"]))]
+            host = host.sort_values(["lane", "ts_ns", "dur_ns"], ascending=[True, True, False])
+            names = host["name"].astype(str)
+            anchor = ((host["collective"] != "").to_numpy()
+                      | names.str.startswith(_WAIT_OP).to_numpy())
+            keep = _outermost_free(host["lane"].to_numpy(), host["ts_ns"].to_numpy(),
+                                   host["end_ns"].to_numpy(), anchor)
+            sel = host[keep]
+        ts, end = sel["ts_ns"].to_numpy(), sel["end_ns"].to_numpy()
+        ms, me = merge_intervals(c["ts_ns"].to_numpy(), c["end_ns"].to_numpy())
+        dur = np.maximum(sel["dur_ns"].to_numpy(), 1)
+        parts.append(pd.DataFrame({
+            "rank": rank, "lane": sel["lane"].to_numpy(),
+            "name": sel["name"].astype(str).to_numpy(), "ts_ns": ts, "end_ns": end,
+            "dur_ns": sel["dur_ns"].to_numpy(),
+            "frac": np.clip(covered_ns(ts, end, ms, me) / dur, 0.0, 1.0),
+        }))
+    if not parts:
+        return pd.DataFrame(columns=["rank", "lane", "name", "ts_ns", "end_ns", "dur_ns",
+                                     "frac"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def fit_interference(events: pd.DataFrame, *, min_samples: int = MIN_SAMPLES,
+                     beside_fraction: float = BESIDE_FRACTION) -> InterferenceFit:
+    """Fit the slowdown of compute beside comm from an event table (see module doc)."""
+    if not (events["kind"] == "comm").any():
+        return InterferenceFit(factor=1.0, per_rank={}, per_op=NO_INTERFERENCE.per_op,
+                               n_samples=0, notes=["the run has no comm: factor 1.0"])
+    return fit_from_instances(compute_events(events), min_samples=min_samples,
+                              beside_fraction=beside_fraction)
+
+
+def fit_from_instances(ops: pd.DataFrame, *, min_samples: int = MIN_SAMPLES,
+                       beside_fraction: float = BESIDE_FRACTION) -> InterferenceFit:
+    """The fit from op instances with columns ``rank, name, dur_ns, frac`` (compute ops
+    that do not nest, e.g. :func:`compute_events` or a graph's compute nodes)."""
+    notes: list[str] = []
+    if ops.empty:
+        return InterferenceFit(factor=1.0, per_rank={}, per_op=NO_INTERFERENCE.per_op,
+                               n_samples=0,
+                               notes=["no compute overlapped communication: factor 1.0"])
+    alone = ops["frac"].to_numpy() <= 0.0
+    beside = ops["frac"].to_numpy() >= beside_fraction
+    a_stats = ops[alone].groupby(["rank", "name"])["dur_ns"].agg(["median", "size"])
+    rows = []
+    for (rank, name), b in ops[beside].groupby(["rank", "name"]):
+        if (rank, name) not in a_stats.index:
+            continue
+        base, n_a = a_stats.loc[(rank, name)]
+        if n_a < min_samples or len(b) < min_samples or base <= 0:
+            continue
+        d, x = b["dur_ns"].to_numpy(dtype=float), b["frac"].to_numpy()
+        per_instance = solve_factor(base, d, x)
+        rows.append({"rank": int(rank), "name": name, "n_alone": int(n_a), "n_beside": len(b),
+                     "alone_ns": float(base), "beside_ns": float(np.median(d)),
+                     "ratio": float(np.median(per_instance)), "weight_ns": float(d.sum())})
+    per_op = pd.DataFrame(rows, columns=NO_INTERFERENCE.per_op.columns)
+    basis = per_op
+    if per_op.empty:
+        return InterferenceFit(
+            factor=1.0, per_rank={}, per_op=per_op, n_samples=0,
+            notes=[f"too few op instances both alone and beside comm (need {min_samples} "
+                   "of each per op): factor 1.0 assumed; record more steps"])
+    per_rank = {int(r): _weighted_median(g["ratio"].to_numpy(), g["weight_ns"].to_numpy())
+                for r, g in basis.groupby("rank")}
+    factor = _weighted_median(basis["ratio"].to_numpy(), basis["weight_ns"].to_numpy())
+    n = int((basis["n_alone"] + basis["n_beside"]).sum())
+    if factor < 1.0:
+        notes.append(f"fitted factor {factor:.2f} < 1 (noise, or ops beside comm are "
+                     "smaller): applied as 1.0")
+    fit = InterferenceFit(factor=factor, per_rank=per_rank, per_op=per_op, n_samples=n,
+                          notes=notes)
+    log.info("%s", fit.describe())
+    return fit
+
+
+# --------------------------------------------------------------------------- apply
+
+
+#: the largest factor one instance can imply (an op far longer than its overlap explains)
+MAX_FACTOR = 50.0
+
+
+def solve_factor(base_ns: float, dur_ns: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """The factor that makes ``inflate(base, frac) == dur``, per instance (capped at
+    :data:`MAX_FACTOR`; below 1 when the instance was faster than ``base``)."""
+    slow = (1.0 - base_ns / np.asarray(dur_ns, float)) / np.maximum(np.asarray(frac), 1e-9)
+    return 1.0 / np.maximum(1.0 - slow, 1.0 / MAX_FACTOR)
+
+
+def inflate(base_ns: np.ndarray, frac: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
+    """Interference-free duration -> duration when a fraction ``frac`` of the span
+    overlaps comm: ``base / (1 - frac * (1 - 1/factor))`` (factors below 1 count as 1)."""
+    f = np.maximum(np.asarray(factor, dtype=float), 1.0)
+    return np.asarray(base_ns, float) / (1.0 - np.asarray(frac, float) * (1.0 - 1.0 / f))
+
+
+def deflate(dur_ns: np.ndarray, frac: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
+    """Measured duration with overlap fraction ``frac`` -> interference-free duration."""
+    f = np.maximum(np.asarray(factor, dtype=float), 1.0)
+    return np.asarray(dur_ns, float) * (1.0 - np.asarray(frac, float) * (1.0 - 1.0 / f))
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterferenceResult:
+    """Durations and schedule after applying interference to a variant."""
+
+    dur_ns: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    #: final overlap fraction of every node (0 for non-compute nodes)
+    frac: np.ndarray
+    passes: int
+    #: relative change of the makespan in the last pass (0: a fixed point)
+    last_change: float
+
+
+def apply_interference(
+    *,
+    dur_ns: np.ndarray,
+    rank: np.ndarray,
+    is_compute: np.ndarray,
+    is_comm: np.ndarray,
+    factor: np.ndarray | float,
+    baseline_frac: np.ndarray,
+    schedule: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    passes: int = 4,
+) -> InterferenceResult:
+    """Re-time a variant's compute nodes for the overlap the variant itself produces.
+
+    Args:
+        dur_ns: every node's duration as measured (compute nodes include the baseline's
+            interference) or as a what-if set it.
+        rank, is_compute, is_comm: per node.
+        factor: slowdown beside comm, one value or one per node (see
+            :meth:`InterferenceFit.factor_for`); values below 1 count as 1.
+        baseline_frac: each compute node's overlap fraction in the measured run (used to
+            remove the baseline's interference; 0 for nodes a what-if created).
+        schedule: ``durations -> (start_ns, end_ns)`` of the variant's graph (the replay
+            engine).
+        passes: schedule/re-inflate rounds; the overlap is averaged with the previous
+            round's (damping) so alternating schedules settle.
+    """
+    base = np.asarray(dur_ns, dtype=float).copy()
+    base[is_compute] = deflate(base[is_compute], baseline_frac[is_compute],
+                               np.broadcast_to(factor, base.shape)[is_compute])
+    frac = np.where(is_compute, baseline_frac, 0.0)
+    f_nodes = np.broadcast_to(np.asarray(factor, dtype=float), base.shape)
+    prev_span = None
+    change = 0.0
+    cur = base.copy()
+    start = end = None
+    for i in range(max(1, passes)):
+        cur = base.copy()
+        cur[is_compute] = inflate(base[is_compute], frac[is_compute], f_nodes[is_compute])
+        start, end = schedule(np.round(cur).astype(np.int64))
+        span = float(np.max(end) - np.min(start)) if len(end) else 0.0
+        change = abs(span - prev_span) / prev_span if prev_span else 0.0
+        prev_span = span
+        new = np.zeros_like(frac)
+        comp = np.flatnonzero(is_compute)
+        comm = np.flatnonzero(is_comm)
+        new[comp] = overlap_fraction(start[comp], end[comp], rank[comp], start[comm],
+                                     end[comm], rank[comm])
+        frac = new if i == 0 else 0.5 * (frac + new)
+        log.debug("interference pass %d: makespan %.3f ms (change %.2f%%)", i + 1,
+                  span / 1e6, change * 100)
+    return InterferenceResult(dur_ns=np.round(cur).astype(np.int64), start_ns=start,
+                              end_ns=end, frac=frac, passes=max(1, passes), last_change=change)
+
+
+def fit_interference_graph(graph, *, min_samples: int = MIN_SAMPLES,
+                           beside_fraction: float = BESIDE_FRACTION) -> InterferenceFit:
+    """The fit on a graph's own nodes, as measured: compute nodes (``NodeKind.COMPUTE``)
+    against the transfer part of the comm nodes of their rank (``start + wait`` to
+    ``start + wait + dur``; on GPU lanes the waiting part too, since a waiting NCCL
+    kernel occupies the device). The same units the what-ifs re-time, so this is the
+    factor :func:`apply_interference` should use."""
+    from tracekit.graph.model import NodeKind
+
+    comp = np.flatnonzero(graph.kind == NodeKind.COMPUTE)
+    comm = np.flatnonzero(graph.kind == NodeKind.COMM)
+    on_gpu = np.array([ln.kind == "gpu" for ln in graph.lanes] or [False])[graph.lane[comm]]
+    c_start = graph.start_ns[comm] + np.where(on_gpu, 0, graph.wait_ns[comm])
+    c_end = graph.start_ns[comm] + graph.wait_ns[comm] + graph.dur_ns[comm]
+    start = graph.start_ns[comp]
+    end = start + graph.dur_ns[comp]
+    frac = overlap_fraction(start, end, graph.rank[comp], c_start, c_end, graph.rank[comm])
+    names = np.array(graph.names or [""], dtype=object)
+    ops = pd.DataFrame({"rank": graph.rank[comp], "name": names[graph.name[comp]],
+                        "dur_ns": graph.dur_ns[comp], "frac": frac})
+    return fit_from_instances(ops, min_samples=min_samples, beside_fraction=beside_fraction)

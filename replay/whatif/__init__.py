@@ -1,0 +1,79 @@
+"""What-if predictions: edit the replay graph the way an optimization would change the
+run, re-time it with cost models fitted on the run, and replay.
+
+The one entry point is :func:`evaluate`; SPEC strings are parsed by
+:mod:`replay.whatif.spec`; each transform lives in its own module (``fusion``,
+``overlap``, ``dear``, ``scale``, ``workers``), the gradient re-planning they share in
+``gradients`` and ``rewrite``, the per-variant pipeline in ``predict``.
+
+Example::
+
+    >>> from replay.whatif import evaluate
+    >>> res = evaluate(run, graph, baseline, ["fusion=4MB", "fusion=1MB..64MB"])  # doctest: +SKIP
+    >>> res[0].spec, round(res[0].speedup, 3), res[1].best_spec                  # doctest: +SKIP
+    ('fusion=4MB', 1.042, 'fusion=16MB')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from replay.result import ReplayResult, WhatIfResult
+from replay.whatif.predict import WhatIfContext, build_context, predict
+from replay.whatif.spec import WhatIfSpec, parse_spec
+from tracekit.core.run import Run
+from tracekit.graph.model import Graph
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+__all__ = ["evaluate", "build_context", "predict", "parse_spec", "WhatIfContext"]
+
+
+def _speedup(baseline: ReplayResult, result: ReplayResult) -> float:
+    v = result.median_step_ms
+    return baseline.median_step_ms / v if v > 0 else float("nan")
+
+
+def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str | WhatIfSpec],
+             *, comm_model=None, use_interference: bool = True) -> list[WhatIfResult]:
+    """Predict every spec (one :class:`WhatIfResult` per spec, in order).
+
+    Args:
+        run, graph, baseline: the run, its graph (from ``build_graph``) and the graph's
+            baseline replay; speedups are ``baseline.median_step_ms / variant``.
+        specs: SPEC strings (``'fusion=4MB'``, ``'fusion=64MB+dear'``,
+            ``'fusion=1MB..256MB'``) or parsed :class:`WhatIfSpec`.
+        comm_model: a ``comm.json`` path from ``tracekit calibrate`` or a cost model;
+            None fits the collectives of the run itself.
+        use_interference: re-time compute for the overlap each variant produces.
+
+    A sweep's result is its best point (lowest median step time); ``sweep`` lists every
+    point and ``best_spec`` names the best.
+    """
+    parsed = [s if isinstance(s, WhatIfSpec) else parse_spec(s) for s in specs]
+    ctx = build_context(run, graph, baseline, comm_model=comm_model,
+                        use_interference=use_interference)
+    common = list(ctx.notes)
+    if ctx.comm is not None:
+        common.append(f"collective costs: {ctx.comm.fit_for('all_reduce', 1 << 20).describe()}")
+    if use_interference:
+        common.append(ctx.interference.describe())
+    out = []
+    for spec in parsed:
+        points = []
+        for variant in spec.variants:
+            result, notes = predict(ctx, variant)
+            points.append((variant, result, notes))
+            log.info("what-if %s: %.3f ms", variant.spec, result.median_step_ms)
+        if spec.is_sweep:
+            best_v, best_r, best_n = min(points, key=lambda p: p[1].median_step_ms)
+            out.append(WhatIfResult(
+                spec=spec.text, result=best_r, speedup=_speedup(baseline, best_r),
+                sweep=[(v.spec, r.median_step_ms) for v, r, _ in points],
+                best_spec=best_v.spec, notes=[*best_n, *common]))
+        else:
+            _, r, n = points[0]
+            out.append(WhatIfResult(spec=spec.text, result=r, speedup=_speedup(baseline, r),
+                                    notes=[*n, *common]))
+    return out

@@ -1,0 +1,366 @@
+"""Find DDP's gradient synchronization in a graph: which gradient becomes ready where,
+which bucket collectives carry them, and what waits for them.
+
+The fusion, overlap and DeAR what-ifs re-plan exactly this part of a step, so it is read
+once per run (:func:`find_gradient_sync`) into a :class:`GradientSync`:
+
+- **gradients**, one per trainable parameter, in the order they become ready. Each step's
+  backward runs one ``AccumulateGrad`` per parameter on the autograd thread (the main
+  thread on CPU); the k-th one of a step is the k-th parameter in ready order. The ready
+  order is DDP's own (its rebuilt buckets, from the manifest), else reverse registration
+  order (DDP's approximation), and sizes come from the manifest's parameter table.
+  Without a manifest, gradients are anonymous and each baseline bucket's bytes are split
+  evenly over its gradients (an assumption the notes state).
+- **bucket collectives**: all-reduces issued by DDP's autograd hook, i.e. whose issue
+  node (the source of the ISSUE or LAUNCH edge into the comm node) follows an
+  ``AccumulateGrad`` on the same thread with only DDP hook work in between
+  (``reducer::``, copies, views). The bucket ends at that gradient.
+- **waits**: per bucket, the targets of its wait edges (HOST_WAIT, COMM_DONE,
+  STREAM_WAIT) after the last issue (DDP's ``finalize_backward`` waits bucket by bucket);
+  when the graph inferred none, a long lane gap after the last issue during which the
+  last bucket transferred is taken as that wait (on a busy CPU the gloo event's recorded
+  end can lag the host's wake-up by milliseconds, so the graph's own inference misses
+  it); the sync point for new buckets is the earliest of them, else the node after the
+  last issue.
+- **forward first use** (for DeAR): with ``tracekit profile``'s ``tracekit.fwd:<module>``
+  annotations, the first node of each module's forward per rank and step.
+
+Before (rank 0, step 6 of a 16-layer MLP, DDP buckets 1 MB + 15 MB)::
+
+    264 torch::autograd::AccumulateGrad   265 reducer::mul_out   266 c10d::allreduce_ -> 1101 gloo:all_reduce
+    ...
+    341 torch::autograd::AccumulateGrad   342 reducer::mul_out   343 c10d::allreduce_ -> 1106 gloo:all_reduce
+    1106 --HOST_WAIT--> 348 aten::as_strided
+
+After: ``RankStepSync(grad_nodes=[262, 264, 269, ...], bucket_comm=[1101, 1106],
+bucket_issue=[266, 343], bucket_last_grad=[1, 31], bucket_waits=((), ((348, 60813),)),
+wait_target=348, ...)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from replay.whatif.bucketing import ParamSpec
+from tracekit.core.collectives import normalize_collective
+from tracekit.errors import TracekitError
+from tracekit.graph.model import EdgeKind, Graph, NodeKind
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+_ACCUMULATE = "AccumulateGrad"
+#: nodes that may sit between a gradient's AccumulateGrad and DDP's collective issue
+_HOOK_WORK = re.compile(r"reducer|mul_out|copy|as_strided|view|detach|div|AccumulateGrad|"
+                        r"record_param_comms|empty|zero", re.IGNORECASE)
+_WAIT_EDGES = (EdgeKind.HOST_WAIT, EdgeKind.COMM_DONE, EdgeKind.STREAM_WAIT)
+_ISSUE_EDGES = (EdgeKind.ISSUE, EdgeKind.LAUNCH)
+FWD_PREFIX = "tracekit.fwd:"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankStepSync:
+    """Gradient synchronization of one rank in one step (node ids of the graph)."""
+
+    rank: int
+    step: int
+    #: the thread that runs backward (AccumulateGrad) and issues the collectives
+    lane: int
+    #: AccumulateGrad node of each gradient, in ready order
+    grad_nodes: np.ndarray
+    #: per gradient, the node after which DDP would issue a bucket that this gradient
+    #: completes: the AccumulateGrad or the hook work right after it (``reducer::mul_out``)
+    ready_nodes: np.ndarray
+    #: baseline bucket collectives, in issue order, and their issue nodes
+    bucket_comm: np.ndarray
+    bucket_issue: np.ndarray
+    #: position in ``grad_nodes`` of each bucket's last gradient
+    bucket_last_grad: np.ndarray
+    #: the node that waits until every bucket is reduced (-1: none found) and the delay
+    #: of that wait edge
+    wait_target: int
+    wait_delay_ns: int
+    #: per baseline bucket: the nodes that waited for it (DDP's finalize waits bucket by
+    #: bucket, copying each one's results in between) with each wait edge's delay;
+    #: empty where nothing waited for the bucket (it finished before the host needed it)
+    bucket_waits: tuple[tuple[tuple[int, int], ...], ...]
+    #: a wait on the buckets the graph left as a lane-order gap (no wait edge was
+    #: inferred): the node after the gap; its lane-order delay is reset to the lane's usual
+    #: one when the buckets are re-planned (the wait edges above then carry the wait); -1
+    gap_wait_target: int
+    #: comm lanes the bucket collectives ran on, in order of first use
+    comm_lanes: tuple[int, ...]
+    #: module qualname -> first node of its forward in this step (DeAR); {} unknown
+    forward_first: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientSync:
+    """DDP's gradient synchronization in every replayed step of every rank."""
+
+    #: one entry per gradient in ready order: index (parameter index), bytes, dtype
+    params: tuple[ParamSpec, ...]
+    #: baseline buckets as tuples of positions in ready order
+    buckets: tuple[tuple[int, ...], ...]
+    per_rank_step: dict[tuple[int, int], RankStepSync]
+    #: parameter index -> module that owns it ('' unknown)
+    param_module: dict[int, str]
+    #: modules in forward order with their parameter indices (from the manifest)
+    forward_order: tuple[tuple[str, tuple[int, ...]], ...]
+    #: median duration of the host op that issues a collective, and of ISSUE edge delays
+    issue_dur_ns: int
+    issue_delay_ns: int
+    #: the name pattern of the run's comm nodes, e.g. 'gloo:' or 'nccl:'
+    comm_prefix: str
+    #: DDP's bucket limits in the run (manifest), for the notes; None unknown
+    bucket_cap_mb: float | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ready_order(self) -> list[int]:
+        return [p.index for p in self.params]
+
+    @property
+    def bucket_bytes(self) -> list[int]:
+        return [sum(self.params[i].bytes for i in b) for b in self.buckets]
+
+
+def _node_collective(graph: Graph) -> np.ndarray:
+    names = np.array([normalize_collective(n) for n in graph.names] or [""], dtype=object)
+    return names[graph.name]
+
+
+def _in_edge_source(graph: Graph, kinds) -> dict[int, int]:
+    sel = np.isin(graph.edge_kind, [int(k) for k in kinds])
+    return {int(d): int(s) for s, d in zip(graph.src[sel], graph.dst[sel])}
+
+
+def _forward_annotations(run) -> pd.DataFrame:
+    """``tracekit.fwd:<module>`` annotations of the run: rank, step, module, ts_ns."""
+    ev = run.events
+    names = ev["name"]
+    cats = [c for c in names.cat.categories if str(c).startswith(FWD_PREFIX)] if hasattr(
+        names, "cat") else sorted({n for n in names.astype(str) if n.startswith(FWD_PREFIX)})
+    ann = ev[names.isin(cats)] if cats else ev.iloc[:0]
+    return pd.DataFrame({"rank": ann["rank"].to_numpy(), "step": ann["step"].to_numpy(),
+                         "module": [str(n)[len(FWD_PREFIX):] for n in ann["name"]],
+                         "ts_ns": ann["ts_ns"].to_numpy()})
+
+
+def _forward_first(ann: pd.DataFrame, graph: Graph, rank: int, step: int,
+                   lane: int) -> dict[str, int]:
+    """Module -> the first node of the lane at or after its forward annotation began."""
+    mine = ann[(ann["rank"] == rank) & (ann["step"] == step)]
+    if mine.empty:
+        return {}
+    on_lane = np.flatnonzero((graph.lane == lane) & (graph.step == step))
+    starts = graph.start_ns[on_lane]
+    out: dict[str, int] = {}
+    for module, ts in zip(mine["module"], mine["ts_ns"]):
+        i = int(np.searchsorted(starts, ts, side="left"))
+        if i < len(on_lane) and module not in out:
+            out[module] = int(on_lane[i])
+    return out
+
+
+#: a lane gap after the last issue counts as DDP's wait when it is at least this long ...
+MIN_GAP_NS = 1_000_000
+#: ... and the last bucket's transfer covers at least this fraction of it
+MIN_GAP_OVERLAP = 0.5
+
+
+def _unexplained_wait(graph: Graph, lane_nodes: np.ndarray, last_issue_pos: int,
+                      comms: np.ndarray, lane_in_delay: dict[int, int]) -> int:
+    """The node after the longest lane gap following the last issue, when the host sat
+    idle there while the last bucket collective transferred (a wait the graph did not
+    infer: on a busy CPU the gloo event's recorded end can lag the host's wake-up by
+    milliseconds); -1 when there is none."""
+    after = lane_nodes[last_issue_pos + 1:]
+    if len(after) == 0:
+        return -1
+    gaps = np.array([lane_in_delay.get(int(v), 0) for v in after])
+    k = int(np.argmax(gaps))
+    gap, node = int(gaps[k]), int(after[k])
+    if gap < MIN_GAP_NS:
+        return -1
+    gap_end = int(graph.start_ns[node])
+    last = comms[np.argmax(graph.start_ns[comms] + graph.wait_ns[comms] + graph.dur_ns[comms])]
+    t_start = int(graph.start_ns[last] + graph.wait_ns[last])
+    t_end = t_start + int(graph.dur_ns[last])
+    covered = min(gap_end, t_end) - max(gap_end - gap, t_start)
+    return node if covered >= MIN_GAP_OVERLAP * gap else -1
+
+
+def _params_from_manifest(run, n_grads: int) -> tuple[list[ParamSpec], dict[int, str]] | None:
+    m = run.manifest
+    if m is None or not m.parameters:
+        return None
+    by_index = {p.index: p for p in m.parameters if p.requires_grad}
+    if len(by_index) != n_grads:
+        return None
+    order = [i for b in m.ddp_buckets for i in b] if m.ddp_buckets else []
+    if sorted(order) != sorted(by_index):
+        order = sorted(by_index, reverse=True)
+    params = [ParamSpec(index=i, bytes=by_index[i].bytes, dtype=by_index[i].dtype or "float32")
+              for i in order]
+    return params, {i: p.module for i, p in by_index.items()}
+
+
+def find_gradient_sync(run, graph: Graph) -> GradientSync:
+    """Read DDP's gradient synchronization from ``graph`` (built by ``build_graph`` from
+    ``run``: node ids in lane order). Raises :class:`TracekitError` when the run has no
+    DDP-style gradient all-reduces."""
+    coll = _node_collective(graph)
+    names = np.array(graph.names or [""], dtype=object)
+    is_accg = np.array([_ACCUMULATE in n for n in names], dtype=bool)[graph.name]
+    issue_of = _in_edge_source(graph, _ISSUE_EDGES)
+    wait_out = np.isin(graph.edge_kind, [int(k) for k in _WAIT_EDGES])
+    per: dict[tuple[int, int], RankStepSync] = {}
+    counts = set()
+    bucket_layouts = set()
+    sizes_by_layout: dict[tuple, list] = {}
+    issue_durs, issue_delays = [], []
+    issue_edge = np.isin(graph.edge_kind, [int(k) for k in _ISSUE_EDGES])
+    lane_e = graph.edge_kind == EdgeKind.LANE_ORDER
+    lane_in_delay = dict(zip(graph.dst[lane_e].tolist(), graph.delay_ns[lane_e].tolist()))
+    prefix = "gloo:"
+    annotations = _forward_annotations(run)
+    for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
+            [graph.rank, graph.step]):
+        if step < 0:
+            continue
+        nodes = nodes.to_numpy()
+        accg = nodes[is_accg[nodes]]
+        if len(accg) == 0:
+            continue
+        lane = int(pd.Series(graph.lane[accg]).mode().iloc[0])
+        accg = accg[graph.lane[accg] == lane]
+        lane_nodes = nodes[graph.lane[nodes] == lane]
+        pos_in_lane = {int(v): i for i, v in enumerate(lane_nodes)}
+        grad_pos = {int(v): i for i, v in enumerate(accg)}
+        comms, issues, lasts = [], [], []
+        for c in nodes[(graph.kind[nodes] == NodeKind.COMM) & (coll[nodes] == "all_reduce")]:
+            iss = issue_of.get(int(c), -1)
+            if iss < 0 or iss not in pos_in_lane:
+                continue
+            k = pos_in_lane[iss] - 1  # walk back over DDP hook work to an AccumulateGrad
+            while k >= 0 and int(lane_nodes[k]) not in grad_pos:
+                v = int(lane_nodes[k])
+                if graph.kind[v] == NodeKind.COMPUTE and not _HOOK_WORK.search(names[graph.name[v]]):
+                    k = -1
+                    break
+                k -= 1
+            if k < 0:
+                continue
+            comms.append(int(c))
+            issues.append(iss)
+            lasts.append(grad_pos[int(lane_nodes[k])])
+        if not comms:
+            continue
+        order = np.argsort(graph.start_ns[np.array(issues)], kind="stable")
+        comms = np.array(comms)[order]
+        issues = np.array(issues)[order]
+        lasts = np.array(lasts)[order]
+        comm_pos = {int(c): k for k, c in enumerate(comms)}
+        # DDP's finalize_backward waits after the last issue: wait edges into earlier
+        # nodes (gaps the graph explained by an early bucket) are not that point
+        last_issue = int(issues[-1])
+        per_bucket: dict[int, list[tuple[int, int, int]]] = {}
+        for src_, d, dl in zip(graph.src[wait_out], graph.dst[wait_out],
+                               graph.delay_ns[wait_out]):
+            if (graph.rank[d] == rank and graph.lane[d] == lane and d > last_issue
+                    and int(src_) in comm_pos):
+                per_bucket.setdefault(comm_pos[int(src_)], []).append(
+                    (int(graph.start_ns[d]), int(d), int(dl)))
+        if per_bucket:
+            _, wait_target, _ = min(min(v) for v in per_bucket.values())
+        else:
+            after = pos_in_lane[last_issue] + 1
+            wait_target = int(lane_nodes[after]) if after < len(lane_nodes) else -1
+        wait_delay = 0
+        gap_target = -1
+        if not per_bucket:  # DDP's finalize must wait: look for a gap the graph left
+            gap_target = _unexplained_wait(graph, lane_nodes, pos_in_lane[last_issue], comms,
+                                           lane_in_delay)
+            if gap_target >= 0:
+                wait_target = gap_target
+                for k, c in enumerate(comms):
+                    end = int(graph.start_ns[c] + graph.wait_ns[c] + graph.dur_ns[c])
+                    per_bucket[k] = [(int(graph.start_ns[gap_target]), gap_target,
+                                      int(graph.start_ns[gap_target]) - end)]
+        bucket_waits = tuple(tuple((d, dl) for _, d, dl in sorted(per_bucket.get(k, [])))
+                             for k in range(len(comms)))
+        lanes = tuple(dict.fromkeys(int(graph.lane[c]) for c in comms))
+        ready_nodes = accg.copy()
+        for j, a in enumerate(accg):
+            k = pos_in_lane[int(a)] + 1
+            while k < len(lane_nodes):
+                v = int(lane_nodes[k])
+                if (v in grad_pos or graph.kind[v] != NodeKind.COMPUTE
+                        or not _HOOK_WORK.search(names[graph.name[v]])):
+                    break
+                ready_nodes[j] = v
+                k += 1
+        issue_durs += [int(graph.dur_ns[i]) for i in issues]
+        sel = issue_edge & np.isin(graph.dst, comms)
+        issue_delays += graph.delay_ns[sel].tolist()
+        prefix = graph.names[graph.name[comms[0]]].split(":")[0] + ":" if ":" in \
+            graph.names[graph.name[comms[0]]] else "nccl:"
+        per[(int(rank), int(step))] = RankStepSync(
+            rank=int(rank), step=int(step), lane=lane, grad_nodes=accg,
+            ready_nodes=ready_nodes, bucket_comm=comms,
+            bucket_issue=issues, bucket_last_grad=lasts, wait_target=wait_target,
+            wait_delay_ns=wait_delay, bucket_waits=bucket_waits, gap_wait_target=gap_target,
+            comm_lanes=lanes,
+            forward_first=_forward_first(annotations, graph, int(rank), int(step), lane))
+        counts.add(len(accg))
+        layout = tuple(lasts.tolist())
+        bucket_layouts.add(layout)
+        sizes_by_layout.setdefault(layout, []).append(graph.bytes[comms].tolist())
+    if not per:
+        raise TracekitError(
+            "found no DDP gradient all-reduces (collectives issued from backward right after "
+            "an AccumulateGrad) in this run; fusion, overlap and dear apply to DDP training "
+            "runs: record one with 'tracekit profile -- torchrun ... train.py'")
+    if len(counts) != 1 or len(bucket_layouts) != 1:
+        raise TracekitError(
+            f"backward differs between steps or ranks ({sorted(counts)} gradients, "
+            f"{len(bucket_layouts)} bucket layouts); replay steps with the same structure, "
+            "e.g. --step 6 --step 7")
+    n_grads = counts.pop()
+    lasts = list(bucket_layouts.pop())
+    if sorted(lasts) != lasts or lasts[-1] != n_grads - 1:
+        raise TracekitError(
+            f"DDP's bucket collectives do not cover every gradient in order (last gradients "
+            f"{lasts} of {n_grads}); the run may use find_unused_parameters or a custom hook")
+    buckets = tuple(tuple(range(a + 1, b + 1)) for a, b in zip([-1, *lasts[:-1]], lasts))
+    notes: list[str] = []
+    from_manifest = _params_from_manifest(run, n_grads)
+    if from_manifest is not None:
+        params, module_of = from_manifest
+        measured = [int(x) for x in np.median(sizes_by_layout[tuple(lasts)], axis=0)]
+        expected = [sum(params[i].bytes for i in b) for b in buckets]
+        if expected != measured:
+            notes.append(f"bucket bytes in the trace {measured} differ from the manifest's "
+                         f"parameters {expected}; using the manifest's sizes")
+    else:
+        sizes = np.median(sizes_by_layout[tuple(lasts)], axis=0)
+        params, module_of = [], {}
+        for b, size in zip(buckets, sizes):
+            for i in b:
+                params.append(ParamSpec(index=i, bytes=max(int(size) // len(b), 1)))
+        notes.append(f"no parameter table (no manifest): each of the {n_grads} gradients is "
+                     "assumed to hold an equal share of its bucket's bytes; record with "
+                     "'tracekit profile' for exact sizes")
+    m = run.manifest
+    forward = tuple((mod, tuple(ps)) for mod, ps in (m.forward_order if m else []))
+    return GradientSync(
+        params=tuple(params), buckets=buckets, per_rank_step=per, param_module=module_of,
+        forward_order=forward,
+        issue_dur_ns=int(np.median(issue_durs)) if issue_durs else 0,
+        issue_delay_ns=max(int(np.median(issue_delays)), 0) if issue_delays else 0,
+        comm_prefix=prefix, bucket_cap_mb=m.bucket_cap_mb if m else None, notes=notes)

@@ -1,0 +1,137 @@
+"""Calibration: fitting the worker's measurements, the comm.json model, and a real run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from replay.calibration import (
+    build_comm_model,
+    calibration_table,
+    load_comm_model,
+    parse_sizes,
+    run_calibration,
+    write_comm_model,
+)
+from replay.cost_model import comm_volume
+from tracekit.errors import TracekitError
+
+KB, MB = 1 << 10, 1 << 20
+
+
+def _raw(curves: dict[str, tuple[float, float]], sizes, world=2, iters=5) -> dict:
+    """Worker output for collectives whose transfer follows alpha/beta exactly; rank 1
+    always waits 1 ms longer (it left the barrier first)."""
+    ms = []
+    for coll, (alpha, beta) in curves.items():
+        for b in sizes:
+            v = comm_volume(coll, b, world)
+            t = int(v.steps * alpha + v.moved_bytes / beta * 1e9)
+            ms.append({"collective": coll, "bytes": b, "iters": iters,
+                       "per_rank_ns": [[t] * iters, [t + 1_000_000] * iters]})
+    return {"format": "tracekit-calibration-raw", "version": 1, "backend": "gloo",
+            "world_size": world, "device": "cpu", "torch": "2.13.0", "hosts": ["a", "a"],
+            "measurements": ms}
+
+
+def test_fitted_model_reproduces_measurements_and_interpolates(tmp_path):
+    sizes = [KB, 64 * KB, MB, 16 * MB]
+    raw = _raw({"all_reduce": (100_000, 1e9), "reduce_scatter": (400_000, 0.2e9)}, sizes)
+    path = write_comm_model(build_comm_model(raw, command=["torchrun"]), tmp_path / "comm.json")
+    model = load_comm_model(path)
+    for b in sizes:  # exact at every measured size; the waiting rank is ignored
+        expected = 2 * 100_000 + b / 1e9 * 1e9
+        assert model.time_ns("all_reduce", b, 2) == pytest.approx(expected, rel=1e-6)
+    mid = 8 * MB  # a straight line between measured sizes
+    assert model.time_ns("all_reduce", mid, 2) == pytest.approx(2 * 100_000 + mid, rel=1e-6)
+    # beyond the measured range, the last segment extends
+    assert model.time_ns("all_reduce", 64 * MB, 2) == pytest.approx(2e5 + 64 * MB, rel=1e-6)
+    # another group size follows the ring formula with the calibrated alpha/beta
+    assert model.time_ns("all_reduce", 16 * MB, 8) == pytest.approx(
+        14 * 100_000 + 1.75 * 16 * MB, rel=1e-6)
+    assert model.fit_for("reduce_scatter", MB).source.startswith("calibrated")
+    bc = model.fit_for("broadcast", MB)
+    assert bc.source == "extrapolated from calibrated all_reduce by formula"
+
+
+def test_table_shows_reduce_scatter_against_half_an_all_reduce(tmp_path):
+    raw = _raw({"all_reduce": (100_000, 1e9), "reduce_scatter": (400_000, 0.25e9)}, [MB])
+    model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "c.json"))
+    table = calibration_table(model)
+    ar = 2 * 100_000 + MB
+    rs = 400_000 + MB / 2 / 0.25e9 * 1e9
+    assert table.loc[MB, "rs_over_half_ar"] == pytest.approx(rs / (ar / 2), rel=1e-6)
+    assert table.loc[MB, "all_reduce"] == pytest.approx(ar / 1e3, rel=1e-6)
+
+
+def test_noisy_falling_segment_is_flat_not_negative(tmp_path):
+    raw = _raw({"all_reduce": (100_000, 1e9)}, [KB, 2 * KB])
+    raw["measurements"][1]["per_rank_ns"] = [[150_000] * 5, [160_000] * 5]  # faster than 1 KB
+    model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "c.json"))
+    t1, t2 = model.time_ns("all_reduce", KB, 2), model.time_ns("all_reduce", 2 * KB, 2)
+    assert t1 == pytest.approx(t2) and t1 > 0
+    assert math.isinf(model.fit_for("all_reduce", KB).beta_bytes_per_s)
+
+
+def test_load_errors_are_actionable(tmp_path):
+    with pytest.raises(TracekitError, match="tracekit calibrate"):
+        load_comm_model(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(TracekitError, match="not valid JSON"):
+        load_comm_model(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(TracekitError, match="not a tracekit calibration file"):
+        load_comm_model(other)
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"format": "tracekit-comm-model", "version": 99}))
+    with pytest.raises(TracekitError, match="version 99"):
+        load_comm_model(future)
+
+
+def test_parse_sizes():
+    assert parse_sizes("1KB..8KB") == [KB, 2 * KB, 4 * KB, 8 * KB]
+    assert parse_sizes("1MB,1KB,64KB") == [KB, 64 * KB, MB]
+    with pytest.raises(TracekitError, match="--sizes"):
+        parse_sizes("lots")
+
+
+def test_launcher_problems_are_reported():
+    with pytest.raises(TracekitError, match="no launcher"):
+        run_calibration([], sizes=[KB])
+    with pytest.raises(TracekitError, match="not found"):
+        run_calibration(["no-such-launcher-xyz"], sizes=[KB])
+    with pytest.raises(TracekitError, match="cannot calibrate"):
+        run_calibration(["torchrun"], sizes=[KB], collectives=("gossip",))
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_real_calibration_under_torchrun(tmp_path):
+    pytest.importorskip("torch")
+    from tracekit.cli import main
+
+    out = tmp_path / "comm.json"
+    rc = main(["calibrate", "--out", str(out), "--sizes", "1KB,256KB", "--iters", "3",
+               "--budget", "0.2", "--json", "--", "torchrun", "--nproc_per_node", "2"])
+    assert rc == 0
+    model = load_comm_model(out)
+    assert sorted(model.collectives) == sorted(
+        ["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast"])
+    assert model.backend == "gloo" and model.doc["world_size"] == 2
+    for coll in model.collectives:
+        med = model.median_ns(coll)
+        assert list(med.index) == [KB, 256 * KB]
+        assert (med > 0).all()
+        # the model passes through the medians made non-decreasing in size
+        t_small, t_big = model.time_ns(coll, KB, 2), model.time_ns(coll, 256 * KB, 2)
+        assert t_small <= t_big
+        if med[KB] <= med[256 * KB]:
+            assert (t_small, t_big) == pytest.approx((med[KB], med[256 * KB]), rel=1e-6)
+        else:
+            assert t_small == pytest.approx(med.mean(), rel=1e-6)
+    raw = model.doc["raw"]
+    assert all(len(m["per_rank_ns"]) == 2 and m["iters"] >= 3 for m in raw)

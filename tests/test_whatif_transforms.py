@@ -1,0 +1,316 @@
+"""What-if transforms on small hand-built DDP graphs where the answer is known by hand.
+
+Every graph here: 2 identical ranks; per step, on the main thread, forward nodes, then
+one ``AccumulateGrad`` per gradient (100 us each), DDP's issue op (10 us) after the last
+gradient of each bucket, then DDP's wait point W and the optimizer E (50 us each); on a
+comm lane, one ``gloo:all_reduce`` per bucket whose duration is exactly the cost model's
+(latency 50 us per step, 1 GB/s), so the model's own numbers predict the variants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replay.cost_model import CollectiveFit, FittedCostModel, comm_volume
+from replay.engine import schedule_full
+from replay.timeline import replay
+from replay.whatif import evaluate
+from replay.whatif.predict import build_context
+from replay.whatif.rewrite import GradientPlan, materialize
+from tracekit.core.manifest import Manifest, ParamInfo
+from tracekit.core.run import Run
+from tracekit.core.schema import EVENT_COLUMNS, empty_events
+from tracekit.graph.model import EdgeKind, Graph, Lane, NodeKind
+
+US = 1_000
+ALPHA, BETA = 50 * US, 1e9
+GRAD, ISSUE, TAIL = 100 * US, 10 * US, 50 * US
+
+
+def model() -> FittedCostModel:
+    fit = CollectiveFit(collective="all_reduce", pg="", alpha_ns=ALPHA, beta_bytes_per_s=BETA,
+                        source="fitted", n_points=4, n_sizes=2)
+    return FittedCostModel(fits={("", "all_reduce"): fit}, backend="gloo")
+
+
+def t_model(coll: str, nbytes: int, n: int = 2) -> float:
+    v = comm_volume(coll, nbytes, n)
+    return v.steps * ALPHA + v.moved_bytes / BETA * 1e9
+
+
+def _events(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return empty_events()
+    data = {}
+    for col, (dt, _) in EVENT_COLUMNS.items():
+        if col == "end_ns":
+            values = [r["ts_ns"] + r["dur_ns"] for r in rows]
+        elif dt == "category":
+            values = [str(r.get(col, "")) for r in rows]
+        else:
+            values = [r.get(col, -1) for r in rows]
+        data[col] = pd.Series(values, dtype=dt)
+    return pd.DataFrame(data)
+
+
+def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
+            grad_bytes=(1000, 1000, 1000, 1000), buckets=((0, 1), (2, 3)), ranks=2):
+    """A graph + run as ``build_graph`` would give for that DDP step (see module doc).
+
+    ``grad_bytes`` are in ready order; parameter ``n-1-k`` is the k-th ready (DDP's
+    reverse registration order); ``buckets`` are positions in ready order."""
+    n = len(grad_bytes)
+    cols = {k: [] for k in ("rank", "lane", "kind", "step", "name", "dur_ns", "bytes",
+                            "coll_id")}
+    names: list[str] = []
+    lanes, edges = [], []
+    fwd_nodes: dict[tuple[int, int, str], int] = {}
+
+    def node(rank, lane, kind, step, name, dur, nbytes=-1, coll=-1):
+        if name not in names:
+            names.append(name)
+        for k, v in zip(cols, (rank, lane, int(kind), step, names.index(name), int(dur),
+                               nbytes, coll)):
+            cols[k].append(v)
+        return len(cols["rank"]) - 1
+
+    for r in range(ranks):
+        main, comm = 2 * r, 2 * r + 1
+        lanes += [Lane(id=main, rank=r, kind="cpu", local_id=100 + r, name=f"main{r}",
+                       is_main=True),
+                  Lane(id=comm, rank=r, kind="comm", local_id=200 + r, name=f"gloo{r}")]
+        chain, issues = [], []
+        for s in steps:
+            for mod, dur in modules:
+                v = node(r, main, NodeKind.COMPUTE, s, f"fwd {mod}", dur)
+                fwd_nodes[(r, s, mod)] = v
+                chain.append(v)
+            for k in range(n):
+                chain.append(node(r, main, NodeKind.COMPUTE, s,
+                                  "torch::autograd::AccumulateGrad", GRAD))
+                for b, bucket in enumerate(buckets):
+                    if bucket[-1] == k:
+                        chain.append(node(r, main, NodeKind.LAUNCH, s, "c10d::allreduce_",
+                                          ISSUE))
+                        issues.append((s, b, chain[-1]))
+            w = node(r, main, NodeKind.COMPUTE, s, "reducer::copy_bucket_to_grad", TAIL)
+            chain += [w, node(r, main, NodeKind.COMPUTE, s, "Optimizer.step", TAIL)]
+            issues.append((s, -1, w))
+        edges += [(a, b, EdgeKind.LANE_ORDER) for a, b in zip(chain[:-1], chain[1:])]
+        comm_chain = []
+        wait = {}
+        for s, b, v in issues:
+            if b < 0:
+                wait[s] = v
+        for s, b, iss in issues:
+            if b < 0:
+                continue
+            nbytes = sum(grad_bytes[k] for k in buckets[b])
+            c = node(r, comm, NodeKind.COMM, s, "gloo:all_reduce", t_model("all_reduce", nbytes,
+                                                                          ranks),
+                     nbytes, steps.index(s) * len(buckets) + b)
+            comm_chain.append(c)
+            edges += [(iss, c, EdgeKind.ISSUE), (c, wait[s], EdgeKind.HOST_WAIT)]
+        edges += [(a, b, EdgeKind.LANE_ORDER) for a, b in zip(comm_chain[:-1], comm_chain[1:])]
+    m = len(cols["rank"])
+    src = np.array([e[0] for e in edges], dtype=np.int64)
+    dst = np.array([e[1] for e in edges], dtype=np.int64)
+    g = Graph(rank=np.array(cols["rank"], np.int32), lane=np.array(cols["lane"], np.int32),
+              kind=np.array(cols["kind"], np.int8), step=np.array(cols["step"], np.int32),
+              name=np.array(cols["name"], np.int32), start_ns=np.zeros(m, np.int64),
+              dur_ns=np.array(cols["dur_ns"], np.int64), wait_ns=np.zeros(m, np.int64),
+              bytes=np.array(cols["bytes"], np.int64), coll_id=np.array(cols["coll_id"], np.int64),
+              event_row=np.full(m, -1, np.int64), src=src, dst=dst,
+              edge_kind=np.array([int(e[2]) for e in edges], np.int8),
+              delay_ns=np.zeros(len(edges), np.int64), inferred=np.zeros(len(edges), bool),
+              names=names, lanes=lanes)
+    g.start_ns = schedule_full(g).start_ns  # "measured" = what the graph explains
+    params = [ParamInfo(index=n - 1 - k, name=f"p{n - 1 - k}", shape=(), dtype="float32",
+                        bytes=grad_bytes[k], module="") for k in range(n)]
+    if module_params:
+        owner = {p: mod for mod, ps in module_params for p in ps}
+        params = [ParamInfo(index=p.index, name=p.name, shape=(), dtype="float32",
+                            bytes=p.bytes, module=owner[p.index]) for p in params]
+    manifest = Manifest(raw={}, world_size=ranks, parameters=params,
+                        ddp_buckets=[[n - 1 - k for k in b] for b in buckets],
+                        forward_order=list(module_params or []))
+    ann = [{"rank": r, "lane_kind": "cpu", "lane": 100 + r, "name": f"tracekit.fwd:{mod}",
+            "kind": "annotation", "ts_ns": int(g.start_ns[v]), "dur_ns": int(g.dur_ns[v]),
+            "step": s} for (r, s, mod), v in fwd_nodes.items()]
+    run = Run(path="synthetic", events=_events(ann), traces={}, manifest=manifest,
+              world_size=ranks, backend="gloo")
+    return run, g
+
+
+def _evaluate(run, g, specs):
+    base = replay(run, g)
+    return base, evaluate(run, g, base, specs, comm_model=model(), use_interference=False)
+
+
+def test_baseline_by_hand():
+    run, g = ddp_run()
+    base = replay(run, g)
+    # fwd 1000, grads A0 A1, I0, A2 A3, I1; bucket 1's all-reduce (102 us) ends at 1522;
+    # W and E follow: 1622 us
+    assert base.step_ms == {1: pytest.approx(1.622)}
+
+
+def test_fusion_merges_two_buckets_into_one():
+    run, g = ddp_run()
+    base, (res,) = _evaluate(run, g, ["fusion=4000B"])
+    # one issue after the last gradient: 1000 + 4*100 + 10, then one 4000-byte all-reduce
+    # (2*50 + 4 us), then W, E
+    expected = (1000 + 400 + 10) * US + t_model("all_reduce", 4000) + 2 * TAIL
+    assert res.result.step_ms[1] == pytest.approx(expected / 1e6)
+    assert res.speedup == pytest.approx(base.median_step_ms / (expected / 1e6))
+    tl = res.result.timeline
+    assert (tl["name"] == "gloo:all_reduce").sum() == 2  # one per rank
+    assert "1 bucket(s)" in res.notes[0]
+
+
+def test_smaller_buckets_split_and_each_is_timed_by_the_model():
+    run, g = ddp_run(grad_bytes=(1000,) * 4, buckets=((0, 1, 2, 3),))
+    _, (res,) = _evaluate(run, g, ["fusion=1000B"])
+    tl = res.result.timeline
+    comm = tl[(tl["name"] == "gloo:all_reduce") & (tl["rank"] == 0)].sort_values("ts_ns")
+    assert len(comm) == 4
+    # four 1000-byte buckets, each 2*50 + 1 us; FIFO on the comm lane; the last one is
+    # issued after gradient 4 (1000 + 400 + 4*10 us of issue ops) and the lane is free
+    per = t_model("all_reduce", 1000)
+    assert list(comm["dur_ns"]) == [per] * 4
+    last_issue_end = (1000 + 400 + 40) * US
+    assert res.result.step_ms[1] == pytest.approx((last_issue_end + per + 2 * TAIL) / 1e6)
+
+
+def test_overlap_off_issues_everything_after_backward():
+    run, g = ddp_run()
+    _, (res,) = _evaluate(run, g, ["overlap=off"])
+    # grads end at 1400; issues 1400-1420; all-reduces 1410-1512 and 1512-1614 (FIFO);
+    # W, E: 1714 us
+    assert res.result.step_ms[1] == pytest.approx(1.714)
+
+
+def test_unchanged_plan_rewritten_reproduces_the_baseline():
+    run, g = ddp_run(steps=(1, 2))
+    base = replay(run, g)
+    ctx = build_context(run, g, base, comm_model=model(), use_interference=False)
+    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets),
+                     cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
+    again = replay(run, rw.graph)
+    assert again.step_ms == pytest.approx(base.step_ms)
+    assert (rw.origin >= 0).sum() == g.n_nodes - 2 * 2 * 2 * 2  # issue+comm, 2 buckets,
+    # 2 steps, 2 ranks removed and re-created
+
+
+def test_dear_moves_all_gathers_into_the_next_forward():
+    mods = (("m0", 500 * US), ("m1", 500 * US))
+    # ready order: p3, p2 (m1, the last layer) then p1, p0 (m0)
+    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])))
+    _, (res,) = _evaluate(run, g, ["dear"])
+    tl = res.result.timeline
+    r0 = tl[tl["rank"] == 0]
+    rs = r0[r0["name"] == "gloo:reduce_scatter"]
+    ag = r0[r0["name"] == "gloo:all_gather"]
+    assert len(rs) == 4 and len(ag) == 4 and not (r0["name"] == "gloo:all_reduce").any()
+    t_half = t_model("reduce_scatter", 2000)  # 50 + 1 us, by formula from the all-reduce
+    assert set(rs["dur_ns"]) == {t_half} and set(ag["dur_ns"]) == {t_half}
+    # step 1: before m0, issue (10) + all-gather of bucket 1 (51); m0 500; before m1,
+    # issue + all-gather of bucket 0; m1 500; 4 grads + 2 issues; W, E (nothing waits
+    # for the reduce-scatters): 10+51+500+10+51+500+400+20+100 = 1642 us
+    assert res.result.step_ms[1] == pytest.approx(1.642)
+    fwd = r0[r0["name"].astype(str).str.startswith("fwd")].sort_values("ts_ns")
+    ag = ag.sort_values("ts_ns")
+    # each module starts only after its bucket's all-gather ended, in both steps
+    for step in (1, 2):
+        f = fwd[fwd["step"] == step]
+        a = ag[ag["step"] == step]
+        assert (f["ts_ns"].to_numpy() >= (a["ts_ns"] + a["dur_ns"]).to_numpy()).all()
+
+
+def test_dear_graph_structure():
+    mods = (("m0", 500 * US), ("m1", 500 * US))
+    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])))
+    base = replay(run, g)
+    ctx = build_context(run, g, base, comm_model=model(), use_interference=False)
+    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, dear=True),
+                     cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
+    h = rw.graph
+    name = np.array(h.names, dtype=object)[h.name]
+    kinds = {k: (h.src[h.edge_kind == k], h.dst[h.edge_kind == k]) for k in EdgeKind}
+    rank0 = h.rank == 0
+    # PARAM_READY: each all-gather -> the first forward node of the module that needs it
+    src, dst = kinds[EdgeKind.PARAM_READY]
+    pairs = {(int(h.step[a]), str(name[b])) for a, b in zip(src, dst) if rank0[a]}
+    assert pairs == {(1, "fwd m0"), (1, "fwd m1"), (2, "fwd m0"), (2, "fwd m1")}
+    assert all(name[a] == "gloo:all_gather" for a in src)
+    # COMM_DONE: step 1's reduce-scatter of a bucket -> step 2's all-gather of the same
+    src, dst = kinds[EdgeKind.COMM_DONE]
+    assert len(src) == 2 * 2  # 2 buckets x 2 ranks (step 1's all-gathers have none)
+    assert all(name[a] == "gloo:reduce_scatter" and h.step[a] == 1 for a in src)
+    assert all(name[b] == "gloo:all_gather" and h.step[b] == 2 for b in dst)
+    assert all(h.coll_id[a] != h.coll_id[b] for a, b in zip(src, dst))
+    # nothing waits for a reduce-scatter at the end of backward
+    src, _ = kinds[EdgeKind.HOST_WAIT]
+    assert not any(name[a] == "gloo:reduce_scatter" for a in src)
+    # every collective instance has one node per rank
+    ids, counts = np.unique(h.coll_id[h.kind == NodeKind.COMM], return_counts=True)
+    assert set(counts) == {2}
+
+
+def test_dear_without_module_boundaries_says_how_to_get_them():
+    run, g = ddp_run()
+    base = replay(run, g)
+    from tracekit.errors import TracekitError
+
+    with pytest.raises(TracekitError, match="tracekit profile"):
+        evaluate(run, g, base, ["dear"], comm_model=model(), use_interference=False)
+
+
+def test_workers_reproduces_the_ring_formula():
+    run, g = ddp_run()
+    _, (res,) = _evaluate(run, g, ["workers=8"])
+    comm = res.result.timeline
+    comm = comm[(comm["name"] == "gloo:all_reduce") & (comm["rank"] == 0)]
+    expected = 2 * 7 * ALPHA + 2 * 7 / 8 * 2000 / BETA * 1e9  # 14 alpha + 1.75 B / beta
+    assert list(comm["dur_ns"]) == [pytest.approx(expected, abs=1)] * 2
+
+
+def test_bandwidth_and_scales():
+    run, g = ddp_run()
+    base, res = _evaluate(run, g, ["bandwidth=2x", "comm-scale=0.5", "compute-scale=0.5",
+                                   "bandwidth=16Gbps"])
+    durs = {}
+    for w in res:
+        tl = w.result.timeline
+        durs[w.spec] = tl[(tl["name"] == "gloo:all_reduce") & (tl["rank"] == 0)]["dur_ns"].iloc[0]
+    assert durs["bandwidth=2x"] == pytest.approx(2 * ALPHA + 2000 / 2, abs=1)
+    assert durs["comm-scale=0.5"] == pytest.approx((2 * ALPHA + 2000) / 2, abs=1)
+    assert durs["bandwidth=16Gbps"] == pytest.approx(2 * ALPHA + 2000 / 2, abs=1)  # 2 GB/s
+    # compute halves: fwd 500, grads 50 each; comm unchanged: I1 ends 500+200+20 = 720;
+    # bucket 1's all-reduce 102 -> 822; W, E halved: 872 us
+    assert res[2].result.step_ms[1] == pytest.approx(0.872)
+
+
+def test_sweep_names_the_best_point():
+    run, g = ddp_run(grad_bytes=(1000,) * 4, buckets=((0, 1, 2, 3),))
+    base, (res,) = _evaluate(run, g, ["fusion=1000B..4000B"])
+    assert [s for s, _ in res.sweep] == ["fusion=1000B", "fusion=2000B", "fusion=4000B"]
+    best = min(res.sweep, key=lambda p: p[1])
+    assert res.best_spec == best[0]
+    assert res.result.median_step_ms == pytest.approx(best[1])
+    assert res.speedup == pytest.approx(base.median_step_ms / best[1])
+
+
+def test_combined_fusion_and_dear():
+    mods = (("m0", 500 * US), ("m1", 500 * US))
+    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])))
+    _, (res,) = _evaluate(run, g, ["fusion=4000B+dear"])
+    tl = res.result.timeline
+    r0 = tl[(tl["rank"] == 0) & (tl["step"] == 1)]
+    assert (r0["name"] == "gloo:reduce_scatter").sum() == 1
+    assert (r0["name"] == "gloo:all_gather").sum() == 1
+    # one all-gather before m0 (the bucket's first user), 4000 B: 50 + 2 us
+    assert r0.loc[r0["name"] == "gloo:all_gather", "dur_ns"].iloc[0] == t_model(
+        "all_gather", 4000)
