@@ -26,7 +26,7 @@ def probe_run():
 
 @pytest.fixture(scope="module")
 def probe_graph(probe_run):
-    return build_graph(probe_run)
+    return build_graph(probe_run, delays="measured")
 
 
 def _measured_end(g):
@@ -113,15 +113,15 @@ def test_replaying_the_graph_reproduces_every_measured_start(probe_graph):
 
 
 def test_steps_argument_keeps_only_those_steps(probe_run):
-    g = build_graph(probe_run, steps=[3])
+    g = build_graph(probe_run, steps=[3], delays="measured")
     assert set(g.step.tolist()) == {3}
-    assert g.n_nodes < build_graph(probe_run).n_nodes
+    assert g.n_nodes < build_graph(probe_run, delays="measured").n_nodes
     with pytest.raises(TracekitError, match="step 9 is not in this run"):
-        build_graph(probe_run, steps=[9])
+        build_graph(probe_run, steps=[9], delays="measured")
 
 
 def test_ddp_run_with_barrier_and_loss_allreduce(gloo_2rank_dir):
-    g = build_graph(load_run(gloo_2rank_dir))
+    g = build_graph(load_run(gloo_2rank_dir), delays="measured")
     assert check_graph(g) == []
     names = {g.node_name(v) for v in np.flatnonzero(g.kind == NodeKind.COMM)}
     assert names == {"gloo:all_reduce", "gloo:barrier"}
@@ -132,7 +132,7 @@ def test_ddp_run_with_barrier_and_loss_allreduce(gloo_2rank_dir):
 
 def test_gpu_trace_launch_and_stream_wait_edges(alexnet_trace):
     run = load_run(alexnet_trace)
-    g = build_graph(run)
+    g = build_graph(run, delays="measured")
     assert check_graph(g) == []
     launch = np.flatnonzero(g.edge_kind == EdgeKind.LAUNCH)
     assert len(launch) > 50
@@ -149,7 +149,7 @@ def test_gpu_trace_launch_and_stream_wait_edges(alexnet_trace):
 
 
 def test_gpu_stream_sync_becomes_a_host_wait(alexnet_trace):
-    g = build_graph(load_run(alexnet_trace))
+    g = build_graph(load_run(alexnet_trace), delays="measured")
     hw = np.flatnonzero(g.edge_kind == EdgeKind.HOST_WAIT)
     assert len(hw) > 0
     gpu = np.array([ln.kind != "cpu" for ln in g.lanes])
@@ -161,7 +161,7 @@ def test_gpu_stream_sync_becomes_a_host_wait(alexnet_trace):
 
 
 def test_incomplete_world_keeps_measured_comm_and_says_so(world128_traces):
-    g = build_graph(load_run(world128_traces))
+    g = build_graph(load_run(world128_traces), delays="measured")
     notes = " ".join(g.notes)
     assert "incomplete world" in notes
     assert "stream 84 do not line up" in notes  # p2p traffic: not matched
@@ -176,7 +176,7 @@ def test_incomplete_world_keeps_measured_comm_and_says_so(world128_traces):
 
 def test_single_rank_nccl_trace_keeps_measured_collectives(a100_trace):
     run = load_run(a100_trace)
-    g = build_graph(run)
+    g = build_graph(run, delays="measured")
     comm = np.flatnonzero(g.kind == NodeKind.COMM)
     assert len(comm) == 21
     ev = run.events

@@ -28,20 +28,23 @@ def test_replay_json_shape(capsys):
     doc = json.loads(out)
     assert doc["world_size"] == 2
     assert [s["step"] for s in doc["steps"]] == [2, 3]
-    for s in doc["steps"]:
-        assert s["predicted_ms"] == pytest.approx(s["measured_ms"], rel=0.005)
+    for s in doc["steps"]:  # the error printed is the error of the numbers printed
+        assert s["error_pct"] == pytest.approx(
+            (s["predicted_ms"] - s["measured_ms"]) / s["measured_ms"] * 100)
+    worst = max((s["error_pct"] for s in doc["steps"]), key=abs)
+    assert doc["baseline"]["worst_step_error_pct"] == pytest.approx(worst)
     assert doc["measured_step_ms"] == pytest.approx(
         sorted(s["measured_ms"] for s in doc["steps"])[0] / 2
         + sorted(s["measured_ms"] for s in doc["steps"])[1] / 2)
-    assert abs(doc["baseline"]["error_pct"]) < 0.5
+    # a 2-step run recorded on a busy 2-core machine: typical latencies, stated bound 20%
+    assert abs(doc["baseline"]["error_pct"]) < 20
     assert doc["what_ifs"] == []
     cp = doc["critical_path"]
     assert cp["total_ms"] > 0
     assert sum(cp["by_kind_ms"].values()) == pytest.approx(cp["total_ms"])
     assert any("inferred" in n for n in doc["notes"])
-    typ = doc["typical"]
-    assert typ["median_abs_step_error_pct"] >= 0
-    assert abs(typ["worst_step_error_pct"]) >= typ["median_abs_step_error_pct"]
+    base = doc["baseline"]
+    assert abs(base["worst_step_error_pct"]) >= base["median_abs_step_error_pct"] > 0
 
 
 def test_replay_text_and_one_step(capsys):
@@ -111,3 +114,16 @@ def test_graph_command_json_and_export(capsys, tmp_path):
     assert out_file.exists() and doc["exported"] == str(out_file)
     code, out, _ = run_cli(capsys, "graph", *PROBE)
     assert "checks: no cycle" in out and "(main)" in out
+
+
+def test_sample_run_baseline_within_stated_bound(capsys):
+    """The checked-in run (2 ranks, gloo, 5 steps): the baseline replays with typical
+    dependency latencies, never the measured gaps, and stays within 5% median (measured
+    2.2% median, 3.4% worst step when this test was written)."""
+    sample = Path(__file__).resolve().parents[1] / "samples" / "runs" / "mlp_gloo_2rank"
+    code, out, _ = run_cli(capsys, "replay", str(sample), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["baseline"]["median_abs_step_error_pct"] < 5.0
+    assert abs(doc["baseline"]["worst_step_error_pct"]) < 10.0
+    assert any("typical" in n for n in doc["notes"])

@@ -53,7 +53,7 @@ def test_fresh_gloo_run_replays_within_bound(tmp_path):
                     "train.py"], cwd=tmp_path, check=True, timeout=120, env=env,
                    capture_output=True)
     run = load_run([tmp_path / "rank0.json", tmp_path / "rank1.json"])
-    graph = build_graph(run)
+    graph = build_graph(run, delays="measured")
     assert check_graph(graph) == []
     comm = graph.kind == NodeKind.COMM
     # 3 buckets x 3 steps, matched across the 2 ranks
@@ -62,7 +62,9 @@ def test_fresh_gloo_run_replays_within_bound(tmp_path):
     assert sorted(res.step_ms) == [2, 3, 4]
     for s, ms in res.step_ms.items():  # stated bound: 0.5% per step
         assert abs(ms - res.measured_step_ms[s]) / res.measured_step_ms[s] < 0.005
-    assert np.count_nonzero(graph.inferred) >= 6  # each rank waits for buckets every step
+    # the main thread waits for gloo work no event records (at least once per rank per run;
+    # how often depends on whether a bucket's work had ended before backward finished)
+    assert np.count_nonzero(graph.inferred) >= 2
     typical = replay(run, typical_delays(graph))
     for s, ms in typical.step_ms.items():  # structure check on a contended CPU: 30%
         assert abs(ms - res.measured_step_ms[s]) / res.measured_step_ms[s] < 0.30

@@ -23,7 +23,7 @@ PROBE = [Path(__file__).parent / "data" / "graph" / f"gloo_probe_rank{r}.json.gz
 @pytest.fixture(scope="module")
 def probe():
     run = load_run(PROBE)
-    graph = build_graph(run)
+    graph = build_graph(run, delays="measured")
     return run, graph, replay(run, graph)
 
 
@@ -117,7 +117,7 @@ def test_replay_accepts_a_schedule_computed_elsewhere(probe):
 
 def test_gpu_trace_without_steps_is_one_window(alexnet_trace):
     run = load_run(alexnet_trace)
-    res = replay(run, build_graph(run))
+    res = replay(run, build_graph(run, delays="measured"))
     assert list(res.step_ms) == [0]
     assert res.step_ms[0] == pytest.approx(res.measured_step_ms[0])
     check_schema(res.timeline)

@@ -13,7 +13,6 @@ from replay.timeline import replay as replay_graph
 from tracekit.core.run import Run, load_run
 from tracekit.errors import TracekitError
 from tracekit.graph.build import build_graph
-from tracekit.graph.edit import typical_delays
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -29,21 +28,19 @@ Examples:
 Step time, measured: the ProfilerStep#N window of the slowest rank. Predicted: the
 same window in the replayed schedule (from the replayed start of the step's first
 node on the main thread to the next step's). error = (predicted - measured) / measured.
-The baseline replays the recorded durations and gaps through the dataflow graph
-(waiting in collectives is recreated from arrival times): it reproduces the run when
-the graph is consistent, and what-ifs start from it. The structure check replays again
-with every dependency's latency set to its typical (median) value: its error says how
-much of the run the dependencies explain rather than the recorded gaps (on a busy CPU,
-thread-scheduling noise of a few ms shows up here).
+The baseline replays the recorded op durations through the dataflow graph with every
+dependency's latency set to its typical (median) value per rank and edge kind; waiting
+(in collectives, in host waits) is recreated from arrival times, never copied. Its error
+says how well the graph explains the run, and what-ifs start from this same graph (on a
+busy CPU, thread-scheduling noise of a few ms shows up in the error).
 
 \b
 --json prints one object:
   {"world_size": 2, "measured_step_ms": 23.7,
-   "baseline": {"step_ms": 23.7, "error_pct": 0.0},
-   "steps": [{"step": 2, "measured_ms": 28.0, "predicted_ms": 28.0, "error_pct": 0.0}],
+   "baseline": {"step_ms": 24.1, "error_pct": 1.7, "median_abs_step_error_pct": 1.9,
+                "worst_step_error_pct": -3.2},
+   "steps": [{"step": 2, "measured_ms": 28.0, "predicted_ms": 28.3, "error_pct": 1.1}],
    "critical_path": {"total_ms": ..., "by_kind_ms": {...}, "by_lane_ms": {...}},
-   "typical": {"step_ms": 24.1, "median_abs_step_error_pct": 1.7,
-               "worst_step_error_pct": -3.2},
    "what_ifs": [{"spec": "fusion=4MB", "step_ms": 21.0, "speedup": 1.13}],
    "notes": [...]}
 """
@@ -72,7 +69,6 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
     graph = build_graph(run, steps=list(steps) or None)
     log.info("replaying %d nodes", graph.n_nodes)
     baseline = replay_graph(run, graph)
-    typical = replay_graph(run, typical_delays(graph))
     results = []
     if what_ifs:
         try:
@@ -83,7 +79,7 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
         results = evaluate(run, graph, baseline, list(what_ifs), comm_model=comm_model)
     if export_trace:
         _export(export_trace, baseline, results)
-    doc = replay_json(run, baseline, results, graph_notes=graph.notes, typical=typical)
+    doc = replay_json(run, baseline, results, graph_notes=graph.notes)
     click.echo(json.dumps(doc) if as_json else format_replay(doc))
 
 
@@ -117,15 +113,20 @@ def _step_errors(res: ReplayResult) -> dict[int, float]:
             for s, m in res.measured_step_ms.items()}
 
 
-def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *, graph_notes: list[str],
-                typical: ReplayResult | None = None) -> dict:
+def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *,
+                graph_notes: list[str]) -> dict:
     """The ``--json`` document (see the command's help)."""
     steps = sorted(baseline.step_ms)
+    errors = _step_errors(baseline)
     doc = {
         "world_size": run.world_size,
         "ranks_present": run.ranks,
         "measured_step_ms": baseline.median_measured_ms,
-        "baseline": {"step_ms": baseline.median_step_ms, "error_pct": baseline.error_pct},
+        "baseline": {
+            "step_ms": baseline.median_step_ms, "error_pct": baseline.error_pct,
+            "median_abs_step_error_pct": statistics.median(
+                abs(v) for v in errors.values()) if errors else 0.0,
+            "worst_step_error_pct": max(errors.values(), key=abs, default=0.0)},
         "steps": [
             {"step": s, "measured_ms": baseline.measured_step_ms[s],
              "predicted_ms": baseline.step_ms[s],
@@ -134,11 +135,6 @@ def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *, graph_notes
             for s in steps
         ],
         "critical_path": _path_json(baseline.critical_path, len(steps)),
-        "typical": {} if typical is None else {
-            "step_ms": typical.median_step_ms,
-            "median_abs_step_error_pct": statistics.median(
-                abs(v) for v in _step_errors(typical).values()) if typical.step_ms else 0.0,
-            "worst_step_error_pct": max(_step_errors(typical).values(), key=abs, default=0.0)},
         "what_ifs": [],
         "notes": [*run.notes, *graph_notes, *baseline.notes],
     }
@@ -164,11 +160,8 @@ def format_replay(doc: dict) -> str:
     b = doc["baseline"]
     lines.append(f"{'median':>6} {doc['measured_step_ms']:>12.3f} {b['step_ms']:>13.3f} "
                  f"{b['error_pct']:>+7.2f}%")
-    t = doc.get("typical")
-    if t:
-        lines.append(f"structure check (typical latency on every dependency): step error "
-                     f"median {t['median_abs_step_error_pct']:.2f}% (absolute), worst step "
-                     f"{t['worst_step_error_pct']:+.2f}%")
+    lines.append(f"baseline error: median {b['median_abs_step_error_pct']:.2f}% (absolute) "
+                 f"over steps, worst step {b['worst_step_error_pct']:+.2f}%")
     cp = doc["critical_path"]
     if cp and cp["total_ms"] > 0:
         parts = " · ".join(f"{k} {v / cp['total_ms'] * 100:.0f}%"

@@ -60,12 +60,37 @@ def _span(steps: list[int]) -> str:
     return ", ".join(str(s) for s in steps)
 
 
-def build_graph(run: Run, *, steps: list[int] | None = None) -> Graph:
+def build_graph(run: Run, *, steps: list[int] | None = None,
+                delays: str = "typical") -> Graph:
     """The global dataflow graph of ``run`` (all steps present on every rank, or ``steps``).
+
+    ``delays`` says what each dependency edge's latency is:
+
+    - ``"typical"`` (default, what every prediction uses): the median latency of its edge
+      kind on its rank (lane-order gaps, the host time between two ops of a thread, stay as
+      measured). Replaying this graph is a real test of the model: the waiting it predicts
+      comes from the dependencies and arrival times, not from copied gaps, so its error
+      against the measured steps is the baseline error every command prints.
+    - ``"measured"``: each edge carries the gap measured on that very instance, so replaying
+      the unchanged graph reproduces the measured schedule exactly. Useful only as a
+      consistency check of the graph (a non-zero error there is a bug).
 
     Raises :class:`TracekitError` when a requested step is not in the run or the chosen
     steps hold no node.
     """
+    if delays not in ("typical", "measured"):
+        raise TracekitError(f"delays must be 'typical' or 'measured', not {delays!r}")
+    graph = _build_measured(run, steps)
+    if delays == "typical":
+        from tracekit.graph.edit import typical_delays
+
+        graph = typical_delays(graph)
+        graph.notes.append("dependency latencies: the typical (median) value per rank and "
+                           "edge kind; host gaps between ops as measured")
+    return graph
+
+
+def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     t0 = time.perf_counter()
     available = run.steps()
     if steps is None:

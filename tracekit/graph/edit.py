@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 
 from tracekit.errors import TracekitError
 from tracekit.graph.model import EdgeKind, Graph, Lane, NodeKind
@@ -350,21 +351,43 @@ def _with(arr: np.ndarray, i: int, value) -> np.ndarray:
 
 
 def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
-    """The graph with every edge delay replaced by the median delay of its kind on its rank
-    (lane-order delays, the host time between ops, kept unless ``keep_lane_order`` is
-    False). Replaying it tests the graph's *structure*: when the dependencies explain the
-    run, typical latencies reproduce the measured steps; a missing dependency shows up as
-    a step predicted too short.
+    """The graph with every dependency's delay replaced by its typical value.
+
+    Training repeats the same structure every step, so an edge has a *position*: its
+    rank, edge kind, the name of the node it leads to, and the how-many-th such edge it
+    is within its step. The typical delay of an edge is the median over the steps of the
+    edges at its position (dPRO-style averaging across iterations), so structural
+    differences survive (the last bucket's collective is picked up at once, an early one
+    while the host is busy is not) while no edge keeps its own measured instance value.
+    Positions seen in fewer than two steps fall back to the median of their edge kind on
+    their rank. Lane-order delays (the host time between two ops of a thread) are kept
+    as measured unless ``keep_lane_order`` is False.
     """
+    n = len(graph.src)
+    if n == 0:
+        return replace(graph, notes=list(graph.notes))
     kind = graph.edge_kind.astype(np.int64)
-    rank = graph.rank[graph.dst].astype(np.int64)
-    n_kinds = max(int(kind.max()) + 1, 1) if len(kind) else 1
-    group = rank * n_kinds + kind
+    dst = graph.dst
+    rank = graph.rank[dst].astype(np.int64)
+    step = graph.step[dst].astype(np.int64)
+    name = graph.name[dst].astype(np.int64)
     delay = graph.delay_ns.copy()
-    change = np.ones(len(kind), dtype=bool)
+    change = np.ones(n, dtype=bool)
     if keep_lane_order:
         change &= kind != EdgeKind.LANE_ORDER
-    for gid in np.unique(group[change]):
-        sel = change & (group == gid)
-        delay[sel] = int(np.median(np.maximum(graph.delay_ns[sel], 0)))
+    idx = np.flatnonzero(change)
+    if len(idx) == 0:
+        return replace(graph, notes=list(graph.notes))
+    frame = pd.DataFrame({"rank": rank[idx], "kind": kind[idx], "name": name[idx],
+                          "step": step[idx], "dst": dst[idx],
+                          "delay": graph.delay_ns[idx]}, index=idx)
+    frame.sort_values(["rank", "kind", "name", "step", "dst"], inplace=True, kind="stable")
+    frame["occ"] = frame.groupby(["rank", "kind", "name", "step"]).cumcount()
+    position = frame.groupby(["rank", "kind", "name", "occ"])["delay"]
+    frame["typ"] = position.transform("median")
+    frame["n_steps"] = position.transform("size")
+    fallback = frame.groupby(["rank", "kind"])["delay"].transform("median")
+    typ = np.where(frame["n_steps"].to_numpy() >= 2, frame["typ"].to_numpy(),
+                   fallback.to_numpy())
+    delay[frame.index.to_numpy()] = np.rint(typ).astype(np.int64)
     return replace(graph, delay_ns=delay, notes=list(graph.notes))
