@@ -23,10 +23,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,fast]'
 	touch $@
 
+# the main job: profile a real 2-rank CPU/gloo DDP run, summarize it, replay what-ifs
+# (each printed with the baseline's error), and write the timeline and report pages
 demo: install
-	$(BIN)/tracekit summary samples/runs/mlp_gloo_2rank
-	$(BIN)/tracekit timeline samples/runs/mlp_gloo_2rank --what-if dear -o out/timeline.html
-	$(BIN)/tracekit report samples/runs/mlp_gloo_2rank --what-if dear --what-if "fusion=256KB..4MB" -o out/report.html
+	$(BIN)/tracekit profile --overwrite --out $(RUN) -- $(BIN)/torchrun --nproc_per_node 2 samples/train_ddp.py --model mlp
+	$(BIN)/tracekit summary $(RUN)
+	$(BIN)/tracekit replay $(RUN) --what-if fusion=4MB --what-if fusion=100MB --what-if overlap=off --what-if dear --what-if "fusion=1MB..64MB"
+	$(BIN)/tracekit timeline $(RUN) --what-if dear -o out/timeline.html
+	$(BIN)/tracekit report $(RUN) --what-if dear --what-if overlap=off --what-if "fusion=1MB..64MB" -o out/report.html
+	@echo "open out/timeline.html and out/report.html in a browser"
 
 lint: install
 	$(BIN)/ruff check .
@@ -34,8 +39,11 @@ lint: install
 test: install lint
 	$(BIN)/pytest -q
 
+# speed and accuracy figures (printed, not asserted); the large GPU trace is an argument
 bench: install
-	$(PY) benchmarks/ingest.py samples/runs/mlp_gloo_2rank
+	$(PY) benchmarks/ingest.py samples/runs/mlp_gloo_2rank/*.json.gz
+	$(PY) benchmarks/replay_speed.py
+	$(PY) benchmarks/replay_accuracy.py
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache

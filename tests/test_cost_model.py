@@ -17,7 +17,7 @@ from replay.cost_model import (
     comm_volume,
     fit_cost_model,
 )
-from tracekit.core.schema import EVENT_COLUMNS, check_schema
+from tracekit.core.schema import check_schema, events_from_rows
 from tracekit.errors import TracekitError
 
 MB = 1 << 20
@@ -25,18 +25,10 @@ MB = 1 << 20
 
 def make_events(rows: list[dict]) -> pd.DataFrame:
     """An event table with the exact schema from a few hand-written rows."""
-    data = {}
-    for col, (dt, _) in EVENT_COLUMNS.items():
-        if col == "end_ns":
-            values = [r["ts_ns"] + r["dur_ns"] for r in rows]
-        elif dt == "category":
-            values = [str(r.get(col, "")) for r in rows]
-        else:
-            values = [r.get(col, -1) for r in rows]
-        data[col] = pd.Series(values, dtype=dt)
-    df = pd.DataFrame(data)
+    df = events_from_rows(rows)
     check_schema(df)
     return df
+
 
 
 def synthetic_samples(alpha_ns: float, beta: float, sizes, n: int = 2,

@@ -17,22 +17,14 @@ from replay.interference import (
     overlap_fraction,
     solve_factor,
 )
-from tracekit.core.schema import EVENT_COLUMNS
+from tracekit.core.schema import events_from_rows
 
 MAIN, GLOO = 10, 20
 
 
 def make_events(rows: list[dict]) -> pd.DataFrame:
-    data = {}
-    for col, (dt, _) in EVENT_COLUMNS.items():
-        if col == "end_ns":
-            values = [r["ts_ns"] + r["dur_ns"] for r in rows]
-        elif dt == "category":
-            values = [str(r.get(col, "")) for r in rows]
-        else:
-            values = [r.get(col, -1) for r in rows]
-        data[col] = pd.Series(values, dtype=dt)
-    return pd.DataFrame(data)
+    return events_from_rows(rows)
+
 
 
 def op(name, ts, dur, rank=0, lane=MAIN, **kw):

@@ -21,7 +21,7 @@ from replay.whatif.predict import build_context
 from replay.whatif.rewrite import GradientPlan, materialize
 from tracekit.core.manifest import Manifest, ParamInfo
 from tracekit.core.run import Run
-from tracekit.core.schema import EVENT_COLUMNS, empty_events
+from tracekit.core.schema import empty_events, events_from_rows
 from tracekit.graph.model import EdgeKind, Graph, Lane, NodeKind
 
 US = 1_000
@@ -41,18 +41,8 @@ def t_model(coll: str, nbytes: int, n: int = 2) -> float:
 
 
 def _events(rows: list[dict]) -> pd.DataFrame:
-    if not rows:
-        return empty_events()
-    data = {}
-    for col, (dt, _) in EVENT_COLUMNS.items():
-        if col == "end_ns":
-            values = [r["ts_ns"] + r["dur_ns"] for r in rows]
-        elif dt == "category":
-            values = [str(r.get(col, "")) for r in rows]
-        else:
-            values = [r.get(col, -1) for r in rows]
-        data[col] = pd.Series(values, dtype=dt)
-    return pd.DataFrame(data)
+    return events_from_rows(rows) if rows else empty_events()
+
 
 
 def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,

@@ -161,3 +161,23 @@ def check_schema(df) -> None:
         got = str(df[col].dtype)
         if got != dt:
             raise AssertionError(f"column {col!r} has dtype {got}, expected {dt}")
+
+
+def events_from_rows(rows: list[dict]) -> pd.DataFrame:  # noqa: F821
+    """An event table with the exact schema from a few hand-written rows (tests, examples).
+
+    Each row gives ``ts_ns`` and ``dur_ns`` and any other columns; ``end_ns`` is derived,
+    absent integer columns are -1 and absent string columns ''.
+    """
+    import pandas as pd
+
+    data = {}
+    for col, (dt, _) in EVENT_COLUMNS.items():
+        if col == "end_ns":
+            values = [r["ts_ns"] + r["dur_ns"] for r in rows]
+        elif dt == "category":
+            values = [str(r.get(col, "")) for r in rows]
+        else:
+            values = [r.get(col, MISSING_INT) for r in rows]
+        data[col] = pd.Series(values, dtype=dt)
+    return pd.DataFrame(data)
