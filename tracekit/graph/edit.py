@@ -381,7 +381,7 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     frame = pd.DataFrame({"rank": rank[idx], "kind": kind[idx], "name": name[idx],
                           "step": step[idx], "dst": dst[idx],
                           "delay": graph.delay_ns[idx]}, index=idx)
-    frame.sort_values(["rank", "kind", "name", "step", "dst"], inplace=True, kind="stable")
+    frame = frame.sort_values(["rank", "kind", "name", "step", "dst"], kind="stable")
     frame["occ"] = frame.groupby(["rank", "kind", "name", "step"]).cumcount()
     position = frame.groupby(["rank", "kind", "name", "occ"])["delay"]
     frame["typ"] = position.transform("median")
