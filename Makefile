@@ -4,7 +4,7 @@
 #
 # torch is installed explicitly as torch==2.13.0 (never a bare "torch", which resolves the
 # newest CUDA build: gigabytes). Elsewhere, point pip at a CPU wheel index, for example:
-#   make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+#   make demo TORCH_PIP_ARGS="--index-url <PyTorch CPU wheel index>"
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -85,8 +85,8 @@ def build_graph(run: Run, *, steps: list[int] | None = None,
         from tracekit.graph.edit import typical_delays
 
         graph = typical_delays(graph)
-        graph.notes.append("dependency latencies: the typical (median) value per rank and "
-                           "edge kind; host gaps between ops as measured")
+        graph.notes.append("dependency latencies: typical values (the median over steps of "
+                           "the same edge); host gaps between ops as measured")
     return graph
 
 
