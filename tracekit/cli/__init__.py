@@ -17,8 +17,7 @@ import click
 from tracekit import __version__
 from tracekit.errors import TracekitError
 
-#: subcommand name -> "module:attribute" (imported lazily so `tracekit --help` stays fast
-#: and a missing optional piece never breaks the other commands)
+#: subcommand name -> "module:attribute" (imported lazily so `tracekit --help` stays fast)
 _COMMANDS = {
     "summary": "tracekit.cli.summary:summary",
     "profile": "tracekit.cli.profile:profile",
@@ -32,7 +31,7 @@ _COMMANDS = {
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return [n for n in _COMMANDS if self._load(n) is not None]
+        return list(_COMMANDS)
 
     def get_command(self, ctx, name):
         return self._load(name)
@@ -43,12 +42,7 @@ class _LazyGroup(click.Group):
         if target is None:
             return None
         mod, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:  # that command is not part of this build
-                return None
-            raise
+        return getattr(importlib.import_module(mod), attr)
 
 
 EPILOG = """\b

@@ -10,10 +10,11 @@ import click
 
 from replay.result import CriticalPath, ReplayResult
 from replay.timeline import replay as replay_graph
+from replay.whatif import evaluate
 from tracekit.core.run import Run, load_run
-from tracekit.errors import TracekitError
 from tracekit.graph.build import build_graph
 from tracekit.log import get_logger
+from tracekit.views.perfetto import write_chrome_trace
 
 log = get_logger(__name__)
 
@@ -71,10 +72,6 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
     baseline = replay_graph(run, graph)
     results = []
     if what_ifs:
-        try:
-            from replay.whatif import evaluate
-        except ImportError:
-            raise TracekitError("what-if support is not installed in this build") from None
         log.info("predicting %d what-if(s)", len(what_ifs))
         results = evaluate(run, graph, baseline, list(what_ifs), comm_model=comm_model)
     if export_trace:
@@ -84,10 +81,6 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
 
 
 def _export(path: str, baseline: ReplayResult, results: list) -> None:
-    try:
-        from tracekit.views.perfetto import write_chrome_trace
-    except ImportError:
-        raise TracekitError("trace export is not installed in this build") from None
     write_chrome_trace(baseline.timeline, path)
     p = Path(path)
     stem = p.name[: -len("".join(p.suffixes))] if p.suffixes else p.name

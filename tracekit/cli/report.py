@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from tracekit.analysis.breakdown import summarize
 from tracekit.core.run import load_run
-from tracekit.views.pipeline import evaluate_whatifs, parse_ranks, replay_baseline, summarize_run
+from tracekit.views.pipeline import evaluate_whatifs, parse_ranks, replay_baseline
 
 
 @click.command(epilog="""\b
@@ -50,7 +51,7 @@ def report(path, what_ifs, timeline_spec, step, ranks, output, measured_only, co
         replayed = replay_baseline(run)
         baseline = replayed.baseline
         results = evaluate_whatifs(replayed, list(what_ifs), comm_model=comm_model)
-    rep = build_report(run, baseline=baseline, whatifs=results, summary=summarize_run(run),
+    rep = build_report(run, baseline=baseline, whatifs=results, summary=summarize(run),
                        step=step, ranks=parse_ranks(ranks), timeline_spec=timeline_spec)
     size = write_report(rep, output)
     if as_json:

@@ -258,8 +258,7 @@ def build_report(
                                 figure=breakdown_figure(frame), div_id=BREAKDOWN_DIV_ID))
     else:
         sections.append(Section(heading="Per-rank summary", html=(
-            '<p class="note">No summary: the analysis module (tracekit.analysis.breakdown)'
-            " is not part of this build.</p>")))
+            '<p class="note">No summary was given for this report.</p>')))
 
     if whatifs or baseline is not None:
         cols, rows, best = whatif_rows(baseline, whatifs)
