@@ -184,3 +184,52 @@ def test_single_rank_nccl_trace_keeps_measured_collectives(a100_trace):
     assert len(np.unique(g.coll_id[comm])) == 21
     # the main thread waits for the autograd thread at the end of backward
     assert any("between host threads" in n for n in g.notes)
+
+
+WHATIF_RUN = Path(__file__).parent / "data" / "whatif_ddp_2rank"
+
+
+def test_collective_completes_when_its_waiting_host_resumed():
+    """gloo releases work.wait() before it closes the gloo:* event: a comm node ends at the
+    earlier of its event's end and the resume of a host op that waited for it."""
+    run = load_run(WHATIF_RUN)
+    g = build_graph(run, delays="measured")
+    comm = np.flatnonzero(g.kind == NodeKind.COMM)
+    event_end = run.events["end_ns"].to_numpy()[g.event_row[comm]]
+    end = _measured_end(g)[comm]
+    assert np.all(end <= event_end)
+    hw = g.edge_kind == EdgeKind.HOST_WAIT
+    shortened = comm[end < event_end]
+    assert len(shortened) >= 2  # this recorded run has such cases (5 of 24)
+    for v in shortened:
+        resumed = g.start_ns[g.dst[hw & (g.src == v)]]
+        assert int(resumed.min()) == int(_measured_end(g)[v])
+        assert np.all(g.rank[g.dst[hw & (g.src == v)]] == g.rank[v])
+    # the others end with their event
+    kept = comm[end == event_end]
+    assert len(kept) + len(shortened) == len(comm)
+    # waiting is unchanged: every matched instance starts its transfer together
+    for c in np.unique(g.coll_id[comm]):
+        members = comm[g.coll_id[comm] == c]
+        assert len(set((g.start_ns[members] + g.wait_ns[members]).tolist())) == 1
+
+
+def test_typical_issue_delay_counts_from_the_issuing_op_start():
+    """The typical pickup of a gloo work item is fixed relative to c10d::allreduce_'s start
+    (the work is enqueued inside the call), not to its end (host noise)."""
+    from tracekit.graph.edit import typical_delays
+
+    g = typical_delays(build_graph(load_run(WHATIF_RUN), delays="measured"))
+    issue = np.flatnonzero(g.edge_kind == EdgeKind.ISSUE)
+    from_start = g.delay_ns[issue] + g.dur_ns[g.src[issue]]
+    # position: rank and how-many-th issue of its step
+    seen: dict[tuple[int, int], set[int]] = {}
+    for e, fs in zip(issue, from_start):
+        r, s = int(g.rank[g.dst[e]]), int(g.step[g.dst[e]])
+        k = int(np.sum((g.rank[g.dst[issue]] == r) & (g.step[g.dst[issue]] == s)
+                       & (g.dst[issue] < g.dst[e])))
+        seen.setdefault((r, k), set()).add(int(fs))
+    assert all(len(v) == 1 for v in seen.values())
+    # and the issuing ops' durations do differ between steps, so this is not trivially true
+    durs = g.dur_ns[g.src[issue]]
+    assert len(set(durs.tolist())) > len(seen)

@@ -17,15 +17,24 @@ traffic, or ranks in different groups) is left unmatched altogether, and the not
 A byte count that differs across ranks is reported, not hidden.
 
 Waiting vs transfer, per instance: ``latest = max(start)``; each participant waited
-``latest - start`` (``wait_ns``) and transferred ``end - latest`` (its ``dur_ns``). The
-last to arrive waited 0. A node with no matched peer keeps its measured duration as
-transfer: with peers missing from the traces (an incomplete world) waiting cannot be
-separated, and the notes say so.
+``latest - start`` (``wait_ns``) and transferred ``done - latest`` (its ``dur_ns``), where
+``done`` is the earliest evidence of completion on its rank: the event's end, or the start
+of a host op that waited for it (HOST_WAIT) when that came first (and after ``latest``).
+gloo marks the work's future complete, which releases ``work.wait()``, *before* it closes
+the ``gloo:*`` event; on a busy 2-core machine the runloop thread is often descheduled in
+between (up to 5 ms measured, while the waiting main thread had already resumed). The
+excess stays in the trace as a gap after the node. Ranks are not forced to complete
+together: a runloop thread descheduled before the future is complete really holds its
+rank back. The last to arrive waited 0. A node with no matched peer keeps its measured
+duration as transfer: with peers missing from the traces (an incomplete world) waiting
+cannot be separated, and the notes say so.
 
 Example, two ranks (µs)::
 
     rank 0  gloo:all_reduce [100, 900]     rank 1  gloo:all_reduce [300, 950]
-    -> coll_id 0 on both; latest 300; rank 0: wait 200, dur 600; rank 1: wait 0, dur 650
+    rank 1  main thread resumes from work.wait() at 910 (HOST_WAIT edge)
+    -> coll_id 0 on both; latest 300; rank 0: wait 200, dur 600;
+       rank 1: wait 0, dur 610 (its last 40 µs are host delay, a gap before its next op)
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from collections import defaultdict
 import numpy as np
 
 from tracekit.graph.draft import GraphDraft
-from tracekit.graph.model import NodeKind
+from tracekit.graph.model import EdgeKind, NodeKind
 
 #: a channel whose instances overlap in time less often than this is not matched at all
 MIN_PLAUSIBLE_FRACTION = 0.5
@@ -90,6 +99,7 @@ def match_collectives(d: GraphDraft, *, world_size: int, ranks_present: list[int
             d.coll_id[comm[g]] = next_id
             next_id += 1
 
+    resume = _host_resume(d)
     present = set(ranks_present)
     for g in groups:
         nodes = comm[g]
@@ -100,6 +110,7 @@ def match_collectives(d: GraphDraft, *, world_size: int, ranks_present: list[int
             stats["matched"] += 1
             latest = d.start[nodes].max()
             d.wait[nodes] = latest - d.start[nodes]
+            d.end[nodes] = _completion(d, nodes, latest, resume)
             b = ev.comm_bytes[d.index[nodes]]
             if len(set(b[b >= 0].tolist())) > 1:
                 stats["bytes_mismatch"] += 1
@@ -116,6 +127,22 @@ def match_collectives(d: GraphDraft, *, world_size: int, ranks_present: list[int
             f"the traces (ranks present: {len(present)} of {world_size}); their transfer time "
             "includes waiting for the absent ranks (cannot be separated)")
     return stats
+
+
+def _host_resume(d: GraphDraft) -> np.ndarray:
+    """Per node: the earliest start of a host op that waited for it (HOST_WAIT), else max."""
+    resume = np.full(d.n, np.iinfo(np.int64).max, dtype=np.int64)
+    src, dst, kind, _ = d.edges()
+    hw = (kind == EdgeKind.HOST_WAIT) & (d.kind[src] == NodeKind.COMM)
+    np.minimum.at(resume, src[hw], d.start[dst[hw]])
+    return resume
+
+
+def _completion(d: GraphDraft, nodes: np.ndarray, latest: int, resume: np.ndarray) -> np.ndarray:
+    """When one collective instance completed on each of its ranks (see module doc)."""
+    woke = resume[nodes]
+    early = (woke > latest) & (woke < d.end[nodes])
+    return np.where(early, woke, d.end[nodes])
 
 
 def _instances(d: GraphDraft, comm: np.ndarray, members: np.ndarray, rank: np.ndarray,
