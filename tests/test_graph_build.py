@@ -222,14 +222,16 @@ def test_typical_issue_delay_counts_from_the_issuing_op_start():
     g = typical_delays(build_graph(load_run(WHATIF_RUN), delays="measured"))
     issue = np.flatnonzero(g.edge_kind == EdgeKind.ISSUE)
     from_start = g.delay_ns[issue] + g.dur_ns[g.src[issue]]
-    # position: rank and how-many-th issue of its step
+    # position: rank and how-many-th issue of its step, in issue order
     seen: dict[tuple[int, int], set[int]] = {}
-    for e, fs in zip(issue, from_start):
+    issued = g.start_ns[g.src[issue]]
+    for e, fs, t in zip(issue, from_start, issued):
         r, s = int(g.rank[g.dst[e]]), int(g.step[g.dst[e]])
         k = int(np.sum((g.rank[g.dst[issue]] == r) & (g.step[g.dst[issue]] == s)
-                       & (g.dst[issue] < g.dst[e])))
+                       & (issued < t)))
         seen.setdefault((r, k), set()).add(int(fs))
     assert all(len(v) == 1 for v in seen.values())
     # and the issuing ops' durations do differ between steps, so this is not trivially true
     durs = g.dur_ns[g.src[issue]]
     assert len(set(durs.tolist())) > len(seen)
+

@@ -121,3 +121,33 @@ def test_scale_and_select(chain):
     assert g.dur_ns.tolist() == [5, 10, 15, 5]
     assert nodes_where(chain, lane=0).tolist() == [0, 1, 2]
     assert nodes_where(chain, name_contains="n3").tolist() == [3]
+
+
+def test_typical_delay_is_the_median_of_binding_samples_from_the_issue_start():
+    """Three steps of: host op a (10 ns) issues work w on a comm lane. In steps 0 and 1 the
+    ISSUE edge binds (w starts 100 and 120 ns after a starts); in step 2 w waits for a
+    blocker b on its lane, so its ISSUE latency is unknown (the graph carries a nominal
+    300). Typical, counted from a's start: median(100, 120) = 110 for every step."""
+    from dataclasses import replace
+
+    from tracekit.graph.edit import typical_delays
+
+    issue = EdgeKind.ISSUE
+    g = make_graph(
+        lanes=[(0, "cpu"), (0, "comm")],
+        #     a0  a1    a2    w0   w1    b2    w2
+        lane=[0, 0, 0, 1, 1, 1, 1],
+        dur=[10, 10, 10, 50, 50, 500, 50],
+        start=[0, 1000, 2000, 100, 1120, 1900, 2400],
+        edges=[(0, 1, L, 990), (1, 2, L, 990), (3, 4, L, 970), (4, 5, L, 730), (5, 6, L, 0),
+               (0, 3, issue, 90), (1, 4, issue, 110), (2, 6, issue, 300)],
+        kind=[NodeKind.LAUNCH] * 3 + [NodeKind.COMM] * 4)
+    g = replace(g, step=np.array([0, 1, 2, 0, 1, 2, 2], dtype=np.int32),
+                name=np.array([0, 0, 0, 1, 1, 2, 1], dtype=np.int32), names=["a", "w", "b"])
+    start, _ = schedule(g)
+    assert start.tolist() == [0, 1000, 2000, 100, 1120, 1900, 2400]  # the measured run
+    t = typical_delays(g)
+    issues = np.flatnonzero(t.edge_kind == issue)
+    assert t.delay_ns[issues].tolist() == [100, 100, 100]
+    lanes = t.edge_kind == L
+    assert np.array_equal(t.delay_ns[lanes], g.delay_ns[lanes])

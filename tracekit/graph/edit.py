@@ -355,24 +355,26 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
 
     Training repeats the same structure every step, so an edge has a *position*: its
     rank, edge kind, the name of the node it leads to, and the how-many-th such edge it
-    is within its step. The typical delay of an edge is the median over the steps of the
-    edges at its position (dPRO-style averaging across iterations), so structural
+    is within its step, counted in order of its source's start (the issue order: which
+    of two gloo threads picked a work item up changes from step to step, the issue order
+    does not). The typical delay of an edge is the median over the steps of the *binding*
+    edges at its position (dPRO-style averaging across iterations): the ones that decided
+    their target's start, the only ones whose latency the trace shows (a non-binding
+    edge's target was held by something else, so its own latency is unknown). Structural
     differences survive (the last bucket's collective is picked up at once, an early one
     while the host is busy is not) while no edge keeps its own measured instance value.
-    Positions seen in fewer than two steps fall back to the median of their edge kind on
-    their rank. An ISSUE edge's typical delay counts from its issuing op's *start* (the
-    work is enqueued inside the call; how long the call then takes to return is host
-    noise that does not hold the work back). Lane-order delays (the host time between
-    two ops of a thread) are kept as measured unless ``keep_lane_order`` is False.
+    Positions with fewer than two binding samples fall back to the median of the binding
+    edges of their kind and target name on their rank, then of their kind on their rank.
+    An ISSUE edge's typical delay counts from its issuing op's *start* (the work is
+    enqueued inside the call; how long the call then takes to return is host noise that
+    does not hold the work back). Lane-order delays (the host time between two ops of a
+    thread) are kept as measured unless ``keep_lane_order`` is False.
     """
     n = len(graph.src)
     if n == 0:
         return replace(graph, notes=list(graph.notes))
     kind = graph.edge_kind.astype(np.int64)
-    dst = graph.dst
-    rank = graph.rank[dst].astype(np.int64)
-    step = graph.step[dst].astype(np.int64)
-    name = graph.name[dst].astype(np.int64)
+    src, dst = graph.src, graph.dst
     delay = graph.delay_ns.copy()
     change = np.ones(n, dtype=bool)
     if keep_lane_order:
@@ -380,21 +382,30 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     idx = np.flatnonzero(change)
     if len(idx) == 0:
         return replace(graph, notes=list(graph.notes))
+    end = graph.start_ns + graph.wait_ns + graph.dur_ns
+    binding = end[src] + graph.delay_ns == graph.start_ns[dst]
     # an ISSUE edge counts from its issuing op's start: gloo enqueues the work inside
     # c10d::allreduce_, so a main thread descheduled before the call returns delays the
     # return, not the pickup (measured: up to 6 ms of the call after the work started)
-    from_start = np.where(kind == EdgeKind.ISSUE, graph.dur_ns[graph.src], 0)
-    frame = pd.DataFrame({"rank": rank[idx], "kind": kind[idx], "name": name[idx],
-                          "step": step[idx], "dst": dst[idx],
-                          "delay": graph.delay_ns[idx] + from_start[idx]}, index=idx)
-    frame = frame.sort_values(["rank", "kind", "name", "step", "dst"], kind="stable")
+    from_start = np.where(kind == EdgeKind.ISSUE, graph.dur_ns[src], 0)
+    frame = pd.DataFrame({"rank": graph.rank[dst][idx].astype(np.int64), "kind": kind[idx],
+                          "name": graph.name[dst][idx].astype(np.int64),
+                          "step": graph.step[dst][idx].astype(np.int64),
+                          "order": graph.start_ns[src][idx], "dst": dst[idx],
+                          "delay": (graph.delay_ns + from_start)[idx].astype(np.float64)},
+                         index=idx)
+    frame = frame.sort_values(["rank", "kind", "name", "step", "order", "dst"], kind="stable")
     frame["occ"] = frame.groupby(["rank", "kind", "name", "step"]).cumcount()
-    position = frame.groupby(["rank", "kind", "name", "occ"])["delay"]
-    frame["typ"] = position.transform("median")
-    frame["n_steps"] = position.transform("size")
-    fallback = frame.groupby(["rank", "kind"])["delay"].transform("median")
-    typ = np.where(frame["n_steps"].to_numpy() >= 2, frame["typ"].to_numpy(),
-                   fallback.to_numpy())
+    frame["sample"] = frame["delay"].where(binding[frame.index.to_numpy()])
+    typ = np.full(len(frame), np.nan)
+    for keys in (["rank", "kind", "name", "occ"], ["rank", "kind", "name"], ["rank", "kind"]):
+        grouped = frame.groupby(keys)["sample"]
+        value = grouped.transform("median").to_numpy()
+        enough = grouped.transform("count").to_numpy() >= 2
+        fill = np.isnan(typ) & enough
+        typ[fill] = value[fill]
+    # nothing bound anywhere in the group: keep the nominal values the graph carries
+    typ = np.where(np.isnan(typ), frame["delay"].to_numpy(), typ)
     at = frame.index.to_numpy()
     delay[at] = np.rint(typ).astype(np.int64) - from_start[at]
     return replace(graph, delay_ns=delay, notes=list(graph.notes))
