@@ -100,12 +100,14 @@ def profile(out: Path, steps: int, reuse: bool) -> Path:
     return run
 
 
-def predict(run_dir: Path, comm: Path | None) -> tuple[float, dict[str, float], tuple]:
+def predict(run_dir: Path, comm: Path | None, interference: str = "factor"
+            ) -> tuple[float, dict[str, float], tuple]:
     run = load_run(run_dir)
     graph = build_graph(run)
     base = replay(run, graph)
     specs = [*variants(), "fusion=" + ",".join(f"{mb}MB" for mb in FUSIONS)]
-    res = evaluate(run, graph, base, specs, comm_model=str(comm) if comm else None)
+    res = evaluate(run, graph, base, specs, comm_model=str(comm) if comm else None,
+                   interference=interference)
     pred = {r.spec: r.speedup for r in res[:-1]}
     sweep = res[-1]
     return base.error_pct, pred, (sweep.best_spec, dict(sweep.sweep), res[0].notes)
@@ -136,6 +138,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/tracekit-whatif-accuracy"))
     ap.add_argument("--steps", type=int, default=20, help="training steps per real run")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved A/B pairs per variant")
+    ap.add_argument("--interference", choices=("factor", "cores"), default="factor",
+                    help="interference model: the fitted compute factor (default) or "
+                         "core sharing (replay.contention, experimental)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse comm.json, the baseline run and measured speedups in --out")
     args = ap.parse_args()
@@ -146,8 +151,8 @@ def main() -> None:
     print("2. profiling the baseline (DDP defaults: 25 MB buckets, first 1 MB)", flush=True)
     run_dir = profile(args.out, args.steps, args.reuse)
     print("3. predicting", flush=True)
-    err, pred_cal, (best_cal, sweep_cal, notes) = predict(run_dir, comm)
-    _, pred_fit, (best_fit, _, _) = predict(run_dir, None)
+    err, pred_cal, (best_cal, sweep_cal, notes) = predict(run_dir, comm, args.interference)
+    _, pred_fit, (best_fit, _, _) = predict(run_dir, None, args.interference)
     print(f"   baseline replay error {err:+.2f}%")
     for n in notes:
         print(f"   note: {n}")

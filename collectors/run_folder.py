@@ -160,6 +160,7 @@ def build_manifest(
         ranks.append({
             "rank": rank,
             "host": str(p.get("host", "")),
+            "cpu_cores": int(p.get("cpu_cores") or 0),
             "pid": p.get("pid"),
             "trace": trace,
             "nccl_log": nccl_log,

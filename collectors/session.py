@@ -332,6 +332,7 @@ class ProfileSession:
             "world_size": self.world_size or _env_int("WORLD_SIZE", 1),
             "backend": self.backend,
             "host": socket.gethostname(),
+            "cpu_cores": _cpu_cores(),
             "pid": self.pid,
             "argv": list(getattr(sys, "orig_argv", sys.argv)),
             "versions": _versions(),
@@ -421,3 +422,11 @@ def _versions() -> dict[str, str]:
 
 
 __all__ = ["Phase", "ProfileSession", "State", "phase_of"]
+
+
+def _cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask), for the replay's CPU model."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 0

@@ -100,6 +100,8 @@ def test_the_run_loads_and_has_one_all_reduce_per_bucket(mlp_run):
     out, m, _ = mlp_run
     run = tracekit.load_run(out)
     assert run.ranks == [0, 1] and run.world_size == 2 and run.complete
+    # the cores each rank could run on, for the core-sharing model
+    assert all(r["cpu_cores"] >= 1 for r in m["ranks"])
     assert run.steps() == list(range(WAIT + WARMUP, WAIT + WARMUP + ACTIVE))
     ev = run.events
     comm = ev[(ev["kind"] == "comm") & (ev["collective"] == "all_reduce")]

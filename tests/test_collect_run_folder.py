@@ -22,7 +22,7 @@ def _part(rank: int, *, steps=(10.0, 12.0, 11.0), unprofiled=(9.0, 10.0), trace=
           errors=(), model=None, world=2):
     return {
         "rank": rank, "world_size": world, "backend": "gloo", "host": f"h{rank}",
-        "pid": 100 + rank, "argv": ["python", "train.py"],
+        "cpu_cores": 2 + rank, "pid": 100 + rank, "argv": ["python", "train.py"],
         "versions": {"torch": "2.13.0", "nccl": "", "python": "3.11.7"},
         "profiler": {"wait": 2, "warmup": 1, "active": 3, "record_shapes": True},
         "trace": rf.trace_file_name(rank) if trace else "", "nccl_log": "",
@@ -63,6 +63,7 @@ def test_merged_manifest_follows_the_contract(tmp_path):
     assert m.ddp_buckets == [[1, 0]] and m.forward_order == [("0", [0, 1])]
     assert doc["command"] == ["torchrun", "train.py"] and doc["exit_code"] == 0
     assert doc["hosts"] == ["h0", "h1"]
+    assert m.hosts == {0: "h0", 1: "h1"} and m.cpu_cores == {0: 2, 1: 3}
     assert doc["ranks"][0]["unprofiled_step_ms"] == 9.5
     ov = doc["overhead"]
     assert ov["profiled_step_ms"] == 11.0 and ov["unprofiled_step_ms"] == 9.5

@@ -36,7 +36,8 @@ def _speedup(baseline: ReplayResult, result: ReplayResult) -> float:
 
 
 def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str | WhatIfSpec],
-             *, comm_model=None, use_interference: bool = True) -> list[WhatIfResult]:
+             *, comm_model=None, use_interference: bool = True,
+             interference: str = "factor") -> list[WhatIfResult]:
     """Predict every spec (one :class:`WhatIfResult` per spec, in order).
 
     Args:
@@ -47,18 +48,21 @@ def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str
         comm_model: a ``comm.json`` path from ``tracekit calibrate`` or a cost model;
             None fits the collectives of the run itself.
         use_interference: re-time compute for the overlap each variant produces.
+        interference: ``"factor"`` (default) or ``"cores"`` (CPU-only runs: core
+            sharing, :mod:`replay.contention`).
 
     A sweep's result is its best point (lowest median step time); ``sweep`` lists every
     point and ``best_spec`` names the best.
     """
     parsed = [s if isinstance(s, WhatIfSpec) else parse_spec(s) for s in specs]
     ctx = build_context(run, graph, baseline, comm_model=comm_model,
-                        use_interference=use_interference)
+                        use_interference=use_interference, interference=interference)
     common = list(ctx.notes)
     if ctx.comm is not None:
         common.append(f"collective costs: {ctx.comm.fit_for('all_reduce', 1 << 20).describe()}")
     if use_interference:
-        common.append(ctx.interference.describe())
+        common.append(ctx.contention.describe() if ctx.contention is not None
+                      else ctx.interference.describe())
     out = []
     for spec in parsed:
         points = []

@@ -11,7 +11,10 @@ gradient synchronization, the baseline's overlap); :func:`predict` then handles 
 3. devices: ``compute-scale=`` scales compute nodes;
 4. interference: compute nodes are re-timed for the overlap with communication the
    variant produces (:func:`replay.interference.apply_interference`), with the run's
-   overall factor (the per-op, per-rank ratios are too noisy to apply one by one);
+   overall factor (the per-op, per-rank ratios are too noisy to apply one by one); or,
+   with ``interference="cores"`` on CPU-only runs, every node is re-timed for the core
+   sharing the variant's own schedule produces (:mod:`replay.contention`: the threads of
+   all ranks on a host share its cores, so overlap slows compute *and* communication);
 5. the edited graph is replayed (:func:`replay.timeline.replay`).
 
 Transforms combine in that order whatever order the spec gives them in.
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from replay.calibration import CalibratedCostModel, anchor_to_run, load_comm_model
+from replay.contention import HostCores, apply_contention, host_cores, measured_slowdown
 from replay.cost_model import CommCostModel, FittedCostModel, fit_run_cost_model
 from replay.engine import schedule, schedule_full
 from replay.interference import (
@@ -82,8 +86,16 @@ class WhatIfContext:
     world: int = 1
     #: apply interference (the CLI and benchmarks always do; tests may switch it off)
     use_interference: bool = True
+    #: CPU-only runs: hosts and cores for the core-sharing model (None: GPU run, the
+    #: compute-beside-comm factor applies instead)
+    contention: HostCores | None = None
+    #: per node, the slowdown from core sharing in the measured run (CPU-only runs)
+    base_slowdown: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
+
+#: the interference models :func:`build_context` accepts
+INTERFERENCE_MODELS = ("factor", "cores")
 
 _NO_COMM_MODEL = ("the run has no collectives with known sizes to fit a cost model from; "
                   "pass --comm-model comm.json from 'tracekit calibrate'")
@@ -110,12 +122,32 @@ def _comm_model(run: Run, graph: Graph, comm_model
 
 
 def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=None,
-                  use_interference: bool = True) -> WhatIfContext:
+                  use_interference: bool = True, interference: str = "factor"
+                  ) -> WhatIfContext:
     """Fit the cost models and find DDP's gradient sync (see module doc).
 
     ``comm_model``: None (fit from the run), a path to a ``comm.json``, or a model.
+    ``interference``: ``"factor"`` (default: compute slows by the factor fitted from the
+    run while comm overlaps it) or ``"cores"`` (CPU-only runs: every thread of a host
+    shares its cores, :mod:`replay.contention`; experimental, see the README's figures).
     """
-    comm, fitted, notes = _comm_model(run, graph, comm_model)
+    contention, base_slowdown = None, None
+    fit_graph = graph
+    if interference not in INTERFERENCE_MODELS:
+        raise TracekitError(f"interference must be one of {', '.join(INTERFERENCE_MODELS)}, "
+                            f"not {interference!r}")
+    cpu_only = graph.n_nodes and not any(ln.kind == "gpu" for ln in graph.lanes)
+    if interference == "cores" and cpu_only:
+        # cost models are fitted on contention-free transfer times, so a collective a
+        # what-if creates starts uncontended and is slowed by its own schedule's sharing
+        contention = host_cores(run, graph)
+        base_slowdown = measured_slowdown(graph, contention)
+        comm_nodes = graph.kind == NodeKind.COMM
+        alone = np.where(comm_nodes, np.rint(graph.dur_ns / base_slowdown), graph.dur_ns)
+        fit_graph = with_durations(graph, alone.astype(np.int64))
+    comm, fitted, notes = _comm_model(run, fit_graph, comm_model)
+    if contention is not None:
+        notes += contention.notes
     sync, sync_error = None, ""
     try:
         sync = find_gradient_sync(run, graph)
@@ -133,7 +165,7 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     return WhatIfContext(run=run, graph=graph, baseline=baseline, comm=comm, fitted=fitted,
                          interference=interference, base_frac=frac, sync=sync,
                          sync_error=sync_error, world=world, use_interference=use_interference,
-                         notes=notes)
+                         contention=contention, base_slowdown=base_slowdown, notes=notes)
 
 
 def _cost_sources(ctx: WhatIfContext) -> dict[str, str]:
@@ -182,7 +214,15 @@ def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[st
     if scale is not None:
         dur = scale_compute(graph, dur, scale)
     graph = with_durations(graph, dur)
-    if ctx.use_interference and ctx.interference.factor > 1.0:
+    if ctx.use_interference and ctx.contention is not None:
+        res = apply_contention(graph=graph, dur_ns=dur, hc=ctx.contention,
+                               base_slowdown=_slowdown_inside(ctx, origin),
+                               schedule=lambda d: schedule(with_durations(graph, d)))
+        graph = with_durations(graph, res.dur_ns)
+        if res.last_change > 0.02:
+            notes.append(f"core sharing did not settle: the step still moved "
+                         f"{res.last_change * 100:.1f}% in the last pass")
+    elif ctx.use_interference and ctx.interference.factor > 1.0:
         base_frac = np.where(origin >= 0, ctx.base_frac[np.maximum(origin, 0)], 0.0)
         res = apply_interference(
             dur_ns=dur, rank=graph.rank, is_compute=graph.kind == NodeKind.COMPUTE,
@@ -194,3 +234,10 @@ def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[st
             notes.append(f"interference did not settle: the step still moved "
                          f"{res.last_change * 100:.1f}% in the last pass")
     return replay(ctx.run, graph), notes
+
+
+def _slowdown_inside(ctx: WhatIfContext, origin: np.ndarray) -> np.ndarray:
+    """The core-sharing slowdown already inside each node's duration: measured for nodes
+    kept from the run; 1 for nodes a what-if created (collectives are timed by a cost
+    model fitted on contention-free transfer times, see :func:`build_context`)."""
+    return np.where(origin >= 0, ctx.base_slowdown[np.maximum(origin, 0)], 1.0)

@@ -23,6 +23,7 @@ The manifest (``schema_version`` 1) is a JSON object::
                    "annotate_modules": true},  # tracekit.fwd:/bwd: ranges, see collectors
       "ranks": [
         {"rank": 0, "host": "host-a", "pid": 4242, "trace": "rank0.trace.json.gz",
+         "cpu_cores": 2,                       # cores this rank's process could run on
          "nccl_log": "",                       # path under the folder, '' when none
          "steps": [3, 4, 5, 6, 7],             # ProfilerStep numbers of step_times_ms
          "step_times_ms": [51.2, 49.8, ...],   # wall-clock of every recorded step
@@ -101,6 +102,10 @@ class Manifest:
     first_bucket_mb: float | None = None
     #: modules in forward execution order, each with the parameter indices it uses
     forward_order: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: rank -> host name ('' unknown)
+    hosts: dict[int, str] = field(default_factory=dict)
+    #: rank -> CPU cores its process could run on (absent when not recorded)
+    cpu_cores: dict[int, int] = field(default_factory=dict)
 
     @property
     def model(self) -> dict[str, Any]:
@@ -123,6 +128,9 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         trace_files = {int(r["rank"]): str(r["trace"]) for r in doc.get("ranks", []) if r.get("trace")}
         step_times = {int(r["rank"]): [float(x) for x in r.get("step_times_ms") or []]
                       for r in doc.get("ranks", [])}
+        hosts = {int(r["rank"]): str(r.get("host") or "") for r in doc.get("ranks", [])}
+        cores = {int(r["rank"]): int(r["cpu_cores"]) for r in doc.get("ranks", [])
+                 if r.get("cpu_cores")}
         model = doc.get("model") or {}
         params = [
             ParamInfo(
@@ -150,6 +158,8 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         bucket_cap_mb=ddp.get("bucket_cap_mb"),
         first_bucket_mb=ddp.get("first_bucket_mb"),
         forward_order=fwd,
+        hosts=hosts,
+        cpu_cores=cores,
     )
 
 
