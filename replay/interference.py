@@ -386,7 +386,7 @@ def fit_interference_graph(graph, *, min_samples: int = MIN_SAMPLES,
     comm = np.flatnonzero(graph.kind == NodeKind.COMM)
     on_gpu = np.array([ln.kind == "gpu" for ln in graph.lanes] or [False])[graph.lane[comm]]
     c_start = graph.start_ns[comm] + np.where(on_gpu, 0, graph.wait_ns[comm])
-    c_end = graph.start_ns[comm] + graph.wait_ns[comm] + graph.dur_ns[comm]
+    c_end = graph.measured_end_ns[comm]
     start = graph.start_ns[comp]
     end = start + graph.dur_ns[comp]
     frac = overlap_fraction(start, end, graph.rank[comp], c_start, c_end, graph.rank[comm])

@@ -188,7 +188,7 @@ def _unexplained_wait(graph: Graph, lane_nodes: np.ndarray, last_issue_pos: int,
     if gap < MIN_GAP_NS:
         return -1
     gap_end = int(graph.start_ns[node])
-    last = comms[np.argmax(graph.start_ns[comms] + graph.wait_ns[comms] + graph.dur_ns[comms])]
+    last = comms[np.argmax(graph.measured_end_ns[comms])]
     t_start = int(graph.start_ns[last] + graph.wait_ns[last])
     t_end = t_start + int(graph.dur_ns[last])
     covered = min(gap_end, t_end) - max(gap_end - gap, t_start)
@@ -288,8 +288,9 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
                                            lane_in_delay)
             if gap_target >= 0:
                 wait_target = gap_target
+                ends = graph.measured_end_ns
                 for k, c in enumerate(comms):
-                    end = int(graph.start_ns[c] + graph.wait_ns[c] + graph.dur_ns[c])
+                    end = int(ends[c])
                     per_bucket[k] = [(int(graph.start_ns[gap_target]), gap_target,
                                       int(graph.start_ns[gap_target]) - end)]
         bucket_waits = tuple(tuple((d, dl) for _, d, dl in sorted(per_bucket.get(k, [])))

@@ -382,8 +382,7 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     idx = np.flatnonzero(change)
     if len(idx) == 0:
         return replace(graph, notes=list(graph.notes))
-    end = graph.start_ns + graph.wait_ns + graph.dur_ns
-    binding = end[src] + graph.delay_ns == graph.start_ns[dst]
+    binding = graph.measured_end_ns[src] + graph.delay_ns == graph.start_ns[dst]
     # an ISSUE edge counts from its issuing op's start: gloo enqueues the work inside
     # c10d::allreduce_, so a main thread descheduled before the call returns delays the
     # return, not the pickup (measured: up to 6 ms of the call after the work started)

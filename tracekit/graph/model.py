@@ -127,6 +127,12 @@ class Graph:
     def n_edges(self) -> int:
         return len(self.src)
 
+    @property
+    def measured_end_ns(self) -> np.ndarray:
+        """Each node's measured end: ``start_ns + wait_ns + dur_ns`` (a comm node arrived
+        at ``start_ns``, waited ``wait_ns`` for its peers, then transferred ``dur_ns``)."""
+        return self.start_ns + self.wait_ns + self.dur_ns
+
     def node_name(self, v: int) -> str:
         return self.names[int(self.name[v])]
 
