@@ -132,9 +132,9 @@ def match_collectives(d: GraphDraft, *, world_size: int, ranks_present: list[int
 def _host_resume(d: GraphDraft) -> np.ndarray:
     """Per node: the earliest start of a host op that waited for it (HOST_WAIT), else max."""
     resume = np.full(d.n, np.iinfo(np.int64).max, dtype=np.int64)
-    src, dst, kind, _ = d.edges()
-    hw = (kind == EdgeKind.HOST_WAIT) & (d.kind[src] == NodeKind.COMM)
-    np.minimum.at(resume, src[hw], d.start[dst[hw]])
+    src, dst = d.edges_of(EdgeKind.HOST_WAIT)
+    from_comm = d.kind[src] == NodeKind.COMM
+    np.minimum.at(resume, src[from_comm], d.start[dst[from_comm]])
     return resume
 
 

@@ -83,6 +83,16 @@ class GraphDraft:
         self._inferred.append(np.full(len(src), inferred, dtype=bool))
         return len(src)
 
+    def edges_of(self, kind: EdgeKind) -> tuple[np.ndarray, np.ndarray]:
+        """``(src, dst)`` of the edges of one kind so far, unsorted, duplicates kept (cheap:
+        no sort of every edge, as :meth:`edges` does)."""
+        parts = [(s, d) for s, d, k in zip(self._src, self._dst, self._kind)
+                 if len(k) and k[0] == int(kind)]
+        if not parts:
+            e = np.zeros(0, dtype=np.int64)
+            return e, e.copy()
+        return (np.concatenate([s for s, _ in parts]), np.concatenate([d for _, d in parts]))
+
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All edges so far, duplicates (same src, dst, kind) removed, sorted by (dst, src)."""
         if not self._src:
