@@ -100,11 +100,10 @@ def profile(out: Path, steps: int, reuse: bool) -> Path:
     return run
 
 
-def predict(run_dir: Path, comm: Path | None, interference: str = "factor"
+def predict(loaded: tuple, comm: Path | None, interference: str = "factor"
             ) -> tuple[float, dict[str, float], tuple]:
-    run = load_run(run_dir)
-    graph = build_graph(run)
-    base = replay(run, graph)
+    """``loaded``: the baseline's (run, graph, baseline replay), built once for both models."""
+    run, graph, base = loaded
     specs = [*variants(), "fusion=" + ",".join(f"{mb}MB" for mb in FUSIONS)]
     res = evaluate(run, graph, base, specs, comm_model=str(comm) if comm else None,
                    interference=interference)
@@ -151,8 +150,11 @@ def main() -> None:
     print("2. profiling the baseline (DDP defaults: 25 MB buckets, first 1 MB)", flush=True)
     run_dir = profile(args.out, args.steps, args.reuse)
     print("3. predicting", flush=True)
-    err, pred_cal, (best_cal, sweep_cal, notes) = predict(run_dir, comm, args.interference)
-    _, pred_fit, (best_fit, _, _) = predict(run_dir, None, args.interference)
+    run = load_run(run_dir)
+    graph = build_graph(run)
+    loaded = (run, graph, replay(run, graph))
+    err, pred_cal, (best_cal, sweep_cal, notes) = predict(loaded, comm, args.interference)
+    _, pred_fit, (best_fit, _, _) = predict(loaded, None, args.interference)
     print(f"   baseline replay error {err:+.2f}%")
     for n in notes:
         print(f"   note: {n}")
