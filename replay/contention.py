@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracekit.graph.model import Graph, NodeKind
+from tracekit.graph.model import Graph
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -121,18 +121,10 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
     return out
 
 
-def busy_spans(graph: Graph, start: np.ndarray, end: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """When each node keeps a thread busy: its run, a comm node's transfer only."""
-    comm = graph.kind == NodeKind.COMM
-    return np.where(comm, np.maximum(start, end - graph.dur_ns), start), end
-
-
 def measured_slowdown(graph: Graph, hc: HostCores) -> np.ndarray:
     """Each node's slowdown in the measured run (the graph's measured times)."""
-    s = graph.start_ns + graph.wait_ns
-    e = s + graph.dur_ns
-    return slowdown(s, e, hc.host_of_rank[graph.rank], hc.cores)
+    return slowdown(graph.start_ns + graph.wait_ns, graph.measured_end_ns,
+                    hc.host_of_rank[graph.rank], hc.cores)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,8 +161,8 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
         span = float(end.max() - start.min()) if len(end) else 0.0
         change = abs(span - prev) / prev if prev else 0.0
         prev = span
-        s, e = busy_spans(graph, start, end)
-        new = slowdown(s, e, host, hc.cores)
+        # the engine starts a collective when its transfer starts: start..end is busy
+        new = slowdown(start, end, host, hc.cores)
         f = new if i == 0 else 0.5 * (f + new)
         log.debug("contention pass %d: makespan %.3f ms (change %.2f%%)", i + 1, span / 1e6,
                   change * 100)
