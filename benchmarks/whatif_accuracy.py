@@ -1,7 +1,7 @@
 """What-if accuracy: predicted speedups vs speedups measured on real runs (2 ranks, gloo).
 
-    .venv/bin/python benchmarks/whatif_accuracy.py                 # everything (~10 min)
-    .venv/bin/python benchmarks/whatif_accuracy.py --repeats 5 --steps 30
+    .venv/bin/python benchmarks/whatif_accuracy.py                 # everything (~15 min)
+    .venv/bin/python benchmarks/whatif_accuracy.py --repeats 3 --steps 20   # quicker, noisier
     .venv/bin/python benchmarks/whatif_accuracy.py --out /tmp/wa --reuse   # keep comm.json / run
 
 1. calibrate the collectives once: ``tracekit calibrate -- torchrun --nproc_per_node 2``;
@@ -12,11 +12,14 @@
    first included, capped there), ``overlap=off`` and ``dear`` (twice: collective
    costs from the calibration file, and fitted from the run alone), and the sweep
    ``fusion=1MB,4MB,16MB,64MB,100MB``;
-4. measure each variant for real (``train_ddp.py --bucket-mb X``, ``--no-overlap``,
-   ``samples/train_dear.py``), interleaved with the baseline configuration (A B A B ...,
-   ``--repeats`` pairs); the measured speedup is the median of the per-pair ratios
-   A/B of the runs' median step times (absolute times drift by 15% on a shared machine,
-   ratios of neighbours much less);
+4. measure each variant for real, against the baseline configuration:
+   ``--interleave steps`` (default): ``benchmarks/ab_worker.py`` trains the baseline and
+   the variant side by side in one job (the real code of ``train_ddp.py --bucket-mb X``,
+   ``--no-overlap`` and ``samples/train_dear.py``), steps interleaved A B B A ...; the
+   speedup is the ratio of their median step times, and the median over ``--repeats``
+   jobs. Separate jobs of one configuration differ by 5-10% here (placement, memory), so
+   ``--interleave runs`` (separate jobs A B A B ..., the median of per-pair ratios) needs
+   many more pairs for the same precision;
 5. print predicted vs measured speedup and the error for each, and for the sweep the
    measured step time of the predicted best against the measured best's.
 
@@ -81,7 +84,7 @@ def calibrate(out: Path, reuse: bool) -> Path:
     if reuse and path.exists():
         return path
     subprocess.run([str(VENV / "tracekit"), "calibrate", "--out", str(path), "--sizes",
-                    "1KB..128MB", "--iters", "10", "--", str(VENV / "torchrun"),
+                    "1KB..128MB", "--iters", "30", "--", str(VENV / "torchrun"),
                     "--nproc_per_node", "2"], cwd=ROOT, check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     return path
@@ -94,7 +97,7 @@ def profile(out: Path, steps: int, reuse: bool) -> Path:
     if run.exists():
         shutil.rmtree(run)
     subprocess.run([str(VENV / "tracekit"), "profile", "--out", str(run), "--wait", "2",
-                    "--warmup", "2", "--steps", "5", "--",
+                    "--warmup", "2", "--steps", "10", "--",
                     *torchrun(BASE, max(steps, 12))],
                    cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return run
@@ -110,6 +113,38 @@ def predict(loaded: tuple, comm: Path | None, interference: str = "factor"
     pred = {r.spec: r.speedup for r in res[:-1]}
     sweep = res[-1]
     return base.error_pct, pred, (sweep.best_spec, dict(sweep.sweep), res[0].notes)
+
+
+#: spec -> the variant as ``benchmarks/ab_worker.py --variant`` names it
+AB_VARIANTS = {**{f"fusion={mb}MB": f"bucket:{mb}" for mb in FUSIONS},
+               "overlap=off": "no-overlap", "dear": "dear"}
+_AB = re.compile(r"ab variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
+
+
+def measure_steps(steps: int, repeats: int) -> dict[str, tuple[float, float, float, float]]:
+    """spec -> (median speedup, min, max, median variant step ms): baseline and variant
+    trained side by side in one job, steps interleaved (``benchmarks/ab_worker.py``),
+    ``repeats`` jobs per variant."""
+    out = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for spec, variant in AB_VARIANTS.items():
+        ratios, var_ms = [], []
+        for i in range(repeats):
+            cmd = torchrun(["benchmarks/ab_worker.py", "--variant", variant], 2 * steps)
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            m = _AB.findall(proc.stdout + proc.stderr)
+            if proc.returncode != 0 or not m:
+                raise SystemExit(f"run failed ({proc.returncode}): {' '.join(cmd)}\n"
+                                 f"{proc.stderr[-2000:]}")
+            a, b, r = (float(x) for x in m[-1])
+            ratios.append(r)
+            var_ms.append(b)
+            print(f"  {spec:<14} job {i + 1}: baseline {a:.1f} ms, variant {b:.1f} ms, "
+                  f"speedup {r:.3f}", flush=True)
+        out[spec] = (statistics.median(ratios), min(ratios), max(ratios),
+                     statistics.median(var_ms))
+    return out
 
 
 def measure(steps: int, repeats: int) -> dict[str, tuple[float, float, float, float]]:
@@ -135,11 +170,15 @@ def measure(steps: int, repeats: int) -> dict[str, tuple[float, float, float, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/tracekit-whatif-accuracy"))
-    ap.add_argument("--steps", type=int, default=20, help="training steps per real run")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved A/B pairs per variant")
+    ap.add_argument("--steps", type=int, default=60, help="training steps per real run")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved A/B pairs per variant")
     ap.add_argument("--interference", choices=("factor", "cores"), default="factor",
                     help="interference model: the fitted compute factor (default) or "
                          "core sharing (replay.contention, experimental)")
+    ap.add_argument("--interleave", choices=("steps", "runs"), default="steps",
+                    help="steps (default): baseline and variant trained side by side in "
+                         "one job, steps interleaved A B B A (benchmarks/ab_worker.py); "
+                         "runs: separate jobs A B A B (5-10%% noisier per pair here)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse comm.json, the baseline run and measured speedups in --out")
     args = ap.parse_args()
@@ -158,13 +197,15 @@ def main() -> None:
     print(f"   baseline replay error {err:+.2f}%")
     for n in notes:
         print(f"   note: {n}")
-    cache = args.out / "measured.json"
+    cache = args.out / f"measured-{args.interleave}.json"
     if args.reuse and cache.exists():
         print(f"4. measured speedups from {cache} (--reuse)", flush=True)
         meas = {k: tuple(v) for k, v in json.loads(cache.read_text()).items()}
     else:
-        print("4. measuring real runs, interleaved with the baseline", flush=True)
-        meas = measure(args.steps, args.repeats)
+        print(f"4. measuring real runs, interleaved with the baseline ({args.interleave})",
+              flush=True)
+        meas = (measure_steps if args.interleave == "steps" else measure)(args.steps,
+                                                                          args.repeats)
         cache.write_text(json.dumps(meas))
     print()
     print(f"{'what-if':<14} {'predicted':>10} {'(fitted)':>9} {'measured':>9} "

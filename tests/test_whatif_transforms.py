@@ -46,11 +46,13 @@ def _events(rows: list[dict]) -> pd.DataFrame:
 
 
 def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
-            grad_bytes=(1000, 1000, 1000, 1000), buckets=((0, 1), (2, 3)), ranks=2):
+            grad_bytes=(1000, 1000, 1000, 1000), buckets=((0, 1), (2, 3)), ranks=2,
+            comm_lanes=1):
     """A graph + run as ``build_graph`` would give for that DDP step (see module doc).
 
     ``grad_bytes`` are in ready order; parameter ``n-1-k`` is the k-th ready (DDP's
-    reverse registration order); ``buckets`` are positions in ready order."""
+    reverse registration order); ``buckets`` are positions in ready order;
+    ``comm_lanes=2``: gloo's two worker threads, the buckets taking turns on them."""
     n = len(grad_bytes)
     cols = {k: [] for k in ("rank", "lane", "kind", "step", "name", "dur_ns", "bytes",
                             "coll_id")}
@@ -67,10 +69,12 @@ def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
         return len(cols["rank"]) - 1
 
     for r in range(ranks):
-        main, comm = 2 * r, 2 * r + 1
+        main = (1 + comm_lanes) * r
+        comms = [main + 1 + k for k in range(comm_lanes)]
         lanes += [Lane(id=main, rank=r, kind="cpu", local_id=100 + r, name=f"main{r}",
-                       is_main=True),
-                  Lane(id=comm, rank=r, kind="comm", local_id=200 + r, name=f"gloo{r}")]
+                       is_main=True)]
+        lanes += [Lane(id=c, rank=r, kind="comm", local_id=200 + 10 * r + k, name=f"gloo{r}.{k}")
+                  for k, c in enumerate(comms)]
         chain, issues = [], []
         for s in steps:
             for mod, dur in modules:
@@ -89,7 +93,7 @@ def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
             chain += [w, node(r, main, NodeKind.COMPUTE, s, "Optimizer.step", TAIL)]
             issues.append((s, -1, w))
         edges += [(a, b, EdgeKind.LANE_ORDER) for a, b in zip(chain[:-1], chain[1:])]
-        comm_chain = []
+        comm_chains = [[] for _ in comms]
         wait = {}
         for s, b, v in issues:
             if b < 0:
@@ -98,12 +102,13 @@ def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
             if b < 0:
                 continue
             nbytes = sum(grad_bytes[k] for k in buckets[b])
-            c = node(r, comm, NodeKind.COMM, s, "gloo:all_reduce", t_model("all_reduce", nbytes,
-                                                                          ranks),
-                     nbytes, steps.index(s) * len(buckets) + b)
-            comm_chain.append(c)
+            coll = steps.index(s) * len(buckets) + b
+            c = node(r, comms[coll % comm_lanes], NodeKind.COMM, s, "gloo:all_reduce",
+                     t_model("all_reduce", nbytes, ranks), nbytes, coll)
+            comm_chains[coll % comm_lanes].append(c)
             edges += [(iss, c, EdgeKind.ISSUE), (c, wait[s], EdgeKind.HOST_WAIT)]
-        edges += [(a, b, EdgeKind.LANE_ORDER) for a, b in zip(comm_chain[:-1], comm_chain[1:])]
+        for chain_ in comm_chains:
+            edges += [(a, b, EdgeKind.LANE_ORDER) for a, b in zip(chain_[:-1], chain_[1:])]
     m = len(cols["rank"])
     src = np.array([e[0] for e in edges], dtype=np.int64)
     dst = np.array([e[1] for e in edges], dtype=np.int64)
@@ -180,6 +185,23 @@ def test_overlap_off_issues_everything_after_backward():
     # grads end at 1400; issues 1400-1420; all-reduces 1410-1512 and 1512-1614 (FIFO);
     # W, E: 1714 us
     assert res.result.step_ms[1] == pytest.approx(1.714)
+
+
+def test_collectives_take_turns_on_gloo_worker_threads():
+    """gloo runs two collectives at once (two worker threads): new buckets are dealt in
+    turn to the lanes the baseline's buckets used, so consecutive all-reduces overlap."""
+    run, g = ddp_run(grad_bytes=(100_000,) * 4, comm_lanes=2)
+    _, (res,) = _evaluate(run, g, ["fusion=100000B"])
+    per = t_model("all_reduce", 100_000)  # 200 us: longer than a gradient (100) + issue
+    assert per == 200 * US
+    # gradient k ends at 1000 + 100(k+1) + 10k, its issue 10 us later: all-reduces issued
+    # at 1110, 1220, 1330, 1440 run on threads A B A B: the last ends at 1640; W, E: 1740.
+    # On one thread they would queue (1110-1310-1510-1710-1910) and end the step at 2010.
+    assert res.result.step_ms[1] == pytest.approx(1.740)
+    tl = res.result.timeline
+    comm = tl[(tl["name"] == "gloo:all_reduce") & (tl["rank"] == 0)].sort_values("ts_ns")
+    assert len(comm) == 4 and comm["lane"].nunique() == 2
+    assert list(comm["lane"])[0::2] == [comm["lane"].iloc[0]] * 2
 
 
 def test_unchanged_plan_rewritten_reproduces_the_baseline():

@@ -8,11 +8,12 @@ A :class:`GradientPlan` says what the variant does; :func:`materialize` edits th
 2. per rank and step, each planned bucket gets an issue op on the autograd thread right
    after its ready gradient's ``AccumulateGrad`` (with overlap off: all after the last
    one, in bucket order), timed like the run's issue ops, and a collective sharing one
-   ``coll_id`` across ranks. New collectives run one at a time, in bucket order, on the
-   comm lane of the baseline's first bucket (at the place the baseline's buckets had): a
-   process group executes its collectives in order, and gloo's second worker thread buys
-   nothing on a CPU the ranks already saturate. A bucket the baseline had unchanged keeps
-   its lane;
+   ``coll_id`` across ranks. New collectives are dealt in bucket order to the comm lanes
+   the baseline's buckets ran on (at the place they had there): NCCL runs a process
+   group's collectives one at a time on one stream, while gloo's worker threads (two by
+   default) each take the next queued work, so two collectives run at once (a real run
+   with 16 buckets of 1 MB had two in flight for 72% of its communication time). A
+   bucket the baseline had unchanged keeps its lane;
 3. each new bucket stands in for the baseline bucket that held its last gradient (same
    rank and step): it is waited for where that one was, and its duration is the cost
    model's, scaled by that bucket's measured transfer / model ratio (the contention it
@@ -25,7 +26,7 @@ A :class:`GradientPlan` says what the variant does; :func:`materialize` edits th
 
 Before/after, rank 0 of one step, buckets {1 MB, 15 MB} -> ``fusion=4MB`` (four buckets
 of 4.0 MB): two ``c10d::allreduce_`` + two ``gloo:all_reduce`` nodes become four of each,
-the four all-reduces one after another on one gloo thread.
+the four all-reduces dealt in turn to gloo's two threads.
 """
 
 from __future__ import annotations
@@ -331,8 +332,8 @@ def materialize(
         for a, ns in main_before.items():
             inserts.append(("before", a, ns))
         per_lane: dict[int, list[int]] = defaultdict(list)
-        for c in comm_order:
-            lane = fixed_lane.get(c, lanes[0])
+        for j, c in enumerate(comm_order):  # gloo's worker threads take turns
+            lane = fixed_lane.get(c, lanes[j % len(lanes)])
             nodes.cols["lane"][c] = lane
             per_lane[lane].append(c)
         for lane, ns in per_lane.items():

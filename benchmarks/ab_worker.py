@@ -1,0 +1,146 @@
+"""Measure a what-if for real with step-level interleaving: two trainers in one job.
+
+    torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant bucket:4 --steps 120
+    torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant no-overlap
+    torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant dear
+
+Separate runs of one configuration on this 2-core machine differ by 5-10% (thread
+placement, the memory a process happens to get), so a ratio of two runs is that noisy
+even with many steps each. Here the baseline (A: DDP with its defaults, 25 MB buckets,
+the first one 1 MB) and the variant (B) are two copies of the same model, same weights
+and data, trained side by side in the same processes, in the step order A B B A A B B A
+... (so neither always follows the other). Each is the real training code of
+``samples/``:
+
+- ``bucket:MB``: DDP with ``bucket_cap_mb=MB`` (``samples/train_ddp.py --bucket-mb MB``);
+- ``no-overlap``: DDP under ``no_sync()``, then DDP's buckets all-reduced after the
+  backward (``train_ddp.py --no-overlap``);
+- ``dear``: the DeAR trainer (``samples/train_dear.py``): reduce-scatter in backward,
+  all-gather + update in the next forward.
+
+Rank 0 prints ``ab baseline_ms=... variant_ms=... speedup=... n=...``: each side's median
+step time over its steps after the first ``--skip``, and their ratio (baseline / variant,
+> 1: the variant is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
+from train_ddp import allreduce_after_backward  # noqa: E402
+from train_dear import DearTrainer  # noqa: E402
+from workloads import build_workload, ddp_style_buckets, init_distributed  # noqa: E402
+
+
+class DDPSide:
+    """One DDP-trained copy of the model (the baseline, a bucket size, or no overlap)."""
+
+    def __init__(self, work, *, bucket_mb: float | None, no_overlap: bool, world: int,
+                 lr: float) -> None:
+        self.work, self.no_overlap, self.world = work, no_overlap, world
+        model = work.model
+        self.ddp = DDP(model, bucket_cap_mb=bucket_mb) if bucket_mb is not None else DDP(model)
+        self.opt = torch.optim.SGD(self.ddp.parameters(), lr=lr)
+        self.params = list(model.parameters())
+        self.buckets = ddp_style_buckets(self.params, bucket_mb)
+
+    def step(self, x, y) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.no_overlap:
+            with self.ddp.no_sync():
+                self.work.loss(self.ddp(x), y).backward()
+            allreduce_after_backward(self.params, self.buckets, self.world)
+        else:
+            self.work.loss(self.ddp(x), y).backward()
+        self.opt.step()
+
+
+class DearSide:
+    """The DeAR-trained copy (``samples/train_dear.py``'s trainer)."""
+
+    def __init__(self, work, *, world: int, lr: float) -> None:
+        import torch.distributed as dist
+
+        self.work = work
+        with torch.no_grad():  # start from rank 0's weights, as DDP does
+            for p in work.model.parameters():
+                dist.broadcast(p, 0)
+        buckets = ddp_style_buckets(list(work.model.parameters()), None)
+        self.trainer = DearTrainer(work.model, buckets, world=world, lr=lr, momentum=0.0)
+
+    def step(self, x, y) -> None:
+        loss = self.work.loss(self.work.model(x), y)
+        self.trainer.install_forward_hooks()
+        loss.backward()
+
+    def drain(self) -> None:
+        """Wait for the reduce-scatters still in flight, so they do not run beside the
+        other side's step (DeAR would wait for them at its next forward anyway: the
+        first module uses the last bucket's parameters, whose reduce-scatter is last)."""
+        for b in self.trainer.buckets:
+            if b.reduce_scatter is not None:
+                b.reduce_scatter.wait()
+
+
+def make_side(variant: str, args, world: int, device):
+    work = build_workload(args.model, batch=None, hidden=None, layers=None, seed=args.seed)
+    work.model.to(device)
+    if variant == "baseline":
+        return DDPSide(work, bucket_mb=None, no_overlap=False, world=world, lr=args.lr)
+    if variant == "no-overlap":
+        return DDPSide(work, bucket_mb=None, no_overlap=True, world=world, lr=args.lr)
+    if variant == "dear":
+        return DearSide(work, world=world, lr=args.lr)
+    if variant.startswith("bucket:"):
+        return DDPSide(work, bucket_mb=float(variant.partition(":")[2]), no_overlap=False,
+                       world=world, lr=args.lr)
+    raise SystemExit(f"--variant must be bucket:MB, no-overlap or dear, not {variant!r}")
+
+
+def order(steps: int) -> list[int]:
+    """0 = baseline, 1 = variant: A B B A A B B A ..."""
+    return [(i + 1) // 2 % 2 for i in range(steps)]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variant", required=True, help="bucket:MB, no-overlap or dear")
+    ap.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
+    ap.add_argument("--steps", type=int, default=120, help="steps in all (both sides)")
+    ap.add_argument("--skip", type=int, default=4, help="first steps of each side left out")
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rank, world, device = init_distributed(None)
+    sides = [make_side("baseline", args, world, device), make_side(args.variant, args, world,
+                                                                    device)]
+    times: list[list[float]] = [[], []]
+    plan = order(args.steps)
+    for i, which in enumerate(plan):
+        side = sides[which]
+        x, y = side.work.batch_for(i // 2, rank, args.seed, device)
+        t0 = time.perf_counter()
+        side.step(x, y)
+        if i + 1 < len(plan) and plan[i + 1] != which and hasattr(side, "drain"):
+            side.drain()  # nothing of this side may run during the other's step
+        times[which].append(time.perf_counter() - t0)
+    if rank == 0:
+        a, b = (statistics.median(t[args.skip:] or t) * 1000 for t in times)
+        n = min(len(t[args.skip:]) for t in times)
+        print(f"ab variant={args.variant} baseline_ms={a:.3f} variant_ms={b:.3f} "
+              f"speedup={a / b:.4f} n={n}", flush=True)
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
