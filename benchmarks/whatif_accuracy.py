@@ -103,7 +103,7 @@ def profile(out: Path, steps: int, reuse: bool) -> Path:
     return run
 
 
-def predict(loaded: tuple, comm: Path | None, interference: str = "factor"
+def predict(loaded: tuple, comm: Path | None, interference: str = "auto"
             ) -> tuple[float, dict[str, float], tuple]:
     """``loaded``: the baseline's (run, graph, baseline replay), built once for both models."""
     run, graph, base = loaded
@@ -172,9 +172,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/tracekit-whatif-accuracy"))
     ap.add_argument("--steps", type=int, default=60, help="training steps per real run")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved A/B pairs per variant")
-    ap.add_argument("--interference", choices=("factor", "cores"), default="factor",
-                    help="interference model: the fitted compute factor (default) or "
-                         "core sharing (replay.contention, experimental)")
+    ap.add_argument("--interference", choices=("auto", "factor", "cores"), default="auto",
+                    help="interference model: auto (default: cores on these CPU runs), "
+                         "the fitted compute factor, or core sharing (replay.contention)")
     ap.add_argument("--interleave", choices=("steps", "runs"), default="steps",
                     help="steps (default): baseline and variant trained side by side in "
                          "one job, steps interleaved A B B A (benchmarks/ab_worker.py); "

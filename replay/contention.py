@@ -15,7 +15,7 @@ Model (one host, ``cores`` cores, every node a thread while it runs)::
     slowdown(v)  = mean over v's span of max(1, busy(t) / cores)
     duration(v)  = base(v) * slowdown(v)
 
-Measured durations become ``base = measured / slowdown(measured schedule)``; a variant is
+Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
 for a few damped passes (as :func:`replay.interference.apply_interference` does for the
 GPU factor), so the result is close to a fixed point.
@@ -119,12 +119,6 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
         val[ok] = (integral(e[ok]) - integral(s[ok])) / span[ok]
         out[sel] = np.maximum(val, 1.0)
     return out
-
-
-def measured_slowdown(graph: Graph, hc: HostCores) -> np.ndarray:
-    """Each node's slowdown in the measured run (the graph's measured times)."""
-    return slowdown(graph.start_ns + graph.wait_ns, graph.measured_end_ns,
-                    hc.host_of_rank[graph.rank], hc.cores)
 
 
 @dataclass(frozen=True, kw_only=True)

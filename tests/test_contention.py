@@ -68,6 +68,23 @@ def test_cores_model_is_selectable_and_checked():
     base = replay(run, g)
     ctx = build_context(run, g, base, interference="cores")
     assert ctx.contention is not None and ctx.base_slowdown.min() >= 1.0
-    assert build_context(run, g, base).contention is None
+    assert build_context(run, g, base, interference="factor").contention is None
+    # the default on a CPU-only run is core sharing
+    assert build_context(run, g, base).contention is not None
     with pytest.raises(TracekitError, match="interference must be one of"):
         build_context(run, g, base, interference="magic")
+
+
+def test_auto_interference_keeps_the_factor_model_on_gpu_runs():
+    from conftest import A100
+
+    from replay.timeline import replay
+    from replay.whatif import build_context
+    from tracekit.core.run import load_run
+    from tracekit.graph.build import build_graph
+
+    run = load_run(A100)
+    g = build_graph(run)
+    assert any(ln.kind == "gpu" for ln in g.lanes)
+    ctx = build_context(run, g, replay(run, g))
+    assert ctx.contention is None  # NCCL kernels slow compute: the fitted factor applies

@@ -67,21 +67,26 @@ def test_replay_unknown_step_is_a_one_line_error(capsys):
 def test_replay_calls_the_what_if_evaluator(capsys, monkeypatch):
     calls = {}
 
-    def evaluate(run, graph, baseline, specs, comm_model=None):
+    def evaluate(run, graph, baseline, specs, comm_model=None, interference="auto"):
         calls["specs"] = specs
         calls["comm_model"] = comm_model
+        calls["interference"] = interference
         return [WhatIfResult(spec=s, result=baseline, speedup=1.25) for s in specs]
 
     monkeypatch.setattr(REPLAY_CLI, "evaluate", evaluate)
     code, out, _ = run_cli(capsys, "replay", *PROBE, "--json", "--what-if", "fusion=4MB",
                            "--what-if", "dear")
     assert code == 0
-    assert calls == {"specs": ["fusion=4MB", "dear"], "comm_model": None}
+    assert calls == {"specs": ["fusion=4MB", "dear"], "comm_model": None,
+                     "interference": "auto"}
     doc = json.loads(out)
     assert [w["spec"] for w in doc["what_ifs"]] == ["fusion=4MB", "dear"]
     assert all(w["speedup"] == 1.25 for w in doc["what_ifs"])
     code, out, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "dear")
     assert "dear" in out and "speedup 1.250x" in out and "baseline error" in out
+    code, _, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "dear", "--interference",
+                         "factor")
+    assert code == 0 and calls["interference"] == "factor"
 
 
 def test_replay_export_trace(capsys, tmp_path, monkeypatch):

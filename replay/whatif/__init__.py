@@ -37,7 +37,7 @@ def _speedup(baseline: ReplayResult, result: ReplayResult) -> float:
 
 def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str | WhatIfSpec],
              *, comm_model=None, use_interference: bool = True,
-             interference: str = "factor") -> list[WhatIfResult]:
+             interference: str = "auto") -> list[WhatIfResult]:
     """Predict every spec (one :class:`WhatIfResult` per spec, in order).
 
     Args:
@@ -48,8 +48,9 @@ def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str
         comm_model: a ``comm.json`` path from ``tracekit calibrate`` or a cost model;
             None fits the collectives of the run itself.
         use_interference: re-time compute for the overlap each variant produces.
-        interference: ``"factor"`` (default) or ``"cores"`` (CPU-only runs: core
-            sharing, :mod:`replay.contention`).
+        interference: ``"auto"`` (default: ``"cores"`` for CPU-only runs, core sharing
+            as in :mod:`replay.contention`; ``"factor"`` when the run has GPU lanes, the
+            compute-beside-comm factor of :mod:`replay.interference`), or either by name.
 
     A sweep's result is its best point (lowest median step time); ``sweep`` lists every
     point and ``best_spec`` names the best.

@@ -11,10 +11,11 @@ gradient synchronization, the baseline's overlap); :func:`predict` then handles 
 3. devices: ``compute-scale=`` scales compute nodes;
 4. interference: compute nodes are re-timed for the overlap with communication the
    variant produces (:func:`replay.interference.apply_interference`), with the run's
-   overall factor (the per-op, per-rank ratios are too noisy to apply one by one); or,
-   with ``interference="cores"`` on CPU-only runs, every node is re-timed for the core
-   sharing the variant's own schedule produces (:mod:`replay.contention`: the threads of
-   all ranks on a host share its cores, so overlap slows compute *and* communication);
+   overall factor (the per-op, per-rank ratios are too noisy to apply one by one): GPU
+   runs; on CPU-only runs (the default ``interference="auto"``, or ``"cores"``) every
+   node is re-timed for the core sharing the variant's own schedule produces
+   (:mod:`replay.contention`: the threads of all ranks on a host share its cores, so
+   overlap slows compute *and* communication);
 5. the edited graph is replayed (:func:`replay.timeline.replay`).
 
 Transforms combine in that order whatever order the spec gives them in.
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from replay.calibration import CalibratedCostModel, anchor_to_run, load_comm_model
-from replay.contention import HostCores, apply_contention, host_cores, measured_slowdown
+from replay.contention import HostCores, apply_contention, host_cores, slowdown
 from replay.cost_model import CommCostModel, FittedCostModel, fit_run_cost_model
 from replay.engine import schedule, schedule_full
 from replay.interference import (
@@ -94,8 +95,9 @@ class WhatIfContext:
     notes: list[str] = field(default_factory=list)
 
 
-#: the interference models :func:`build_context` accepts
-INTERFERENCE_MODELS = ("factor", "cores")
+#: the interference models :func:`build_context` accepts ("auto": "cores" for CPU-only
+#: runs, "factor" for runs with GPU lanes)
+INTERFERENCE_MODELS = ("auto", "factor", "cores")
 
 _NO_COMM_MODEL = ("the run has no collectives with known sizes to fit a cost model from; "
                   "pass --comm-model comm.json from 'tracekit calibrate'")
@@ -122,14 +124,17 @@ def _comm_model(run: Run, graph: Graph, comm_model
 
 
 def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=None,
-                  use_interference: bool = True, interference: str = "factor"
+                  use_interference: bool = True, interference: str = "auto"
                   ) -> WhatIfContext:
     """Fit the cost models and find DDP's gradient sync (see module doc).
 
     ``comm_model``: None (fit from the run), a path to a ``comm.json``, or a model.
-    ``interference``: ``"factor"`` (default: compute slows by the factor fitted from the
-    run while comm overlaps it) or ``"cores"`` (CPU-only runs: every thread of a host
-    shares its cores, :mod:`replay.contention`; experimental, see the README's figures).
+    ``interference``: ``"factor"`` (compute slows by the factor fitted from the run while
+    comm overlaps it: GPU runs, where NCCL kernels take SMs from compute kernels),
+    ``"cores"`` (CPU-only runs: every thread of a host shares its cores, so overlap slows
+    communication as well as compute, :mod:`replay.contention`), or ``"auto"`` (the
+    default: ``"cores"`` for a CPU-only run, else ``"factor"``; on CPU gloo runs the cores
+    model was the more accurate, see the README's figures).
     """
     contention, base_slowdown = None, None
     fit_graph = graph
@@ -137,11 +142,18 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
         raise TracekitError(f"interference must be one of {', '.join(INTERFERENCE_MODELS)}, "
                             f"not {interference!r}")
     cpu_only = graph.n_nodes and not any(ln.kind == "gpu" for ln in graph.lanes)
+    if interference == "auto":
+        interference = "cores" if cpu_only else "factor"
+    sched = schedule_full(graph)
     if interference == "cores" and cpu_only:
         # cost models are fitted on contention-free transfer times, so a collective a
-        # what-if creates starts uncontended and is slowed by its own schedule's sharing
+        # what-if creates starts uncontended and is slowed by its own schedule's sharing.
+        # The slowdown inside each measured duration is read from the baseline *replay*
+        # (as the factor model's overlap is): a variant that changes nothing then stays
+        # exactly the baseline, whatever the replay moved by a few microseconds.
         contention = host_cores(run, graph)
-        base_slowdown = measured_slowdown(graph, contention)
+        base_slowdown = slowdown(sched.start_ns, sched.end_ns,
+                                 contention.host_of_rank[graph.rank], contention.cores)
         comm_nodes = graph.kind == NodeKind.COMM
         alone = np.where(comm_nodes, np.rint(graph.dur_ns / base_slowdown), graph.dur_ns)
         fit_graph = with_durations(graph, alone.astype(np.int64))
@@ -154,7 +166,6 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     except TracekitError as exc:
         sync_error = str(exc)
     interference = fit_interference_graph(graph)
-    sched = schedule_full(graph)
     comp = np.flatnonzero(graph.kind == NodeKind.COMPUTE)
     comm_nodes = np.flatnonzero(graph.kind == NodeKind.COMM)
     frac = np.zeros(graph.n_nodes)

@@ -57,11 +57,18 @@ busy CPU, thread-scheduling noise of a few ms shows up in the error).
                    "'fusion=1MB..256MB' (repeatable).")
 @click.option("--comm-model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Collective cost model written by 'tracekit calibrate' (comm.json).")
+@click.option("--interference", type=click.Choice(["auto", "factor", "cores"]), default="auto",
+              show_default=True,
+              help="How overlap slows work down in a what-if: 'cores' (CPU-only runs: all "
+                   "threads of a host share its cores, comm and compute alike), 'factor' "
+                   "(compute slows by the factor fitted on the run while comm runs: GPUs); "
+                   "'auto' picks 'cores' for CPU-only runs, else 'factor'.")
 @click.option("--export-trace", type=click.Path(dir_okay=False), default=None,
               help="Write the predicted baseline timeline as a Chrome/Perfetto trace; each "
                    "what-if goes beside it as NAME.whatif1.json, ...")
 def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
-           what_ifs: tuple[str, ...], comm_model: str | None, export_trace: str | None) -> None:
+           what_ifs: tuple[str, ...], comm_model: str | None, interference: str,
+           export_trace: str | None) -> None:
     """Replay PATH (a run folder, a folder of Kineto traces, or trace files) through its
     dataflow graph: measured vs predicted step time per step, the error, the critical
     path, and what-if predictions."""
@@ -73,7 +80,8 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
     results = []
     if what_ifs:
         log.info("predicting %d what-if(s)", len(what_ifs))
-        results = evaluate(run, graph, baseline, list(what_ifs), comm_model=comm_model)
+        results = evaluate(run, graph, baseline, list(what_ifs), comm_model=comm_model,
+                           interference=interference)
     if export_trace:
         _export(export_trace, baseline, results)
     doc = replay_json(run, baseline, results, graph_notes=graph.notes)
