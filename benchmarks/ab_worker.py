@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
-from train_ddp import allreduce_after_backward  # noqa: E402
+from train_ddp import train_step  # noqa: E402
 from train_dear import DearTrainer  # noqa: E402
 from workloads import build_workload, ddp_style_buckets, init_distributed  # noqa: E402
 
@@ -49,26 +50,17 @@ class DDPSide:
         model = work.model
         self.ddp = DDP(model, bucket_cap_mb=bucket_mb) if bucket_mb is not None else DDP(model)
         self.opt = torch.optim.SGD(self.ddp.parameters(), lr=lr)
-        self.params = list(model.parameters())
-        self.buckets = ddp_style_buckets(self.params, bucket_mb)
+        self.buckets = ddp_style_buckets(list(model.parameters()), bucket_mb)
 
     def step(self, x, y) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        if self.no_overlap:
-            with self.ddp.no_sync():
-                self.work.loss(self.ddp(x), y).backward()
-            allreduce_after_backward(self.params, self.buckets, self.world)
-        else:
-            self.work.loss(self.ddp(x), y).backward()
-        self.opt.step()
+        train_step(self.ddp, self.opt, self.work, x, y, no_overlap=self.no_overlap,
+                   buckets=self.buckets, world=self.world)
 
 
 class DearSide:
     """The DeAR-trained copy (``samples/train_dear.py``'s trainer)."""
 
     def __init__(self, work, *, world: int, lr: float) -> None:
-        import torch.distributed as dist
-
         self.work = work
         with torch.no_grad():  # start from rank 0's weights, as DDP does
             for p in work.model.parameters():
@@ -137,8 +129,6 @@ def main(argv=None) -> None:
         n = min(len(t[args.skip:]) for t in times)
         print(f"ab variant={args.variant} baseline_ms={a:.3f} variant_ms={b:.3f} "
               f"speedup={a / b:.4f} n={n}", flush=True)
-    import torch.distributed as dist
-
     dist.destroy_process_group()
 
 

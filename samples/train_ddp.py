@@ -68,6 +68,19 @@ def allreduce_after_backward(params, buckets, world: int) -> None:
             offset += g.numel()
 
 
+def train_step(ddp, opt, work, x, y, *, no_overlap: bool, buckets, world: int) -> None:
+    """One step: DDP's overlapped all-reduces, or (``no_overlap``) the backward under
+    ``no_sync()`` and then ``buckets`` all-reduced after it; then the optimizer."""
+    opt.zero_grad(set_to_none=True)
+    if no_overlap:
+        with ddp.no_sync():
+            work.loss(ddp(x), y).backward()
+        allreduce_after_backward(list(ddp.module.parameters()), buckets, world)
+    else:
+        work.loss(ddp(x), y).backward()
+    opt.step()
+
+
 def bucket_recorder(model, steps: int, record: list):
     """A DDP comm hook that notes each bucket's parameters in the last step."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -106,14 +119,8 @@ def main(argv=None) -> None:
         if hook_state is not None:
             hook_state["step"] = step
         x, y = work.batch_for(step, rank, args.seed, device)
-        opt.zero_grad(set_to_none=True)
-        if args.no_overlap:
-            with ddp.no_sync():
-                work.loss(ddp(x), y).backward()
-            allreduce_after_backward(params, buckets, world)
-        else:
-            work.loss(ddp(x), y).backward()
-        opt.step()
+        train_step(ddp, opt, work, x, y, no_overlap=args.no_overlap, buckets=buckets,
+                   world=world)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
