@@ -68,15 +68,21 @@ def torchrun(args: list[str], steps: int) -> list[str]:
     return [str(VENV / "torchrun"), "--nproc_per_node", "2", *args, "--steps", str(steps)]
 
 
+def _torchrun_match(args: list[str], steps: int, pattern: re.Pattern) -> tuple:
+    """Run one real job; the groups of ``pattern``'s last match in its output."""
+    cmd = torchrun(args, steps)
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    m = pattern.findall(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not m:
+        raise SystemExit(f"run failed ({proc.returncode}): {' '.join(cmd)}\n"
+                         f"{proc.stderr[-2000:]}")
+    return m[-1] if isinstance(m[-1], tuple) else (m[-1],)
+
+
 def run_step_ms(args: list[str], steps: int) -> float:
     """Run one real configuration; its median step time (ms, rank 0's report)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(torchrun(args, steps), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    m = _STEP.findall(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not m:
-        raise SystemExit(f"run failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-2000:]}")
-    return float(m[-1])
+    return float(_torchrun_match(args, steps, _STEP)[0])
 
 
 def calibrate(out: Path, reuse: bool) -> Path:
@@ -121,47 +127,36 @@ AB_VARIANTS = {**{f"fusion={mb}MB": f"bucket:{mb}" for mb in FUSIONS},
 _AB = re.compile(r"ab variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
 
 
-def measure_steps(steps: int, repeats: int) -> dict[str, tuple[float, float, float, float]]:
-    """spec -> (median speedup, min, max, median variant step ms): baseline and variant
-    trained side by side in one job, steps interleaved (``benchmarks/ab_worker.py``),
-    ``repeats`` jobs per variant."""
+def one_job(spec: str, i: int, steps: int) -> tuple[float, float]:
+    """(baseline ms, variant ms) from one job training both side by side, steps
+    interleaved (``benchmarks/ab_worker.py``)."""
+    a, b, _ = _torchrun_match(["benchmarks/ab_worker.py", "--variant", AB_VARIANTS[spec]],
+                              2 * steps, _AB)
+    return float(a), float(b)
+
+
+def separate_jobs(spec: str, i: int, steps: int) -> tuple[float, float]:
+    """(baseline ms, variant ms) from two jobs, one after the other; which goes first
+    alternates with ``i``, so a slow drift cancels."""
+    pair = [(BASE, "A"), (variants()[spec], "B")]
+    if i % 2:
+        pair.reverse()
+    times = {tag: run_step_ms(args, steps) for args, tag in pair}
+    return times["A"], times["B"]
+
+
+def measure(steps: int, repeats: int, job=one_job) -> dict[str, tuple[float, float, float, float]]:
+    """spec -> (median speedup, min, max, median variant step ms) over ``repeats`` calls
+    of ``job`` (:func:`one_job` or :func:`separate_jobs`) per variant."""
     out = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for spec, variant in AB_VARIANTS.items():
+    for spec in variants():
         ratios, var_ms = [], []
         for i in range(repeats):
-            cmd = torchrun(["benchmarks/ab_worker.py", "--variant", variant], 2 * steps)
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=600)
-            m = _AB.findall(proc.stdout + proc.stderr)
-            if proc.returncode != 0 or not m:
-                raise SystemExit(f"run failed ({proc.returncode}): {' '.join(cmd)}\n"
-                                 f"{proc.stderr[-2000:]}")
-            a, b, r = (float(x) for x in m[-1])
-            ratios.append(r)
+            a, b = job(spec, i, steps)
+            ratios.append(a / b)
             var_ms.append(b)
-            print(f"  {spec:<14} job {i + 1}: baseline {a:.1f} ms, variant {b:.1f} ms, "
-                  f"speedup {r:.3f}", flush=True)
-        out[spec] = (statistics.median(ratios), min(ratios), max(ratios),
-                     statistics.median(var_ms))
-    return out
-
-
-def measure(steps: int, repeats: int) -> dict[str, tuple[float, float, float, float]]:
-    """spec -> (median speedup, min, max, median variant step ms), interleaved A B A B."""
-    base_args = BASE
-    out = {}
-    for spec, args in variants().items():
-        ratios, var_ms = [], []
-        for i in range(repeats):
-            pair = [(base_args, "A"), (args, "B")]
-            if i % 2:  # alternate which goes first, so a slow drift cancels
-                pair.reverse()
-            times = {tag: run_step_ms(a, steps) for a, tag in pair}
-            ratios.append(times["A"] / times["B"])
-            var_ms.append(times["B"])
-            print(f"  {spec:<14} pair {i + 1}: baseline {times['A']:.1f} ms, variant "
-                  f"{times['B']:.1f} ms, speedup {ratios[-1]:.3f}", flush=True)
+            print(f"  {spec:<14} {i + 1}: baseline {a:.1f} ms, variant {b:.1f} ms, "
+                  f"speedup {ratios[-1]:.3f}", flush=True)
         out[spec] = (statistics.median(ratios), min(ratios), max(ratios),
                      statistics.median(var_ms))
     return out
@@ -204,8 +199,8 @@ def main() -> None:
     else:
         print(f"4. measuring real runs, interleaved with the baseline ({args.interleave})",
               flush=True)
-        meas = (measure_steps if args.interleave == "steps" else measure)(args.steps,
-                                                                          args.repeats)
+        meas = measure(args.steps, args.repeats,
+                       one_job if args.interleave == "steps" else separate_jobs)
         cache.write_text(json.dumps(meas))
     print()
     print(f"{'what-if':<14} {'predicted':>10} {'(fitted)':>9} {'measured':>9} "

@@ -30,7 +30,13 @@ import time
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from workloads import build_workload, ddp_style_buckets, init_distributed, report_step_times
+from workloads import (
+    build_workload,
+    ddp_style_buckets,
+    init_distributed,
+    report_step_times,
+    save_params,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -130,9 +136,7 @@ def main(argv=None) -> None:
             with open(args.record_buckets, "w") as fh:
                 json.dump({"buckets": sorted(seen_buckets, key=lambda b: b["index"]),
                            "ddp_style": buckets}, fh)
-        if args.save_params:
-            torch.save({n: p.detach().cpu() for n, p in model.named_parameters()},
-                       args.save_params)
+        save_params(model, args.save_params)
         mode = "no-overlap" if args.no_overlap else "ddp"
         print(f"train_ddp model={args.model} mode={mode} world={world} "
               f"bucket_mb={args.bucket_mb} steps={args.steps}")

@@ -48,6 +48,7 @@ from workloads import (
     ddp_style_buckets,
     init_distributed,
     report_step_times,
+    save_params,
 )
 
 # torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor (same signatures)
@@ -227,9 +228,7 @@ def main(argv=None) -> None:
     trainer.flush()
 
     if rank == 0:
-        if args.save_params:
-            torch.save({n: p.detach().cpu() for n, p in model.named_parameters()},
-                       args.save_params)
+        save_params(model, args.save_params)
         rs = "alltoall" if args.rs_via_alltoall else "native"
         print(f"train_dear model={args.model} world={world} bucket_mb={args.bucket_mb} "
               f"buckets={len(buckets)} reduce_scatter={rs} steps={args.steps}")

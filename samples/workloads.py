@@ -151,6 +151,12 @@ class ForwardOrder:
         return sorted(owned.items(), key=lambda kv: self.first_run.get(kv[0], 1 << 30))
 
 
+def save_params(model: nn.Module, path: str | None) -> None:
+    """``--save-params FILE``: the final parameters, by name, on the CPU."""
+    if path:
+        torch.save({n: p.detach().cpu() for n, p in model.named_parameters()}, path)
+
+
 def report_step_times(times_s: list[float], *, skip: int = 2) -> str:
     """The final line benchmarks parse: ``step_ms median=... mean=... n=...`` over the
     steps after the first ``skip`` (which pay one-time costs)."""

@@ -41,16 +41,20 @@ def make_graph(*, lanes, lane, dur, edges, start=None, coll=None, kind=None) -> 
     )
 
 
-def test_two_lanes_launch_and_kernels():
-    # cpu: launch0 (5) -> launch1 (5) -> op (10); gpu: k0 (30) -> k1 (20)
-    # launch -> kernel edges with delay 2
-    g = make_graph(
+def two_lane_graph():
+    """cpu: launch0 (5) -> launch1 (5) -> op (10); gpu: k0 (30) -> k1 (20); launch ->
+    kernel edges with delay 2."""
+    return make_graph(
         lanes=[(0, "cpu"), (0, "gpu")],
         lane=[0, 0, 0, 1, 1],
         dur=[5, 5, 10, 30, 20],
         edges=[(0, 1, L, 0), (1, 2, L, 1), (3, 4, L, 0),
                (0, 3, EdgeKind.LAUNCH, 2), (1, 4, EdgeKind.LAUNCH, 2)],
     )
+
+
+def test_two_lanes_launch_and_kernels():
+    g = two_lane_graph()
     start, end = schedule(g)
     # k0 starts at 5 + 2; k1 waits for k0 (ends 37), not for its launch (ends 10 + 2)
     assert start.tolist() == [0, 5, 11, 7, 37]
@@ -106,13 +110,7 @@ def test_sources_are_released_at_their_measured_start_and_negative_delays_work()
 
 
 def test_permuted_node_ids_give_the_same_schedule():
-    g = make_graph(
-        lanes=[(0, "cpu"), (0, "gpu")],
-        lane=[0, 0, 0, 1, 1],
-        dur=[5, 5, 10, 30, 20],
-        edges=[(0, 1, L, 0), (1, 2, L, 1), (3, 4, L, 0),
-               (0, 3, EdgeKind.LAUNCH, 2), (1, 4, EdgeKind.LAUNCH, 2)],
-    )
+    g = two_lane_graph()
     perm = np.array([4, 2, 0, 3, 1])  # new id of old node i
     inv = np.argsort(perm)
     h = make_graph(
