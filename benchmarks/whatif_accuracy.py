@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved A/B pairs per variant")
     ap.add_argument("--interference", choices=("auto", "factor", "cores"), default="auto",
                     help="interference model: auto (default: cores on these CPU runs), "
-                         "the fitted compute factor, or core sharing (replay.contention)")
+                         "the fitted compute factor, or core sharing (replay.interference.cores)")
     ap.add_argument("--interleave", choices=("steps", "runs"), default="steps",
                     help="steps (default): baseline and variant trained side by side in "
                          "one job, steps interleaved A B B A (benchmarks/ab_worker.py); "

@@ -1,4 +1,4 @@
-"""Core sharing (replay.contention): hand-computed slowdowns and a two-rank what-if."""
+"""Core sharing (replay.interference.cores): hand-computed slowdowns and a two-rank what-if."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_replay_engine import make_graph
 
-from replay.contention import HostCores, apply_contention, slowdown
 from replay.engine import schedule
+from replay.interference.cores import HostCores, apply_contention, slowdown
 from tracekit.graph.edit import with_durations
 from tracekit.graph.model import EdgeKind
 
@@ -67,10 +67,10 @@ def test_cores_model_is_selectable_and_checked():
     g = build_graph(run)
     base = replay(run, g)
     ctx = build_context(run, g, base, interference="cores")
-    assert ctx.contention is not None and ctx.base_slowdown.min() >= 1.0
-    assert build_context(run, g, base, interference="factor").contention is None
+    assert ctx.interference.name == "cores" and ctx.interference.base_slowdown.min() >= 1.0
+    assert build_context(run, g, base, interference="factor").interference.name == "factor"
     # the default on a CPU-only run is core sharing
-    assert build_context(run, g, base).contention is not None
+    assert build_context(run, g, base).interference.name == "cores"
     with pytest.raises(TracekitError, match="interference must be one of"):
         build_context(run, g, base, interference="magic")
 
@@ -81,10 +81,14 @@ def test_auto_interference_keeps_the_factor_model_on_gpu_runs():
     from replay.timeline import replay
     from replay.whatif import build_context
     from tracekit.core.run import load_run
+    from tracekit.errors import TracekitError
     from tracekit.graph.build import build_graph
 
     run = load_run(A100)
     g = build_graph(run)
     assert any(ln.kind == "gpu" for ln in g.lanes)
     ctx = build_context(run, g, replay(run, g))
-    assert ctx.contention is None  # NCCL kernels slow compute: the fitted factor applies
+    assert ctx.interference.name == "factor"  # NCCL kernels slow compute: the fitted factor
+    # core sharing is for host threads; on a GPU run it is an error, never a fallback
+    with pytest.raises(TracekitError, match="has GPU lanes"):
+        build_context(run, g, replay(run, g), interference="cores")

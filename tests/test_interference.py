@@ -1,4 +1,4 @@
-"""Interference: interval geometry, the fit on hand-made event tables, and the apply loop."""
+"""Interference: interval geometry, the fit on hand-made op instances, and the apply loop."""
 
 from __future__ import annotations
 
@@ -6,36 +6,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replay.interference import (
+from replay.interference.factor import (
     apply_interference,
-    compute_events,
     covered_ns,
     deflate,
-    fit_interference,
+    fit_from_instances,
     inflate,
     merge_intervals,
     overlap_fraction,
     solve_factor,
 )
-from tracekit.core.schema import events_from_rows
-
-MAIN, GLOO = 10, 20
 
 
-def make_events(rows: list[dict]) -> pd.DataFrame:
-    return events_from_rows(rows)
+def fit_interference(rows: list[dict]):
+    """The fit on op instances: rank, name, dur_ns and frac (overlapped fraction)."""
+    return fit_from_instances(pd.DataFrame(rows, columns=["rank", "name", "dur_ns", "frac"]))
 
 
-
-def op(name, ts, dur, rank=0, lane=MAIN, **kw):
-    return {"rank": rank, "lane_kind": "cpu", "lane": lane, "name": name, "kind": "cpu_op",
-            "ts_ns": ts, "dur_ns": dur, "step": 1, **kw}
-
-
-def comm(ts, dur, rank=0):
-    return {"rank": rank, "lane_kind": "cpu", "lane": GLOO, "name": "gloo:all_reduce",
-            "kind": "comm", "ts_ns": ts, "dur_ns": dur, "step": 1, "collective": "all_reduce",
-            "comm_bytes": 1 << 20}
+def op(name, dur, frac=0.0, rank=0):
+    return {"rank": rank, "name": name, "dur_ns": dur, "frac": frac}
 
 
 # --------------------------------------------------------------------------- geometry
@@ -70,19 +59,12 @@ def test_inflate_deflate_and_solve_are_consistent():
 
 
 def _two_regimes(alone_ns=1_200_000, beside_ns=5_600_000, n=4, rank=0):
-    rows, t = [], 0
-    for _ in range(n):
-        rows.append(op("aten::mm", t, alone_ns, rank=rank))
-        t += alone_ns + 1000
-    for _ in range(n):
-        rows.append(comm(t - 500, beside_ns + 1000, rank=rank))
-        rows.append(op("aten::mm", t, beside_ns, rank=rank))
-        t += beside_ns + 5000
-    return rows
+    return ([op("aten::mm", alone_ns, 0.0, rank=rank) for _ in range(n)]
+            + [op("aten::mm", beside_ns, 1.0, rank=rank) for _ in range(n)])
 
 
 def test_fit_recovers_the_design_example():
-    fit = fit_interference(make_events(_two_regimes()))
+    fit = fit_interference(_two_regimes())
     assert fit.factor == pytest.approx(5.6 / 1.2)
     assert fit.per_rank == {0: pytest.approx(5.6 / 1.2)}
     row = fit.per_op.iloc[0]
@@ -97,46 +79,30 @@ def test_partial_overlap_is_solved_with_the_model():
     # beside instances overlap comm for 60 % of their span: base 1 ms, factor 3
     base, f, x = 1_000_000, 3.0, 0.6
     d = int(base / (1 - x * (1 - 1 / f)))
-    rows, t = [], 0
-    for _ in range(3):
-        rows.append(op("aten::mm", t, base))
-        t += 2 * base
-    for _ in range(3):
-        rows.append(op("aten::mm", t, d))
-        rows.append(comm(t, int(x * d)))
-        t += 2 * d
-    fit = fit_interference(make_events(rows))
+    rows = [op("aten::mm", base)] * 3 + [op("aten::mm", d, x)] * 3
+    fit = fit_interference(rows)
     assert fit.factor == pytest.approx(f, rel=1e-3)
+
+
+def test_instances_barely_beside_comm_do_not_count():
+    # overlapped for less than BESIDE_FRACTION of their span: neither alone nor beside
+    rows = [op("aten::mm", 1000)] * 3 + [op("aten::mm", 5000, 0.2)] * 3
+    assert fit_interference(rows).factor == 1.0
 
 
 def test_factor_is_weighted_by_time_over_ranks_and_ops():
     rows = _two_regimes(1_000_000, 2_000_000, rank=0)       # factor 2, 8 ms beside
     rows += _two_regimes(1_000, 10_000, rank=1)             # factor 10, but only 40 us
-    fit = fit_interference(make_events(rows))
+    fit = fit_interference(rows)
     assert fit.per_rank[0] == pytest.approx(2.0) and fit.per_rank[1] == pytest.approx(10.0)
     assert fit.factor == pytest.approx(2.0)
 
 
 def test_too_few_samples_gives_no_factor_and_says_so():
-    fit = fit_interference(make_events(_two_regimes(n=2)))
+    fit = fit_interference(_two_regimes(n=2))
     assert fit.factor == 1.0
     assert "too few" in fit.notes[0]
-    assert fit_interference(make_events([op("aten::mm", 0, 10)])).factor == 1.0
-
-
-def test_outermost_ops_without_collectives_are_the_units():
-    rows = [
-        op("DistributedDataParallel.forward", 0, 1000, kind="annotation"),
-        op("aten::linear", 0, 400),
-        op("aten::addmm", 10, 300),           # inside aten::linear: not a unit
-        op("evaluate_function: AccumulateGrad", 500, 400),
-        op("torch::autograd::AccumulateGrad", 510, 100),
-        op("c10d::allreduce_", 650, 200, collective="all_reduce"),
-        comm(700, 300),
-    ]
-    units = compute_events(make_events(rows))
-    assert sorted(units["name"]) == ["aten::linear", "torch::autograd::AccumulateGrad"]
-    assert units.set_index("name").loc["aten::linear", "frac"] == 0.0
+    assert fit_interference([op("aten::mm", 10)]).factor == 1.0
 
 
 # --------------------------------------------------------------------------- apply

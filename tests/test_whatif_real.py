@@ -10,9 +10,10 @@ import pytest
 
 from replay.calibration import build_comm_model, write_comm_model
 from replay.cost_model import comm_volume, fit_run_cost_model
-from replay.interference import fit_interference_graph
+from replay.interference.factor import fit_interference_graph
 from replay.timeline import replay
 from replay.whatif import evaluate
+from replay.whatif.dear import DEAR_SYNC
 from replay.whatif.gradients import find_gradient_sync
 from replay.whatif.predict import build_context
 from replay.whatif.rewrite import GradientPlan, materialize
@@ -105,13 +106,13 @@ def test_calibrated_costs_drive_dear(recorded, tmp_path):
             ms.append({"collective": coll, "bytes": b, "iters": 3, "per_rank_ns": [[t] * 3] * 2})
     raw = {"world_size": 2, "backend": "gloo", "measurements": ms}
     path = write_comm_model(build_comm_model(raw), tmp_path / "comm.json")
-    (res,) = evaluate(run, graph, base, ["dear"], comm_model=str(path), use_interference=False)
+    (res,) = evaluate(run, graph, base, ["dear"], comm_model=str(path), interference="none")
     assert any("calibrated" in n for n in res.notes)
     assert np.isfinite(res.speedup)
     # the rewritten graph times each half with the calibrated curve (timeline rows of
     # collectives include waiting, so look at the graph's transfer durations)
-    ctx = build_context(run, graph, base, comm_model=str(path), use_interference=False)
-    rw = materialize(graph, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, dear=True),
+    ctx = build_context(run, graph, base, comm_model=str(path), interference="none")
+    rw = materialize(graph, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, mode=DEAR_SYNC),
                      cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
     h = rw.graph
     name = np.array(h.names, dtype=object)[h.name]

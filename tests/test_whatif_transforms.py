@@ -17,6 +17,7 @@ from replay.cost_model import CollectiveFit, FittedCostModel, comm_volume
 from replay.engine import schedule_full
 from replay.timeline import replay
 from replay.whatif import evaluate
+from replay.whatif.dear import DEAR_SYNC
 from replay.whatif.predict import build_context
 from replay.whatif.rewrite import GradientPlan, materialize
 from tracekit.core.manifest import Manifest, ParamInfo
@@ -141,7 +142,7 @@ def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
 
 def _evaluate(run, g, specs):
     base = replay(run, g)
-    return base, evaluate(run, g, base, specs, comm_model=model(), use_interference=False)
+    return base, evaluate(run, g, base, specs, comm_model=model(), interference="none")
 
 
 def test_baseline_by_hand():
@@ -207,7 +208,7 @@ def test_collectives_take_turns_on_gloo_worker_threads():
 def test_unchanged_plan_rewritten_reproduces_the_baseline():
     run, g = ddp_run(steps=(1, 2))
     base = replay(run, g)
-    ctx = build_context(run, g, base, comm_model=model(), use_interference=False)
+    ctx = build_context(run, g, base, comm_model=model(), interference="none")
     rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets),
                      cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
     again = replay(run, rw.graph)
@@ -245,8 +246,8 @@ def test_dear_graph_structure():
     mods = (("m0", 500 * US), ("m1", 500 * US))
     run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])))
     base = replay(run, g)
-    ctx = build_context(run, g, base, comm_model=model(), use_interference=False)
-    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, dear=True),
+    ctx = build_context(run, g, base, comm_model=model(), interference="none")
+    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, mode=DEAR_SYNC),
                      cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
     h = rw.graph
     name = np.array(h.names, dtype=object)[h.name]
@@ -277,7 +278,7 @@ def test_dear_without_module_boundaries_says_how_to_get_them():
     from tracekit.errors import TracekitError
 
     with pytest.raises(TracekitError, match="tracekit profile"):
-        evaluate(run, g, base, ["dear"], comm_model=model(), use_interference=False)
+        evaluate(run, g, base, ["dear"], comm_model=model(), interference="none")
 
 
 def test_workers_reproduces_the_ring_formula():

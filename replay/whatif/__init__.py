@@ -1,10 +1,13 @@
 """What-if predictions: edit the replay graph the way an optimization would change the
 run, re-time it with cost models fitted on the run, and replay.
 
-The one entry point is :func:`evaluate`; SPEC strings are parsed by
-:mod:`replay.whatif.spec`; each transform lives in its own module (``fusion``,
-``overlap``, ``dear``, ``scale``, ``workers``), the gradient re-planning they share in
-``gradients`` and ``rewrite``, the per-variant pipeline in ``predict``.
+The one entry point is :func:`evaluate` (the library's front door,
+:class:`tracekit.api.Session`, calls it). Each what-if is one module here that registers
+itself (:mod:`replay.whatif.registry`: ``fusion``, ``overlap``, ``dear``, ``bandwidth``,
+``comm_scale``, ``workers``, ``compute_scale``, ``stragglers``, ``slow_rank``); SPEC
+strings are parsed by :mod:`replay.whatif.spec`; the gradient re-planning the DDP
+what-ifs share is in ``gradients``, ``bucketing``, ``rewrite`` and ``splice``, network
+re-timing in ``retiming``, the per-variant pipeline in ``predict``.
 
 Example::
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from replay.interference import NoInterference
 from replay.result import ReplayResult, WhatIfResult
 from replay.whatif.predict import WhatIfContext, build_context, predict
 from replay.whatif.spec import WhatIfSpec, parse_spec
@@ -36,8 +40,7 @@ def _speedup(baseline: ReplayResult, result: ReplayResult) -> float:
 
 
 def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str | WhatIfSpec],
-             *, comm_model=None, use_interference: bool = True,
-             interference: str = "auto") -> list[WhatIfResult]:
+             *, comm_model=None, interference: str = "auto") -> list[WhatIfResult]:
     """Predict every spec (one :class:`WhatIfResult` per spec, in order).
 
     Args:
@@ -47,23 +50,22 @@ def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str
             ``'fusion=1MB..256MB'``) or parsed :class:`WhatIfSpec`.
         comm_model: a ``comm.json`` path from ``tracekit calibrate`` or a cost model;
             None fits the collectives of the run itself.
-        use_interference: re-time compute for the overlap each variant produces.
-        interference: ``"auto"`` (default: ``"cores"`` for CPU-only runs, core sharing
-            as in :mod:`replay.contention`; ``"factor"`` when the run has GPU lanes, the
-            compute-beside-comm factor of :mod:`replay.interference`), or either by name.
+        interference: how overlap slows work down in each variant: ``"auto"`` (default:
+            ``"cores"`` for CPU-only runs, core sharing as in
+            :mod:`replay.interference.cores`; ``"factor"`` when the run has GPU lanes, the
+            compute-beside-comm factor of :mod:`replay.interference.factor`), either by
+            name, or ``"none"`` (durations as the what-ifs set them).
 
     A sweep's result is its best point (lowest median step time); ``sweep`` lists every
     point and ``best_spec`` names the best.
     """
     parsed = [s if isinstance(s, WhatIfSpec) else parse_spec(s) for s in specs]
-    ctx = build_context(run, graph, baseline, comm_model=comm_model,
-                        use_interference=use_interference, interference=interference)
+    ctx = build_context(run, graph, baseline, comm_model=comm_model, interference=interference)
     common = list(ctx.notes)
     if ctx.comm is not None:
         common.append(f"collective costs: {ctx.comm.fit_for('all_reduce', 1 << 20).describe()}")
-    if use_interference:
-        common.append(ctx.contention.describe() if ctx.contention is not None
-                      else ctx.interference.describe())
+    if not isinstance(ctx.interference, NoInterference):
+        common.append(ctx.interference.describe())
     out = []
     for spec in parsed:
         points = []

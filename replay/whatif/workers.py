@@ -14,11 +14,49 @@ Before/after (ring all-reduce of B bytes, 2 -> 8 ranks)::
 
 from __future__ import annotations
 
-from replay.whatif.scale import CommRetiming
-from replay.whatif.spec import Workers
+from dataclasses import dataclass
+
+from replay.whatif.registry import Stage, WhatIf, register
+from replay.whatif.variant_edit import VariantEdit
+from tracekit.errors import TracekitError
 
 
-def retime_workers(retiming: CommRetiming, t: Workers, world: int) -> list[str]:
-    retiming.group_size = t.n
-    return [f"workers={t.n}: collectives re-timed from {world} to {t.n} ranks by the ring "
-            "formulas; per-rank compute unchanged (weak scaling)"]
+@register
+@dataclass(frozen=True, kw_only=True)
+class Workers(WhatIf):
+    """``workers=N``: the same job on ``n`` ranks, collectives re-timed by formula."""
+
+    key = "workers"
+    aliases = ("world", "world-size")
+    syntax = "workers=N"
+    example = "workers=8"
+    range_example = "workers=2..16"
+    summary = "another world size: ring/tree formulas with latency and bandwidth fitted on the run"
+    stage = Stage.NETWORK
+    needs_comm_model = True
+
+    n: int
+
+    @classmethod
+    def parse(cls, value: str) -> Workers:
+        t = value.strip()
+        if not t.isdigit() or int(t) < 1:
+            raise TracekitError(f"cannot read workers={value!r}; expected a whole number of "
+                                "ranks >= 1, e.g. workers=8")
+        return cls(n=int(t))
+
+    @property
+    def label(self) -> str:
+        return f"workers={self.n}"
+
+    def scalar(self) -> float:
+        return float(self.n)
+
+    def with_scalar(self, x: float) -> Workers:
+        return Workers(n=int(round(x)))
+
+    def apply(self, edit: VariantEdit) -> None:
+        edit.retiming.group_size = self.n
+        edit.notes.append(f"workers={self.n}: collectives re-timed from {edit.ctx.world} to "
+                          f"{self.n} ranks by the ring formulas; per-rank compute unchanged "
+                          "(weak scaling)")

@@ -21,7 +21,7 @@ from replay.calibration import (
 
 
 def _fmt_bytes(n: int) -> str:
-    from replay.whatif.spec import format_size
+    from replay.whatif.values import format_size
 
     return format_size(int(n))
 

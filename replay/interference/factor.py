@@ -11,23 +11,20 @@ sharing). An op of interference-free duration ``base`` whose span overlaps comm 
 fraction ``x`` takes ``base / (1 - x * (1 - 1/factor))``: ``base`` with no overlap,
 ``factor * base`` when fully overlapped.
 
-Fit (:func:`fit_interference`): for every compute op instance, the fraction ``x`` of its
-span that overlaps a comm transfer of the same rank (``kind == 'comm'`` rows: NCCL
-kernels, gloo worker events). Per op name and rank, instances with no overlap are
+Fit (:func:`fit_interference_graph`, on the graph's own nodes as measured: the units the
+what-ifs re-time): for every compute node, the fraction ``x`` of its span that overlaps a
+comm transfer of the same rank. Per op name and rank, instances with no overlap are
 "alone" (their median is ``base``), those overlapping for at least half their span are
 "beside comm"; each of those gives ``factor = 1 / (1 - (1 - base/d) / x)`` (the model
 solved for the factor; ``d / base`` when fully overlapped), and the op's ratio is their
 median. The factor is the median of the ops' ratios weighted by time spent beside comm,
-per rank and over all ranks. Compute ops are GPU kernels when the rank has any, else the
-outermost host ops that issue no collective, on threads that run no comm (the graph's
-node granularity).
+per rank and over all ranks (:func:`fit_from_instances`).
 
-Before (rank 0 events)::
+Before (compute instances of rank 0)::
 
-    lane  name            kind    ts_ns    dur_ns
-    main  aten::mm        cpu_op  0        1200000   <- alone (x = 0)
-    gloo  gloo:all_reduce comm    2000000  9000000
-    main  aten::mm        cpu_op  3000000  5600000   <- beside comm (x = 1)
+    rank  name     dur_ns   frac
+    0     aten::mm 1200000  0.0    <- alone
+    0     aten::mm 5600000  1.0    <- beside comm
 
 After: ``InterferenceFit(factor=4.67, per_rank={0: 4.67}, ...)`` (given at least
 :data:`MIN_SAMPLES` instances of each kind).
@@ -36,7 +33,9 @@ Apply (:func:`apply_interference`): the baseline durations are turned back into
 interference-free ones with the baseline's overlap, then the variant is scheduled and its
 compute durations re-inflated from the variant's own overlap, for ``passes`` rounds (the
 overlap averaged with the previous round's, to damp oscillation), so the result is close
-to a fixed point; :class:`InterferenceResult` says how far from one it stopped.
+to a fixed point (:func:`replay.interference.settle.settle`);
+:class:`InterferenceResult` says how far from one it stopped. :class:`FactorInterference`
+is this model behind the :class:`~replay.interference.model.InterferenceModel` interface.
 """
 
 from __future__ import annotations
@@ -47,6 +46,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from replay.interference.model import (
+    SETTLE_TOLERANCE,
+    InterferenceModel,
+    Retimed,
+    Scheduler,
+    from_origin,
+)
+from replay.interference.settle import settle
+from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -147,30 +155,6 @@ def overlap_fraction(start: np.ndarray, end: np.ndarray, rank: np.ndarray,
     return np.clip(frac, 0.0, 1.0)
 
 
-def _outermost_free(lane: np.ndarray, ts: np.ndarray, end: np.ndarray,
-                    anchor: np.ndarray) -> np.ndarray:
-    """Host ops as the graph makes nodes of them: per lane (input sorted by lane, start,
-    longest first), the outermost op that contains no anchor (a collective issue or wait
-    op); anchors themselves are excluded."""
-    n = len(ts)
-    parent = np.full(n, -1, dtype=np.int64)
-    stack: list[int] = []
-    for i in range(n):
-        while stack and (lane[stack[-1]] != lane[i] or ts[i] >= end[stack[-1]]):
-            stack.pop()
-        parent[i] = stack[-1] if stack else -1
-        stack.append(i)
-    has_anchor = anchor.copy()
-    for i in np.flatnonzero(anchor):
-        p = parent[i]
-        while p >= 0 and not has_anchor[p]:
-            has_anchor[p] = True
-            p = parent[p]
-    top = parent < 0
-    top[~top] = has_anchor[parent[~top]]
-    return top & ~has_anchor
-
-
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     order = np.argsort(values)
     v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
@@ -179,59 +163,6 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- fit
-
-
-_WAIT_OP = ("c10d::wait", "aten::wait", "_c10d_functional::wait_tensor")
-
-
-def compute_events(events: pd.DataFrame) -> pd.DataFrame:
-    """The compute op instances of a run, each with ``frac``: the fraction of its time
-    that overlaps comm of the same rank.
-
-    GPU ranks: every kernel. CPU ranks: on threads that run no comm, the outermost
-    ``cpu_op`` that contains no collective issue or wait op (the granularity of graph
-    nodes, so the factor applies to them as fitted). Columns: rank, lane, name, ts_ns,
-    end_ns, dur_ns, frac.
-    """
-    comm = events[events["kind"] == "comm"]
-    parts = []
-    for rank, ev in events.groupby("rank", sort=True, observed=True):
-        gpu = ev["lane_kind"] == "gpu"
-        c = comm[comm["rank"] == rank]
-        if (gpu & (ev["kind"] == "kernel")).any():
-            sel = ev[gpu & (ev["kind"] == "kernel")]
-        else:
-            host = ev[(ev["kind"] == "cpu_op") & ~ev["lane"].isin(set(c["lane"]))]
-            host = host.sort_values(["lane", "ts_ns", "dur_ns"], ascending=[True, True, False])
-            names = host["name"].astype(str)
-            anchor = ((host["collective"] != "").to_numpy()
-                      | names.str.startswith(_WAIT_OP).to_numpy())
-            keep = _outermost_free(host["lane"].to_numpy(), host["ts_ns"].to_numpy(),
-                                   host["end_ns"].to_numpy(), anchor)
-            sel = host[keep]
-        ts, end = sel["ts_ns"].to_numpy(), sel["end_ns"].to_numpy()
-        ms, me = merge_intervals(c["ts_ns"].to_numpy(), c["end_ns"].to_numpy())
-        dur = np.maximum(sel["dur_ns"].to_numpy(), 1)
-        parts.append(pd.DataFrame({
-            "rank": rank, "lane": sel["lane"].to_numpy(),
-            "name": sel["name"].astype(str).to_numpy(), "ts_ns": ts, "end_ns": end,
-            "dur_ns": sel["dur_ns"].to_numpy(),
-            "frac": np.clip(covered_ns(ts, end, ms, me) / dur, 0.0, 1.0),
-        }))
-    if not parts:
-        return pd.DataFrame(columns=["rank", "lane", "name", "ts_ns", "end_ns", "dur_ns",
-                                     "frac"])
-    return pd.concat(parts, ignore_index=True)
-
-
-def fit_interference(events: pd.DataFrame, *, min_samples: int = MIN_SAMPLES,
-                     beside_fraction: float = BESIDE_FRACTION) -> InterferenceFit:
-    """Fit the slowdown of compute beside comm from an event table (see module doc)."""
-    if not (events["kind"] == "comm").any():
-        return InterferenceFit(factor=1.0, per_rank={}, per_op=NO_INTERFERENCE.per_op,
-                               n_samples=0, notes=["the run has no comm: factor 1.0"])
-    return fit_from_instances(compute_events(events), min_samples=min_samples,
-                              beside_fraction=beside_fraction)
 
 
 def fit_from_instances(ops: pd.DataFrame, *, min_samples: int = MIN_SAMPLES,
@@ -345,32 +276,27 @@ def apply_interference(
         passes: schedule/re-inflate rounds; the overlap is averaged with the previous
             round's (damping) so alternating schedules settle.
     """
+    f_nodes = np.broadcast_to(np.asarray(factor, dtype=float), np.shape(dur_ns))
     base = np.asarray(dur_ns, dtype=float).copy()
     base[is_compute] = deflate(base[is_compute], baseline_frac[is_compute],
-                               np.broadcast_to(factor, base.shape)[is_compute])
-    frac = np.where(is_compute, baseline_frac, 0.0)
-    f_nodes = np.broadcast_to(np.asarray(factor, dtype=float), base.shape)
-    prev_span = None
-    change = 0.0
-    cur = base.copy()
-    start = end = None
-    for i in range(max(1, passes)):
+                               f_nodes[is_compute])
+    comp, comm = np.flatnonzero(is_compute), np.flatnonzero(is_comm)
+
+    def durations(frac: np.ndarray) -> np.ndarray:
         cur = base.copy()
         cur[is_compute] = inflate(base[is_compute], frac[is_compute], f_nodes[is_compute])
-        start, end = schedule(np.round(cur).astype(np.int64))
-        span = float(np.max(end) - np.min(start)) if len(end) else 0.0
-        change = abs(span - prev_span) / prev_span if prev_span else 0.0
-        prev_span = span
-        new = np.zeros_like(frac)
-        comp = np.flatnonzero(is_compute)
-        comm = np.flatnonzero(is_comm)
+        return np.round(cur).astype(np.int64)
+
+    def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        new = np.zeros(len(base))
         new[comp] = overlap_fraction(start[comp], end[comp], rank[comp], start[comm],
                                      end[comm], rank[comm])
-        frac = new if i == 0 else 0.5 * (frac + new)
-        log.debug("interference pass %d: makespan %.3f ms (change %.2f%%)", i + 1,
-                  span / 1e6, change * 100)
-    return InterferenceResult(dur_ns=np.round(cur).astype(np.int64), start_ns=start,
-                              end_ns=end, frac=frac, passes=max(1, passes), last_change=change)
+        return new
+
+    res = settle(state=np.where(is_compute, baseline_frac, 0.0), durations=durations,
+                 measure=measure, schedule=schedule, passes=passes)
+    return InterferenceResult(dur_ns=res.dur_ns, start_ns=res.start_ns, end_ns=res.end_ns,
+                              frac=res.state, passes=res.passes, last_change=res.last_change)
 
 
 def fit_interference_graph(graph, *, min_samples: int = MIN_SAMPLES,
@@ -380,8 +306,6 @@ def fit_interference_graph(graph, *, min_samples: int = MIN_SAMPLES,
     ``start + wait + dur``; on GPU lanes the waiting part too, since a waiting NCCL
     kernel occupies the device). The same units the what-ifs re-time, so this is the
     factor :func:`apply_interference` should use."""
-    from tracekit.graph.model import NodeKind
-
     comp = np.flatnonzero(graph.kind == NodeKind.COMPUTE)
     comm = np.flatnonzero(graph.kind == NodeKind.COMM)
     on_gpu = np.array([ln.kind == "gpu" for ln in graph.lanes] or [False])[graph.lane[comm]]
@@ -394,3 +318,37 @@ def fit_interference_graph(graph, *, min_samples: int = MIN_SAMPLES,
     ops = pd.DataFrame({"rank": graph.rank[comp], "name": names[graph.name[comp]],
                         "dur_ns": graph.dur_ns[comp], "frac": frac})
     return fit_from_instances(ops, min_samples=min_samples, beside_fraction=beside_fraction)
+
+
+class FactorInterference(InterferenceModel):
+    """``--interference factor``: compute slows by the factor fitted on the run while comm
+    of its rank runs (the default for runs with GPU lanes)."""
+
+    name = "factor"
+
+    def __init__(self, graph: Graph, start_ns: np.ndarray, end_ns: np.ndarray) -> None:
+        """Fit on ``graph`` as measured; ``start_ns``/``end_ns``: its baseline schedule,
+        from which each compute node's overlap with comm in the baseline is read."""
+        self.fit = fit_interference_graph(graph)
+        self.notes = []
+        comp = np.flatnonzero(graph.kind == NodeKind.COMPUTE)
+        comm = np.flatnonzero(graph.kind == NodeKind.COMM)
+        self.base_frac = np.zeros(graph.n_nodes)
+        self.base_frac[comp] = overlap_fraction(start_ns[comp], end_ns[comp], graph.rank[comp],
+                                                start_ns[comm], end_ns[comm], graph.rank[comm])
+
+    def describe(self) -> str:
+        return self.fit.describe()
+
+    def retime(self, graph: Graph, origin: np.ndarray, schedule: Scheduler) -> Retimed:
+        if self.fit.factor <= 1.0:
+            return Retimed(dur_ns=graph.dur_ns)
+        res = apply_interference(
+            dur_ns=graph.dur_ns, rank=graph.rank, is_compute=graph.kind == NodeKind.COMPUTE,
+            is_comm=graph.kind == NodeKind.COMM, factor=self.fit.factor,
+            baseline_frac=from_origin(self.base_frac, origin, 0.0), schedule=schedule)
+        notes = []
+        if res.last_change > SETTLE_TOLERANCE:
+            notes.append(f"interference did not settle: the step still moved "
+                         f"{res.last_change * 100:.1f}% in the last pass")
+        return Retimed(dur_ns=res.dur_ns, notes=notes)

@@ -17,8 +17,9 @@ Model (one host, ``cores`` cores, every node a thread while it runs)::
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
-for a few damped passes (as :func:`replay.interference.apply_interference` does for the
-GPU factor), so the result is close to a fixed point.
+for a few damped passes (:func:`replay.interference.settle.settle`, as for the GPU
+factor), so the result is close to a fixed point. :class:`CoreSharing` is this model
+behind the :class:`~replay.interference.model.InterferenceModel` interface.
 
 Example: a 2-core host, both ranks' main threads computing while each rank's gloo thread
 transfers (4 busy threads)::
@@ -38,7 +39,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracekit.graph.model import Graph
+from replay.interference.model import (
+    SETTLE_TOLERANCE,
+    InterferenceModel,
+    Retimed,
+    Scheduler,
+    from_origin,
+)
+from replay.interference.settle import settle
+from tracekit.graph.edit import with_durations
+from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -145,19 +155,55 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
     """
     base = np.asarray(dur_ns, dtype=float) / np.maximum(base_slowdown, 1.0)
     host = hc.host_of_rank[graph.rank]
-    f = np.maximum(np.asarray(base_slowdown, dtype=float), 1.0)
-    prev = None
-    change = 0.0
-    cur = np.round(base * f).astype(np.int64)
-    for i in range(max(1, passes)):
-        cur = np.round(base * f).astype(np.int64)
-        start, end = schedule(cur)
-        span = float(end.max() - start.min()) if len(end) else 0.0
-        change = abs(span - prev) / prev if prev else 0.0
-        prev = span
+
+    def durations(f: np.ndarray) -> np.ndarray:
+        return np.round(base * f).astype(np.int64)
+
+    def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        new = slowdown(start, end, host, hc.cores)
-        f = new if i == 0 else 0.5 * (f + new)
-        log.debug("contention pass %d: makespan %.3f ms (change %.2f%%)", i + 1, span / 1e6,
-                  change * 100)
-    return ContentionResult(dur_ns=cur, slowdown=f, passes=max(1, passes), last_change=change)
+        return slowdown(start, end, host, hc.cores)
+
+    res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
+                 durations=durations, measure=measure, schedule=schedule, passes=passes,
+                 what="contention")
+    return ContentionResult(dur_ns=res.dur_ns, slowdown=res.state, passes=res.passes,
+                            last_change=res.last_change)
+
+
+class CoreSharing(InterferenceModel):
+    """``--interference cores``: every thread of a host shares its cores, comm and compute
+    alike (the default for CPU-only runs; see module doc)."""
+
+    name = "cores"
+
+    def __init__(self, run, graph: Graph, start_ns: np.ndarray, end_ns: np.ndarray) -> None:
+        """Hosts and cores from the run's manifest; the slowdown inside every measured
+        duration is read from the baseline *replay* ``start_ns``/``end_ns`` (as the factor
+        model's overlap is), so a variant that changes nothing stays exactly the
+        baseline, whatever the replay moved by a few microseconds."""
+        self.hosts = host_cores(run, graph)
+        self.notes = list(self.hosts.notes)
+        self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.host_of_rank[graph.rank],
+                                      self.hosts.cores)
+
+    def describe(self) -> str:
+        return self.hosts.describe()
+
+    def cost_fit_graph(self, graph: Graph) -> Graph:
+        """Cost models are fitted on contention-free transfer times, so a collective a
+        what-if creates starts uncontended and is slowed by its own schedule's sharing."""
+        comm = graph.kind == NodeKind.COMM
+        alone = np.where(comm, np.rint(graph.dur_ns / self.base_slowdown), graph.dur_ns)
+        return with_durations(graph, alone.astype(np.int64))
+
+    def retime(self, graph: Graph, origin: np.ndarray, schedule: Scheduler) -> Retimed:
+        # the sharing inside each duration: measured for nodes kept from the run; 1 for
+        # nodes a what-if created (timed by the contention-free cost model)
+        res = apply_contention(graph=graph, dur_ns=graph.dur_ns, hc=self.hosts,
+                               base_slowdown=from_origin(self.base_slowdown, origin, 1.0),
+                               schedule=schedule)
+        notes = []
+        if res.last_change > SETTLE_TOLERANCE:
+            notes.append(f"core sharing did not settle: the step still moved "
+                         f"{res.last_change * 100:.1f}% in the last pass")
+        return Retimed(dur_ns=res.dur_ns, notes=notes)

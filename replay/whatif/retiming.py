@@ -1,13 +1,11 @@
-"""``bandwidth=X``, ``comm-scale=X``, ``compute-scale=X``: faster or slower hardware.
+"""Re-time every collective of a variant for another network or world size; the
+``bandwidth=``, ``comm-scale=`` and ``workers=`` what-ifs each edit a
+:class:`CommRetiming`, and :func:`retime_comm` applies it.
 
 Communication is re-timed node by node with the cost model's latency/bandwidth split
 (:class:`replay.cost_model.ScaledCostModel`): a comm node's measured transfer is
 multiplied by ``T_variant / T_baseline`` for its collective, size and group, so what the
 model does not explain about that node (contention, noise) carries over in proportion.
-``bandwidth=2x`` halves the bandwidth term only; ``bandwidth=100Gbps`` replaces the
-fitted bus bandwidth; ``comm-scale=X`` multiplies the whole transfer. ``compute-scale=X``
-multiplies every compute node's duration (host ops on CPU runs, kernels on GPU runs);
-host overhead between ops (lane-order delays) and launch calls stay as measured.
 
 Before/after (all-reduce of 16 MB on 2 ranks, fitted 60 us/step and 1 GB/s)::
 
@@ -22,7 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from replay.cost_model import CommCostModel, ScaledCostModel
-from replay.whatif.spec import Bandwidth, CommScale, ComputeScale
 from tracekit.core.collectives import normalize_collective
 from tracekit.graph.model import Graph, NodeKind
 
@@ -42,14 +39,6 @@ class CommRetiming:
     def is_identity(self) -> bool:
         return (self.time_factor == 1.0 and self.bandwidth_factor == 1.0
                 and self.bandwidth_bytes_per_s is None and self.group_size is None)
-
-    def add(self, t: Bandwidth | CommScale) -> None:
-        if isinstance(t, CommScale):
-            self.time_factor *= t.factor
-        elif t.factor is not None:
-            self.bandwidth_factor *= t.factor
-        else:
-            self.bandwidth_bytes_per_s = t.bytes_per_s
 
 
 def node_group_sizes(graph: Graph, default: int) -> np.ndarray:
@@ -85,12 +74,4 @@ def retime_comm(graph: Graph, dur_ns: np.ndarray, model: CommCostModel,
             new = scaled.time_ns(coll, nbytes, n_new)
             cache[key] = new / base if base > 0 else retiming.time_factor
         out[v] *= cache[key]
-    return np.rint(out).astype(np.int64)
-
-
-def scale_compute(graph: Graph, dur_ns: np.ndarray, t: ComputeScale) -> np.ndarray:
-    """Compute node durations multiplied by ``t.factor``."""
-    out = np.asarray(dur_ns, dtype=np.float64).copy()
-    sel = graph.kind == NodeKind.COMPUTE
-    out[sel] *= t.factor
     return np.rint(out).astype(np.int64)
