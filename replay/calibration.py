@@ -309,7 +309,8 @@ def calibration_table(model: CalibratedCostModel) -> pd.DataFrame:
 
 def parse_sizes(text: str) -> list[int]:
     """``'1KB..256MB'`` (doubling), ``'1KB,1MB,64MB'`` or a mix -> sizes in bytes."""
-    from replay.whatif.spec import Fusion, parse_spec
+    from replay.whatif.fusion import Fusion
+    from replay.whatif.spec import parse_spec
 
     try:
         spec = parse_spec(f"fusion={text}")

@@ -126,11 +126,11 @@ def test_hovering_a_bar_shows_its_name_duration_and_step(tmp_path):
 
 
 def test_real_replay_page_matches_what_python_drew_and_screenshots(tmp_path, gloo_2rank_dir):
-    from tracekit.views.pipeline import evaluate_whatifs, replay_baseline
+    from tracekit.api import Session
 
     run = load_run(gloo_2rank_dir)
-    replayed = replay_baseline(run)
-    (wi,) = evaluate_whatifs(replayed, ["overlap=off"])
+    replayed = Session(run)
+    (wi,) = replayed.what_ifs(["overlap=off"])
     tf = timeline_figure(run.events, wi.result.timeline, step=3,
                          headline=headline_from("gloo_2rank", replayed.baseline, wi, step=3))
     page = tmp_path / "real.html"

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from tracekit.cli import main
+from tracekit.cli.options import parse_ranks
 from tracekit.core.kineto import parse_trace
 from tracekit.views.html import PROBE_ID
-from tracekit.views.pipeline import parse_ranks
 
 
 def _run(capsys, *argv):

@@ -74,9 +74,9 @@ def test_args_metadata_and_critical_flows(tmp_path, gloo_2rank_dir):
 
 
 def test_real_replay_exports_and_parses_back(tmp_path, gloo_2rank_dir):
-    from tracekit.views.pipeline import replay_baseline
+    from tracekit.api import Session
 
-    res = replay_baseline(load_run(gloo_2rank_dir)).baseline
+    res = Session(load_run(gloo_2rank_dir)).baseline
     back = _roundtrip(res.timeline, tmp_path / "replay.json")
     assert len(back) == len(res.timeline)
     a, b = _sorted(res.timeline), _sorted(back)

@@ -237,9 +237,9 @@ def test_measured_only_figure_has_one_panel(run):
 
 
 def test_real_replay_draws_below_the_measured_run(run):
-    from tracekit.views.pipeline import replay_baseline
+    from tracekit.api import Session
 
-    replayed = replay_baseline(run)
+    replayed = Session(run)
     tf = timeline_figure(run.events, replayed.baseline.timeline,
                          headline=headline_from("gloo", replayed.baseline))
     assert len(tf.panels) == 2 and tf.panels[1].n_ops > 0

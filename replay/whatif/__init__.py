@@ -31,7 +31,7 @@ from tracekit.log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["evaluate", "build_context", "predict", "parse_spec", "WhatIfContext"]
+__all__ = ["evaluate", "evaluate_in", "build_context", "predict", "parse_spec", "WhatIfContext"]
 
 
 def _speedup(baseline: ReplayResult, result: ReplayResult) -> float:
@@ -61,6 +61,13 @@ def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str
     """
     parsed = [s if isinstance(s, WhatIfSpec) else parse_spec(s) for s in specs]
     ctx = build_context(run, graph, baseline, comm_model=comm_model, interference=interference)
+    return evaluate_in(ctx, parsed)
+
+
+def evaluate_in(ctx: WhatIfContext, specs: Sequence[str | WhatIfSpec]) -> list[WhatIfResult]:
+    """:func:`evaluate` with the run's context already built (:func:`build_context`)."""
+    parsed = [s if isinstance(s, WhatIfSpec) else parse_spec(s) for s in specs]
+    baseline = ctx.baseline
     common = list(ctx.notes)
     if ctx.comm is not None:
         common.append(f"collective costs: {ctx.comm.fit_for('all_reduce', 1 << 20).describe()}")

@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 
 from replay.result import CriticalPath, ReplayResult
-from replay.timeline import replay as replay_graph
-from replay.whatif import evaluate
-from tracekit.core.run import Run, load_run
-from tracekit.graph.build import build_graph
+from replay.whatif.spec import parse_spec
+from tracekit.cli.options import open_session, prediction_options, what_if_help
+from tracekit.core.run import Run
 from tracekit.log import get_logger
 from tracekit.views.perfetto import write_chrome_trace
 
@@ -42,27 +41,19 @@ busy CPU, thread-scheduling noise of a few ms shows up in the error).
                 "worst_step_error_pct": -3.2},
    "steps": [{"step": 2, "measured_ms": 28.0, "predicted_ms": 28.3, "error_pct": 1.1}],
    "critical_path": {"total_ms": ..., "by_kind_ms": {...}, "by_lane_ms": {...}},
-   "what_ifs": [{"spec": "fusion=4MB", "step_ms": 21.0, "speedup": 1.13}],
+   "what_ifs": [{"spec": "fusion=4MB", "step_ms": 21.0, "speedup": 1.13,
+                 "transforms": [{"what_if": "fusion", "bucket_bytes": 4194304}]}],
    "notes": [...]}
 """
 
 
-@click.command(epilog=_EPILOG)
+@click.command(epilog=_EPILOG + "\n" + what_if_help())
 @click.argument("path", nargs=-1, required=True, type=click.Path())
-@click.option("--step", "steps", type=int, multiple=True,
-              help="Replay only this step (repeatable). Default: every step on every rank.")
+@prediction_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see below).")
 @click.option("--what-if", "what_ifs", multiple=True, metavar="SPEC",
               help="A what-if to predict, e.g. fusion=4MB, overlap=off, dear, "
-                   "'fusion=1MB..256MB' (repeatable).")
-@click.option("--comm-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Collective cost model written by 'tracekit calibrate' (comm.json).")
-@click.option("--interference", type=click.Choice(["auto", "factor", "cores"]), default="auto",
-              show_default=True,
-              help="How overlap slows work down in a what-if: 'cores' (CPU-only runs: all "
-                   "threads of a host share its cores, comm and compute alike), 'factor' "
-                   "(compute slows by the factor fitted on the run while comm runs: GPUs); "
-                   "'auto' picks 'cores' for CPU-only runs, else 'factor'.")
+                   "'fusion=1MB..256MB' (repeatable; the list is below).")
 @click.option("--export-trace", type=click.Path(dir_okay=False), default=None,
               help="Write the predicted baseline timeline as a Chrome/Perfetto trace; each "
                    "what-if goes beside it as NAME.whatif1.json, ...")
@@ -72,19 +63,12 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
     """Replay PATH (a run folder, a folder of Kineto traces, or trace files) through its
     dataflow graph: measured vs predicted step time per step, the error, the critical
     path, and what-if predictions."""
-    run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
-    log.info("building the dataflow graph")
-    graph = build_graph(run, steps=list(steps) or None)
-    log.info("replaying %d nodes", graph.n_nodes)
-    baseline = replay_graph(run, graph)
-    results = []
-    if what_ifs:
-        log.info("predicting %d what-if(s)", len(what_ifs))
-        results = evaluate(run, graph, baseline, list(what_ifs), comm_model=comm_model,
-                           interference=interference)
+    session = open_session(path, steps, comm_model, interference)
+    baseline = session.baseline
+    results = session.what_ifs(list(what_ifs))
     if export_trace:
         _export(export_trace, baseline, results)
-    doc = replay_json(run, baseline, results, graph_notes=graph.notes)
+    doc = replay_json(session.run, baseline, results, graph_notes=session.graph.notes)
     click.echo(json.dumps(doc) if as_json else format_replay(doc))
 
 
@@ -140,7 +124,9 @@ def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *,
         "notes": [*run.notes, *graph_notes, *baseline.notes],
     }
     for w in what_ifs:
-        item = {"spec": w.spec, "step_ms": w.result.median_step_ms, "speedup": w.speedup}
+        item = {"spec": w.spec, "step_ms": w.result.median_step_ms, "speedup": w.speedup,
+                "transforms": [t.to_json() for t in
+                               parse_spec(w.best_spec or w.spec).variants[0].transforms]}
         if w.best_spec:
             item["best"] = w.best_spec
             item["sweep"] = [{"spec": s, "step_ms": ms} for s, ms in w.sweep]

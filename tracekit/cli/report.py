@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from tracekit.analysis.breakdown import summarize
-from tracekit.core.run import load_run
-from tracekit.views.pipeline import evaluate_whatifs, parse_ranks, replay_baseline
+from tracekit.cli.options import open_session, parse_ranks, prediction_options
 
 
 @click.command(epilog="""\b
@@ -27,16 +25,14 @@ measured-vs-predicted timeline of the best what-if.
               help="A what-if to predict (repeatable; a range sweeps).")
 @click.option("--timeline", "timeline_spec", metavar="SPEC", default=None,
               help="Which what-if the timeline draws (default: the best one).")
-@click.option("--step", type=int, default=None, help="Timeline of step N only.")
 @click.option("--ranks", metavar="LIST", default=None, help="Timeline of these ranks only.")
 @click.option("-o", "--output", default="report.html", show_default=True,
               type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--measured-only", is_flag=True, help="No replay: summary and measured timeline.")
-@click.option("--comm-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Collective costs from 'tracekit calibrate' (comm.json) for the what-ifs.")
+@prediction_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def report(path, what_ifs, timeline_spec, step, ranks, output, measured_only, comm_model,
-           as_json):
+def report(path, what_ifs, timeline_spec, ranks, output, measured_only, steps, comm_model,
+           interference, as_json):
     """Write one HTML report of PATH (a run folder, a folder of Kineto traces, or trace
     files) to send to a colleague."""
     from tracekit.views.report import build_report, write_report
@@ -44,15 +40,15 @@ def report(path, what_ifs, timeline_spec, step, ranks, output, measured_only, co
     if measured_only and what_ifs:
         raise click.UsageError("--measured-only predicts nothing: drop --what-if or "
                                "--measured-only")
-    run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
+    session = open_session(path, steps, comm_model, interference)
     baseline = None
     results = []
     if not measured_only:
-        replayed = replay_baseline(run)
-        baseline = replayed.baseline
-        results = evaluate_whatifs(replayed, list(what_ifs), comm_model=comm_model)
-    rep = build_report(run, baseline=baseline, whatifs=results, summary=summarize(run),
-                       step=step, ranks=parse_ranks(ranks), timeline_spec=timeline_spec)
+        baseline = session.baseline
+        results = session.what_ifs(list(what_ifs))
+    rep = build_report(session.run, baseline=baseline, whatifs=results,
+                       summary=session.summary(), step=steps[0] if len(steps) == 1 else None,
+                       ranks=parse_ranks(ranks), timeline_spec=timeline_spec)
     size = write_report(rep, output)
     if as_json:
         click.echo(json.dumps({
@@ -70,7 +66,5 @@ def report(path, what_ifs, timeline_spec, step, ranks, output, measured_only, co
         best = f", best {w.best_spec}" if w.best_spec else ""
         click.echo(f"  {w.spec}: {w.result.median_step_ms:.2f} ms/step, speedup "
                    f"{w.speedup:.2f}x{best}")
-    if not rep.has_summary:
-        click.echo("  (no per-rank summary: the analysis module is not in this build)")
     click.echo(f"  timeline: {rep.timeline_spec or ('baseline replay' if baseline else 'measured')}"
                f" ({Path(output).name})")

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from tracekit.core.run import load_run
-from tracekit.views.pipeline import evaluate_whatifs, parse_ranks, replay_baseline
+from tracekit.cli.options import open_session, parse_ranks, prediction_options, what_if_help
 
 
 @click.command(epilog="""\b
@@ -20,12 +19,12 @@ The upper panel is the measured run, the lower one the replayed (or what-if) run
 shared time axis in ms since the step start. Bars are colored by kind (forward, backward,
 optimizer, communication, launch, sync, idle); the critical path has a red outline; ops
 shorter than about a pixel are aggregated (the legend says how many). Opens offline.
-""")
+
+""" + what_if_help())
 @click.argument("path", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--what-if", "what_if", metavar="SPEC",
               help="Draw this what-if's prediction instead of the baseline replay "
                    "(e.g. dear, fusion=4MB, overlap=off).")
-@click.option("--step", type=int, default=None, help="Draw only step N (default: all steps).")
 @click.option("--ranks", metavar="LIST", default=None,
               help="Draw only these ranks, e.g. 0,1 or 0-3,8 (default: all).")
 @click.option("-o", "--output", default="timeline.html", show_default=True,
@@ -35,11 +34,10 @@ shorter than about a pixel are aggregated (the legend says how many). Opens offl
 @click.option("--export-trace", type=click.Path(dir_okay=False), default=None,
               help="Also write the predicted timeline as a Chrome/Perfetto trace (.json "
                    "or .json.gz).")
-@click.option("--comm-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Collective costs from 'tracekit calibrate' (comm.json) for the what-ifs.")
+@prediction_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def timeline(path, what_if, step, ranks, output, measured_only, export_trace, comm_model,
-             as_json):
+def timeline(path, what_if, ranks, output, measured_only, export_trace, steps, comm_model,
+             interference, as_json):
     """Draw the measured and the predicted run of PATH (a run folder, a folder of Kineto
     traces, or trace files) one above the other, and write FILE.html."""
     from tracekit.views.perfetto import write_chrome_trace
@@ -53,14 +51,15 @@ def timeline(path, what_if, step, ranks, output, measured_only, export_trace, co
     if measured_only and (what_if or export_trace):
         raise click.UsageError("--measured-only draws no prediction: drop --what-if / "
                                "--export-trace, or drop --measured-only")
-    run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
+    session = open_session(path, steps, comm_model, interference)
+    run = session.run
     rank_list = parse_ranks(ranks)
+    step = steps[0] if len(steps) == 1 else None
     baseline = chosen = None
     if not measured_only:
-        replayed = replay_baseline(run)
-        baseline = replayed.baseline
+        baseline = session.baseline
         if what_if:
-            chosen = evaluate_whatifs(replayed, [what_if], comm_model=comm_model)[0]
+            chosen = session.what_ifs([what_if])[0]
     predicted = chosen.result if chosen is not None else baseline
     name = run_name(run)
     tf = timeline_figure(run.events, predicted.timeline if predicted is not None else None,

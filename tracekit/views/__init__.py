@@ -6,8 +6,10 @@
 - :mod:`tracekit.views.perfetto`: a (predicted) timeline as a Chrome/Perfetto JSON trace;
 - :mod:`tracekit.views.classify`, :mod:`~tracekit.views.lanes`, :mod:`~tracekit.views.bars`:
   bar colors, rows and aggregation; :mod:`~tracekit.views.html`: self-contained pages;
-  :mod:`~tracekit.views.styling`: colors and sizes; :mod:`~tracekit.views.pipeline`:
-  running replay / what-ifs / summary for the CLI.
+  :mod:`~tracekit.views.styling`: colors and sizes.
+
+The views draw results (:mod:`replay.result`); they run nothing themselves: a
+:class:`tracekit.api.Session` replays and predicts, the CLI hands its results here.
 
 Nothing here imports torch; plotly is imported only by the modules that draw.
 """
