@@ -13,9 +13,20 @@ from tracekit.errors import TracekitError
 def what_if_help() -> str:
     """The what-if list for ``--help``, read from the registry (one line each)."""
     lines = ["\b", "What-ifs (--what-if SPEC; '+' combines, a..b sweeps powers of two, a,b,c lists):"]
-    lines += [f"  {syntax:<16} {summary} (e.g. {example})"
+    lines += [f"  {syntax:<16} {summary}" + (f" (e.g. {example})" if example != syntax else "")
               for syntax, example, summary in help_table()]
     return "\n".join(lines)
+
+
+class WhatIfCommand(click.Command):
+    """A command whose ``--help`` ends with the registered what-ifs, read when the help
+    is shown (so a what-if added to the registry is listed without touching the CLI)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(what_if_help())
 
 
 def prediction_options(command):

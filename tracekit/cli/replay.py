@@ -10,7 +10,7 @@ import click
 
 from replay.result import CriticalPath, ReplayResult
 from replay.whatif.spec import parse_spec
-from tracekit.cli.options import open_session, prediction_options, what_if_help
+from tracekit.cli.options import WhatIfCommand, open_session, prediction_options
 from tracekit.core.run import Run
 from tracekit.log import get_logger
 from tracekit.views.perfetto import write_chrome_trace
@@ -47,7 +47,7 @@ busy CPU, thread-scheduling noise of a few ms shows up in the error).
 """
 
 
-@click.command(epilog=_EPILOG + "\n" + what_if_help())
+@click.command(cls=WhatIfCommand, epilog=_EPILOG)
 @click.argument("path", nargs=-1, required=True, type=click.Path())
 @prediction_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see below).")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from tracekit.cli.options import open_session, parse_ranks, prediction_options
+from tracekit.cli.options import WhatIfCommand, open_session, parse_ranks, prediction_options
 
 
-@click.command(epilog="""\b
+@click.command(cls=WhatIfCommand, epilog="""\b
 Examples:
   tracekit report runs/mlp -o mlp_report.html
   tracekit report runs/mlp --what-if dear --what-if "fusion=1MB..256MB" -o report.html

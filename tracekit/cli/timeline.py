@@ -6,10 +6,10 @@ import json
 
 import click
 
-from tracekit.cli.options import open_session, parse_ranks, prediction_options, what_if_help
+from tracekit.cli.options import WhatIfCommand, open_session, parse_ranks, prediction_options
 
 
-@click.command(epilog="""\b
+@click.command(cls=WhatIfCommand, epilog="""\b
 Examples:
   tracekit timeline runs/mlp -o mlp.html
   tracekit timeline runs/mlp --what-if dear --step 3 --ranks 0,1 -o mlp_dear.html
@@ -19,8 +19,7 @@ The upper panel is the measured run, the lower one the replayed (or what-if) run
 shared time axis in ms since the step start. Bars are colored by kind (forward, backward,
 optimizer, communication, launch, sync, idle); the critical path has a red outline; ops
 shorter than about a pixel are aggregated (the legend says how many). Opens offline.
-
-""" + what_if_help())
+""")
 @click.argument("path", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--what-if", "what_if", metavar="SPEC",
               help="Draw this what-if's prediction instead of the baseline replay "

@@ -1,0 +1,96 @@
+"""``stragglers=off``: every rank runs each compute op as fast as the fastest rank runs it.
+
+Ops are matched across ranks by their position in the step: the k-th compute node of
+step s on a rank's j-th compute lane (lanes of a rank in id order: its main thread, its
+first stream, ...) is the same op on every rank when it has the same name there. Each
+matched op takes the shortest of its ranks' durations; an op that some rank does not
+have at that position (different control flow, a missing kernel) keeps its own duration,
+and the notes say how many could not be matched.
+
+Before/after (two ranks, one step; rank 1 runs its matmul 3x slower)::
+
+    rank 0: aten::mm 1.0 ms, aten::relu 0.1 ms       rank 0: unchanged
+    rank 1: aten::mm 3.0 ms, aten::relu 0.1 ms  ->   rank 1: aten::mm 1.0 ms, aten::relu 0.1 ms
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from replay.whatif.registry import Stage, WhatIf, register
+from replay.whatif.variant_edit import VariantEdit
+from tracekit.errors import TracekitError
+from tracekit.graph.model import Graph, NodeKind
+
+
+def op_positions(graph: Graph) -> pd.DataFrame:
+    """Every compute node with what matches it across ranks.
+
+    Columns: ``node``, ``rank``, ``lane``, ``step``, ``name`` (name id), ``start``,
+    ``lane_ord`` (the lane's ordinal among the rank's compute lanes, in id order) and
+    ``pos`` (its position on that lane within the step). Nodes of different ranks with
+    the same ``(step, lane_ord, pos)`` are the same op when their names agree."""
+    comp = np.flatnonzero(graph.kind == NodeKind.COMPUTE)
+    df = pd.DataFrame({"node": comp, "rank": graph.rank[comp], "lane": graph.lane[comp],
+                       "step": graph.step[comp], "name": graph.name[comp],
+                       "start": graph.start_ns[comp]})
+    lanes = df[["rank", "lane"]].drop_duplicates().sort_values(["rank", "lane"])
+    lanes["lane_ord"] = lanes.groupby("rank").cumcount()
+    df = df.merge(lanes, on=["rank", "lane"], how="left")
+    df = df.sort_values(["rank", "lane", "step", "start", "node"], kind="stable")
+    df["pos"] = df.groupby(["rank", "lane", "step"]).cumcount()
+    return df.reset_index(drop=True)
+
+
+def fastest_durations(graph: Graph, dur_ns: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Per compute node, the shortest duration of the same op on any rank (see module
+    doc); returns the new durations, the ops matched and the ops left as they were."""
+    df = op_positions(graph)
+    out = np.asarray(dur_ns, dtype=np.int64).copy()
+    if df.empty:
+        return out, 0, 0
+    df["dur"] = out[df["node"].to_numpy()]
+    key = ["step", "lane_ord", "pos"]
+    n_ranks = df["rank"].nunique()
+    groups = df.groupby(key)
+    same = (groups["name"].transform("nunique") == 1) & \
+        (groups["rank"].transform("nunique") == n_ranks)
+    fastest = groups["dur"].transform("min")
+    matched = df[same]
+    out[matched["node"].to_numpy()] = fastest[same].to_numpy()
+    return out, int(same.sum()), int((~same).sum())
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Stragglers(WhatIf):
+    """``stragglers=off``: no rank computes slower than the fastest one."""
+
+    key = "stragglers"
+    syntax = "stragglers=off"
+    example = "stragglers=off"
+    summary = ("every rank runs each compute op as fast as the fastest rank runs the same op "
+               "(ops matched by position in the step)")
+    stage = Stage.DEVICES
+
+    @classmethod
+    def parse(cls, value: str) -> Stragglers:
+        if value.strip().lower() != "off":
+            raise TracekitError(f"cannot read stragglers={value!r}; expected stragglers=off "
+                                "(the run as recorded is the baseline)")
+        return cls()
+
+    @property
+    def label(self) -> str:
+        return "stragglers=off"
+
+    def apply(self, edit: VariantEdit) -> None:
+        edit.dur_ns, matched, unmatched = fastest_durations(edit.graph, edit.dur_ns)
+        note = f"stragglers=off: {matched} compute op(s) take their fastest rank's time"
+        if unmatched:
+            note += (f"; {unmatched} could not be matched across ranks by position in the "
+                     "step and keep their own")
+        edit.notes.append(note)

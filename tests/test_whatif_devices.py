@@ -1,0 +1,80 @@
+"""The DEVICES-stage what-ifs on hand-built DDP graphs whose answer is known:
+``stragglers=off`` and ``slow-rank=R:X`` (each one module of the what-if registry)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_whatif_transforms import _evaluate, ddp_run
+
+from replay.engine import schedule_full
+from replay.timeline import replay
+from replay.whatif.stragglers import fastest_durations
+from tracekit.errors import TracekitError
+from tracekit.graph.edit import with_durations
+from tracekit.graph.model import NodeKind
+
+
+def _scaled(g, sel, factor):
+    """``g`` with the durations of nodes ``sel`` multiplied, "measured" again."""
+    dur = g.dur_ns.copy()
+    dur[sel] = np.rint(dur[sel] * factor).astype(np.int64)
+    out = with_durations(g, dur)
+    out.start_ns = schedule_full(out).start_ns
+    return out
+
+
+def _fwd_of_rank(g, rank):
+    names = np.array(g.names, dtype=object)[g.name]
+    return (g.rank == rank) & (names == "fwd m")
+
+
+def test_fastest_durations_match_ops_by_position():
+    run, g = ddp_run()
+    slow = _scaled(g, _fwd_of_rank(g, 1), 3.0)
+    dur, matched, unmatched = fastest_durations(slow, slow.dur_ns)
+    assert unmatched == 0 and matched == int((g.kind == NodeKind.COMPUTE).sum())
+    assert dur.tolist() == g.dur_ns.tolist()  # rank 1's forward takes rank 0's time
+
+
+def test_ops_whose_names_differ_are_not_matched():
+    run, g = ddp_run()
+    names = list(g.names) + ["other op"]
+    name = g.name.copy()
+    first_fwd = int(np.flatnonzero(_fwd_of_rank(g, 1))[0])
+    name[first_fwd] = len(names) - 1
+    g2 = with_durations(g, g.dur_ns)
+    g2.name, g2.names = name, names
+    _, _, unmatched = fastest_durations(g2, g2.dur_ns)
+    assert unmatched == 2  # that position on both ranks
+
+
+def test_stragglers_off_predicts_the_balanced_step():
+    run, g = ddp_run(steps=(1, 2))
+    balanced = replay(run, g).median_step_ms
+    slow = _scaled(g, _fwd_of_rank(g, 1), 3.0)
+    base, (res,) = _evaluate(run, slow, ["stragglers=off"])
+    assert base.median_step_ms > balanced * 1.5  # the straggler really held the step back
+    assert res.result.median_step_ms == pytest.approx(balanced, rel=1e-6)
+    assert any("take their fastest rank's time" in n for n in res.notes)
+
+
+def test_slow_rank_equals_recording_that_rank_slower():
+    # compared on where each rank's predicted schedule ends: the step *windows* of a
+    # trace without ProfilerStep are anchored on measured starts, which differ between
+    # the two recordings
+    run, g = ddp_run(steps=(1, 2))
+    comp1 = (g.kind == NodeKind.COMPUTE) & (g.rank == 1)
+    recorded = replay(run, _scaled(g, comp1, 2.0)).timeline
+    _, (res,) = _evaluate(run, g, ["slow-rank=1:2"])
+    predicted = res.result.timeline
+    # every rank finishes where it does when rank 1 really computes twice as long
+    assert (predicted.groupby("rank")["end_ns"].max().tolist()
+            == recorded.groupby("rank")["end_ns"].max().tolist())
+    assert res.speedup < 1.0
+
+
+def test_slow_rank_names_the_ranks_it_has():
+    run, g = ddp_run()
+    with pytest.raises(TracekitError, match=r"rank 7 is not in the replayed run \(ranks 0, 1\)"):
+        _evaluate(run, g, ["slow-rank=7:2"])
