@@ -39,13 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from replay.interference.model import (
-    SETTLE_TOLERANCE,
-    InterferenceModel,
-    Retimed,
-    Scheduler,
-    from_origin,
-)
+from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
 from tracekit.graph.edit import with_durations
 from tracekit.graph.model import Graph, NodeKind
@@ -202,8 +196,5 @@ class CoreSharing(InterferenceModel):
         res = apply_contention(graph=graph, dur_ns=graph.dur_ns, hc=self.hosts,
                                base_slowdown=from_origin(self.base_slowdown, origin, 1.0),
                                schedule=schedule)
-        notes = []
-        if res.last_change > SETTLE_TOLERANCE:
-            notes.append(f"core sharing did not settle: the step still moved "
-                         f"{res.last_change * 100:.1f}% in the last pass")
-        return Retimed(dur_ns=res.dur_ns, notes=notes)
+        return Retimed(dur_ns=res.dur_ns,
+                       notes=self.settle_notes("core sharing", res.last_change))

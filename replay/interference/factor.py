@@ -46,13 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from replay.interference.model import (
-    SETTLE_TOLERANCE,
-    InterferenceModel,
-    Retimed,
-    Scheduler,
-    from_origin,
-)
+from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
 from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
@@ -347,8 +341,5 @@ class FactorInterference(InterferenceModel):
             dur_ns=graph.dur_ns, rank=graph.rank, is_compute=graph.kind == NodeKind.COMPUTE,
             is_comm=graph.kind == NodeKind.COMM, factor=self.fit.factor,
             baseline_frac=from_origin(self.base_frac, origin, 0.0), schedule=schedule)
-        notes = []
-        if res.last_change > SETTLE_TOLERANCE:
-            notes.append(f"interference did not settle: the step still moved "
-                         f"{res.last_change * 100:.1f}% in the last pass")
-        return Retimed(dur_ns=res.dur_ns, notes=notes)
+        return Retimed(dur_ns=res.dur_ns,
+                       notes=self.settle_notes("interference", res.last_change))

@@ -53,6 +53,13 @@ class InterferenceModel(ABC):
         """The graph the collective cost models are fitted on (default: as measured)."""
         return graph
 
+    def settle_notes(self, what: str, last_change: float) -> list[str]:
+        """A note when the variant's makespan still moved in its last settle pass."""
+        if last_change <= SETTLE_TOLERANCE:
+            return []
+        return [f"{what} did not settle: the step still moved {last_change * 100:.1f}% in "
+                "the last pass"]
+
     @abstractmethod
     def retime(self, graph: Graph, origin: np.ndarray, schedule: Scheduler) -> Retimed:
         """Durations of the variant ``graph`` (its current ``dur_ns``) re-timed for the
