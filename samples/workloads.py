@@ -94,8 +94,18 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
+    pin_to_own_core()
     dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def pin_to_own_core() -> None:
+    """Under ``benchmarks/cluster.py --pin`` (``TRACEKIT_PIN_CORES=1``): pin this local
+    rank to core ``LOCAL_RANK % cores`` (its gloo threads inherit the affinity)."""
+    if os.environ.get("TRACEKIT_PIN_CORES") != "1" or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[int(os.environ.get("LOCAL_RANK", "0")) % len(cores)]})
 
 
 def bucket_limits(bucket_cap_mb: float | None) -> list[int]:
