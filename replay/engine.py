@@ -148,7 +148,7 @@ def schedule_full(graph: Graph) -> Schedule:
     dst = np.asarray(graph.dst, dtype=np.int64)
     if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
         raise TracekitError("an edge points to a node that does not exist; run "
-                            "tracekit.graph.checks.check_graph to find it")
+                            "replay.checks.check_graph to find it")
     is_lane = np.asarray(graph.edge_kind) == EdgeKind.LANE_ORDER
     node_at, is_head = _chains(n, src[is_lane], dst[is_lane])
     identity = node_at is None  # chains are already contiguous id ranges (built graphs)
