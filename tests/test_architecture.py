@@ -119,6 +119,7 @@ def layer_of(module: str) -> int | None:
 
 
 def _layer_label(module: str) -> str:
+    """What a module is, for messages: its layer, 'collectors', 'third-party', ..."""
     if _has_prefix(module, COLLECTORS):
         return "collectors"
     if not any(_has_prefix(module, p) for p in PACKAGES):
@@ -160,23 +161,24 @@ def import_violation(imp: Import) -> str | None:
 
 
 def describe_import(imp: Import, why: str) -> str:
+    """One readable line: where the import is, what imports what, and why it is wrong."""
     return (f"{imp.path}:{imp.line}: {imp.module} ({_layer_label(imp.module)}) imports "
             f"{imp.target} ({_layer_label(imp.target)}): {why}")
 
 
 def size_offenders(tree: ast.AST, path: str, n_lines: int) -> list[str]:
     """The module itself if over :data:`MAX_MODULE_LINES`, and every function over
-    :data:`MAX_FUNCTION_LINES` (def line to last line), one line each."""
-    found = []
+    :data:`MAX_FUNCTION_LINES` (def line to last line), one line each, in line order."""
+    found: list[tuple[int, str]] = []
     if n_lines > MAX_MODULE_LINES:
-        found.append(f"{path}:1: module has {n_lines} lines (max {MAX_MODULE_LINES})")
+        found.append((1, f"module has {n_lines} lines (max {MAX_MODULE_LINES})"))
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             size = node.end_lineno - node.lineno + 1
             if size > MAX_FUNCTION_LINES:
-                found.append(f"{path}:{node.lineno}: function {node.name} has {size} lines "
-                             f"(max {MAX_FUNCTION_LINES})")
-    return sorted(found, key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
+                found.append((node.lineno, f"function {node.name} has {size} lines "
+                                           f"(max {MAX_FUNCTION_LINES})"))
+    return [f"{path}:{line}: {what}" for line, what in sorted(found)]
 
 
 def check(root: Path, packages=PACKAGES) -> tuple[list[str], list[str]]:
@@ -199,6 +201,7 @@ def check(root: Path, packages=PACKAGES) -> tuple[list[str], list[str]]:
 
 
 def _report(title: str, problems: list[str]) -> str:
+    """A failure message listing every problem on a line of its own."""
     return f"{len(problems)} {title}:\n  " + "\n  ".join(problems)
 
 
@@ -206,10 +209,9 @@ def _report(title: str, problems: list[str]) -> str:
 
 
 def test_every_module_has_a_layer():
-    unmapped = [module_name(p, ROOT) for p in source_files(ROOT)
-                if not _has_prefix(module_name(p, ROOT), COLLECTORS)
-                and module_name(p, ROOT) not in EXEMPT
-                and layer_of(module_name(p, ROOT)) is None]
+    modules = [module_name(p, ROOT) for p in source_files(ROOT)]
+    unmapped = [m for m in modules if not _has_prefix(m, COLLECTORS) and m not in EXEMPT
+                and layer_of(m) is None]
     assert not unmapped, _report("modules with no layer (add them to LAYERS)", unmapped)
 
 
