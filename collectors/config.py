@@ -31,10 +31,6 @@ ENV_OWNER_PID = "TRACEKIT_OWNER_PID"
 #: the folder holding the injected ``sitecustomize.py`` (so it can chain to the next one).
 ENV_SITE_DIR = "TRACEKIT_SITE_DIR"
 
-#: every variable the parent sets (tests and the launcher use this list).
-ALL_ENV = (ENV_RUN_DIR, ENV_WAIT, ENV_WARMUP, ENV_ACTIVE, ENV_RECORD_SHAPES, ENV_ANNOTATE,
-           ENV_SITE_DIR)
-
 
 @dataclass(frozen=True, kw_only=True)
 class CollectorConfig:

@@ -143,73 +143,15 @@ def build_manifest(
     ranks = []
     profiled, unprofiled = [], []
     for p in parts:
-        rank = int(p["rank"])
-        trace = str(p.get("trace") or "")
-        if trace and not (run_dir / trace).is_file():
-            all_errors.append(f"rank {rank}: trace {trace} is missing from the run folder")
-            trace = ""
-        nccl_log = str(p.get("nccl_log") or "")
-        if nccl_log and not (run_dir / nccl_log).is_file():
-            nccl_log = ""
-        steps = [float(x) for x in p.get("step_times_ms") or []]
-        unprof = [float(x) for x in p.get("unprofiled_step_times_ms") or []]
-        profiled += steps
-        unprofiled += unprof
-        rank_errors = [str(e) for e in p.get("errors") or []]
-        all_errors += [f"rank {rank}: {e}" for e in rank_errors]
-        ranks.append({
-            "rank": rank,
-            "host": str(p.get("host", "")),
-            "cpu_cores": int(p.get("cpu_cores") or 0),
-            "pid": p.get("pid"),
-            "trace": trace,
-            "nccl_log": nccl_log,
-            "steps": [int(s) for s in p.get("steps") or []],
-            "step_times_ms": steps,
-            "unprofiled_step_ms": _median(unprof),
-            "unprofiled_step_times_ms": unprof,
-            "errors": rank_errors,
-        })
+        entry, rank_errors = _rank_entry(p, run_dir)
+        ranks.append(entry)
+        all_errors += rank_errors
+        profiled += entry["step_times_ms"]
+        unprofiled += entry["unprofiled_step_times_ms"]
     world = max([int(p.get("world_size") or 0) for p in parts] + [len(parts)])
-    present = {r["rank"] for r in ranks}
-    missing = sorted(set(range(world)) - present)
-    if missing:
-        all_errors.append(
-            f"ranks {missing} of {world} reported nothing (they never reached a step "
-            "boundary, or were killed before writing)"
-        )
-    if not parts:
-        all_errors.append(
-            "no rank reported: the command never reached a step boundary (an "
-            "optimizer.step() or collectors.step()), or is not a Python/torch job"
-        )
-    no_trace = [r["rank"] for r in ranks if not r["trace"]]
-    if no_trace and parts:
-        all_errors.append(f"no trace for ranks {no_trace}; see their errors above")
-
-    model, model_rank = None, None
-    for p in parts:
-        if p.get("model"):
-            model, model_rank = p["model"], int(p["rank"])
-            break
-    if model is not None:
-        n_params = len(model.get("parameters") or [])
-        for p in parts:
-            other = p.get("model")
-            if other and len(other.get("parameters") or []) != n_params:
-                all_errors.append(
-                    f"rank {p['rank']} recorded {len(other.get('parameters') or [])} "
-                    f"parameters, rank {model_rank} {n_params}: the model differs by rank"
-                )
-
-    p_med, u_med = _median(profiled), _median(unprofiled)
-    overhead = {
-        "profiled_step_ms": p_med,
-        "unprofiled_step_ms": u_med,
-        "ratio": round(p_med / u_med, 4) if p_med and u_med else None,
-        "how": "median wall time of active (profiled) steps vs. median of the unprofiled "
-               "steps just before warmup and just after the active window, pooled over ranks",
-    }
+    all_errors += _coverage_errors(parts, ranks, world)
+    model, model_errors = _model_of(parts)
+    all_errors += model_errors
     if command is None:
         command = previous.get("command") or first.get("argv")
     if exit_code is None:
@@ -229,8 +171,95 @@ def build_manifest(
         "profiler": first.get("profiler") or {},
         "ranks": ranks,
         "model": model,
-        "overhead": overhead,
+        "overhead": _overhead(profiled, unprofiled),
         "errors": all_errors,
+    }
+
+
+def _rank_entry(p: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """One rank's part as its ``ranks[*]`` manifest entry, and the errors it adds (its
+    own, and a trace file that is missing from the run folder)."""
+    errors = []
+    rank = int(p["rank"])
+    trace = str(p.get("trace") or "")
+    if trace and not (run_dir / trace).is_file():
+        errors.append(f"rank {rank}: trace {trace} is missing from the run folder")
+        trace = ""
+    nccl_log = str(p.get("nccl_log") or "")
+    if nccl_log and not (run_dir / nccl_log).is_file():
+        nccl_log = ""
+    steps = [float(x) for x in p.get("step_times_ms") or []]
+    unprof = [float(x) for x in p.get("unprofiled_step_times_ms") or []]
+    rank_errors = [str(e) for e in p.get("errors") or []]
+    errors += [f"rank {rank}: {e}" for e in rank_errors]
+    entry = {
+        "rank": rank,
+        "host": str(p.get("host", "")),
+        "cpu_cores": int(p.get("cpu_cores") or 0),
+        "pid": p.get("pid"),
+        "trace": trace,
+        "nccl_log": nccl_log,
+        "steps": [int(s) for s in p.get("steps") or []],
+        "step_times_ms": steps,
+        "unprofiled_step_ms": _median(unprof),
+        "unprofiled_step_times_ms": unprof,
+        "errors": rank_errors,
+    }
+    return entry, errors
+
+
+def _coverage_errors(parts: Sequence[dict[str, Any]], ranks: list[dict[str, Any]],
+                     world: int) -> list[str]:
+    """Errors for ranks of the world that reported nothing, or reported no trace."""
+    errors = []
+    present = {r["rank"] for r in ranks}
+    missing = sorted(set(range(world)) - present)
+    if missing:
+        errors.append(
+            f"ranks {missing} of {world} reported nothing (they never reached a step "
+            "boundary, or were killed before writing)"
+        )
+    if not parts:
+        errors.append(
+            "no rank reported: the command never reached a step boundary (an "
+            "optimizer.step() or collectors.step()), or is not a Python/torch job"
+        )
+    no_trace = [r["rank"] for r in ranks if not r["trace"]]
+    if no_trace and parts:
+        errors.append(f"no trace for ranks {no_trace}; see their errors above")
+    return errors
+
+
+def _model_of(parts: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The model table of the first rank that recorded one (None: none did), and an error
+    for each rank whose model has a different number of parameters."""
+    errors = []
+    model, model_rank = None, None
+    for p in parts:
+        if p.get("model"):
+            model, model_rank = p["model"], int(p["rank"])
+            break
+    if model is not None:
+        n_params = len(model.get("parameters") or [])
+        for p in parts:
+            other = p.get("model")
+            if other and len(other.get("parameters") or []) != n_params:
+                errors.append(
+                    f"rank {p['rank']} recorded {len(other.get('parameters') or [])} "
+                    f"parameters, rank {model_rank} {n_params}: the model differs by rank"
+                )
+    return model, errors
+
+
+def _overhead(profiled: list[float], unprofiled: list[float]) -> dict[str, Any]:
+    """The manifest's ``overhead`` entry: median profiled vs. unprofiled step time."""
+    p_med, u_med = _median(profiled), _median(unprofiled)
+    return {
+        "profiled_step_ms": p_med,
+        "unprofiled_step_ms": u_med,
+        "ratio": round(p_med / u_med, 4) if p_med and u_med else None,
+        "how": "median wall time of active (profiled) steps vs. median of the unprofiled "
+               "steps just before warmup and just after the active window, pooled over ranks",
     }
 
 

@@ -144,230 +144,352 @@ def schedule_full(graph: Graph) -> Schedule:
     if n == 0:
         e = np.zeros(0, dtype=np.int64)
         return Schedule(start_ns=e, end_ns=e.copy(), ready_ns=e.copy(), rounds=0)
+    lay = _lay_out(graph)
+    t_loop = time.perf_counter()
+    st = _State.initial(lay)
+    while st.n_done < n:
+        st.rounds += 1
+        moved = _advance_chains(lay, st)
+        started = _start_collectives(lay, st)
+        if not (moved or started):
+            undone = np.zeros(n, dtype=bool)
+            undone[lay.node_at[st.end == _NEG]] = True
+            raise TracekitError(cycle_message(graph, undone))
+    log.debug("replayed %d nodes in %d rounds: setup %.2fs, rounds %.2fs", n, st.rounds,
+              t_loop - t_setup, time.perf_counter() - t_loop)
+    return _schedule_by_node(lay, st)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Layout:
+    """A graph laid out for the engine, in *position* space: nodes reordered so that every
+    lane-order chain is a contiguous range of positions (positions are node ids when
+    ``identity``). Per-position arrays are indexed by position, not node id."""
+
+    n: int
+    node_at: np.ndarray  #: node id at each position
+    identity: bool  #: positions are node ids (built graphs)
+    is_head: np.ndarray  #: a chain starts at this position
+    chain_start: np.ndarray  #: first position of each chain
+    chain_end: np.ndarray  #: one past the last position of each chain
+    t0: int  #: the earliest measured start: times are relative to it while replaying
+    dur: np.ndarray
+    release: np.ndarray  #: measured start - t0 (when a source is released)
+    lane_delay: np.ndarray  #: delay of the lane-order edge into each position (0: none)
+    #: non-lane edges, CSR by target (sources and delays) and by source (targets)
+    in_ptr: np.ndarray
+    in_src: np.ndarray
+    in_delay: np.ndarray
+    out_ptr: np.ndarray
+    out_dst: np.ndarray
+    gid: np.ndarray  #: collective group of each position (>= 2 participants), -1 none
+    gsize: np.ndarray  #: participants of each group
+    is_member: np.ndarray  #: gid >= 0
+
+    def chain_of(self, p: np.ndarray) -> np.ndarray:
+        """The chain each position belongs to."""
+        return np.searchsorted(self.chain_start, p, side="right") - 1
+
+
+@dataclass(kw_only=True)
+class _State:
+    """The engine's progress through a :class:`_Layout` (position space, times relative
+    to ``t0``); updated in place round by round."""
+
+    start: np.ndarray
+    end: np.ndarray  #: _NEG until the position is timed
+    ready: np.ndarray  #: only collective participants (_NEG elsewhere)
+    ptr: np.ndarray  #: per chain, the first position not yet timed
+    last_end: np.ndarray  #: per chain, the end of its last timed position
+    #: per position, unfinished non-lane predecessors (+1 for a collective participant:
+    #: its group, which starts when every participant arrived)
+    rem: np.ndarray
+    cand: np.ndarray  #: positions that may block their chain (rem > 0 at the start)
+    cand_hi: np.ndarray  #: per chain, one past its last candidate in ``cand``
+    cp: np.ndarray  #: per chain, its first candidate not known to be free
+    arrived: np.ndarray  #: collective participants at the head of their chain
+    waiting: np.ndarray  #: arrived participants of collectives not yet started
+    garrived: np.ndarray  #: per group, participants arrived
+    n_done: int = 0
+    rounds: int = 0
+
+    @classmethod
+    def initial(cls, lay: _Layout) -> _State:
+        """Nothing timed yet: every chain at its head."""
+        n = lay.n
+        rem = np.diff(lay.in_ptr) + lay.is_member
+        cand = np.flatnonzero(rem > 0)
+        return cls(
+            start=np.zeros(n, dtype=np.int64),
+            end=np.full(n, _NEG, dtype=np.int64),
+            ready=np.full(n, _NEG, dtype=np.int64),
+            ptr=lay.chain_start.copy(),
+            last_end=np.full(len(lay.chain_start), _NEG, dtype=np.int64),
+            rem=rem,
+            cand=cand,
+            cand_hi=np.searchsorted(cand, lay.chain_end),
+            cp=np.searchsorted(cand, lay.chain_start),
+            arrived=np.zeros(n, dtype=bool),
+            waiting=np.zeros(0, dtype=np.int64),
+            garrived=np.zeros(len(lay.gsize), dtype=np.int64),
+        )
+
+
+def _lay_out(graph: Graph) -> _Layout:
+    """Order ``graph``'s nodes by chain, and index its edges and collectives by position.
+
+    Raises :class:`TracekitError` on dangling edges, lanes that are not chains, or two
+    participants of one collective on one lane.
+    """
+    n = graph.n_nodes
     src = np.asarray(graph.src, dtype=np.int64)
     dst = np.asarray(graph.dst, dtype=np.int64)
     if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
         raise TracekitError("an edge points to a node that does not exist; run "
-                            "tracekit.graph.checks.check_graph to find it")
+                            "replay.checks.check_graph to find it")
     is_lane = np.asarray(graph.edge_kind) == EdgeKind.LANE_ORDER
     node_at, is_head = _chains(n, src[is_lane], dst[is_lane])
     identity = node_at is None  # chains are already contiguous id ranges (built graphs)
     if identity:
         node_at = np.arange(n, dtype=np.int64)
-
-        def take(a: np.ndarray) -> np.ndarray:
-            return np.asarray(a, dtype=np.int64)
-
-        def pos(v: np.ndarray) -> np.ndarray:
-            return v
+        pos_of = None
     else:
         pos_of = np.empty(n, dtype=np.int64)
         pos_of[node_at] = np.arange(n)
 
-        def take(a: np.ndarray) -> np.ndarray:
-            return np.asarray(a, dtype=np.int64)[node_at]
+    def take(a: np.ndarray) -> np.ndarray:
+        """A per-node array in position order."""
+        a = np.asarray(a, dtype=np.int64)
+        return a if identity else a[node_at]
 
-        def pos(v: np.ndarray) -> np.ndarray:
-            return pos_of[v]
+    def pos(v: np.ndarray) -> np.ndarray:
+        """Positions of node ids."""
+        return v if identity else pos_of[v]
 
-    t0 = int(np.min(graph.start_ns))
-    dur = take(graph.dur_ns)
-    release = take(graph.start_ns) - t0
     delay = np.asarray(graph.delay_ns, dtype=np.int64)
     lane_delay = np.zeros(n, dtype=np.int64)
     lane_delay[pos(dst[is_lane])] = delay[is_lane]
-
-    # non-lane edges in position space, CSR by target and by source
     other = ~is_lane
-    osrc = pos(src[other])
-    odst = pos(dst[other])
-    odelay = delay[other]
+    in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
+        n, pos(src[other]), pos(dst[other]), delay[other])
+    gid, gsize = _collective_groups(take(graph.coll_id))
+    chain_start = np.flatnonzero(is_head)
+    t0 = int(np.min(graph.start_ns))
+    lay = _Layout(
+        n=n, node_at=node_at, identity=identity, is_head=is_head, chain_start=chain_start,
+        chain_end=np.concatenate([chain_start[1:], [n]]),
+        t0=t0, dur=take(graph.dur_ns), release=take(graph.start_ns) - t0,
+        lane_delay=lane_delay,
+        in_ptr=in_ptr, in_src=in_src, in_delay=in_delay, out_ptr=out_ptr, out_dst=out_dst,
+        gid=gid, gsize=gsize, is_member=gid >= 0)
+    _check_one_participant_per_chain(graph, lay)
+    return lay
+
+
+def _edges_by_position(n: int, osrc: np.ndarray, odst: np.ndarray, odelay: np.ndarray):
+    """Non-lane edges (in position space) as CSR by target and by source:
+    ``(in_ptr, in_src, in_delay, out_ptr, out_dst)``."""
     in_order, in_ptr = _csr(odst, n)
     in_src = osrc if in_order is None else osrc[in_order]
     in_delay = odelay if in_order is None else odelay[in_order]
     out_order, out_ptr = _csr(osrc, n)
     out_dst = odst if out_order is None else odst[out_order]
-    del osrc, odst, odelay, in_order, out_order, other
+    return in_ptr, in_src, in_delay, out_ptr, out_dst
 
-    # collectives: groups of >= 2 participants get one virtual predecessor (the group)
-    coll = take(graph.coll_id)
+
+def _collective_groups(coll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(gid, gsize)``: collectives of >= 2 participants get one virtual predecessor,
+    their group; ``gid`` is each position's group (-1: none), ``gsize`` each group's
+    number of participants (groups of one included, never referenced)."""
     member = np.flatnonzero(coll >= 0)
-    gid = np.full(n, -1, dtype=np.int64)
+    gid = np.full(len(coll), -1, dtype=np.int64)
     gsize = np.zeros(0, dtype=np.int64)
     if len(member):
         _, inv, gsize = np.unique(coll[member], return_inverse=True, return_counts=True)
         multi = gsize[inv] > 1
         gid[member[multi]] = inv[multi]
-    del coll
-    is_member = gid >= 0
-    rem = np.diff(in_ptr) + is_member
+    return gid, gsize
 
-    chain_start = np.flatnonzero(is_head)
-    chain_end = np.concatenate([chain_start[1:], [n]])
 
-    def chain_of(p: np.ndarray) -> np.ndarray:
-        return np.searchsorted(chain_start, p, side="right") - 1
+def _check_one_participant_per_chain(graph: Graph, lay: _Layout) -> None:
+    """Raise when a collective has two participants on one chain (it would wait for
+    itself)."""
+    mp = np.flatnonzero(lay.is_member)
+    if not len(mp):
+        return
+    n_chains = len(lay.chain_start)
+    key = lay.gid[mp] * (n_chains + 1) + lay.chain_of(mp)
+    uk, kc = np.unique(key, return_counts=True)
+    if (kc > 1).any():
+        g = int(uk[kc > 1][0] // (n_chains + 1))
+        v = int(lay.node_at[mp[lay.gid[mp] == g][0]])
+        raise TracekitError(f"collective {int(graph.coll_id[v])} has two participants on "
+                            "one lane; a lane runs one node at a time, so it would wait "
+                            "for itself: give each participant its own lane")
 
-    mp = np.flatnonzero(is_member)
-    if len(mp):
-        key = gid[mp] * (len(chain_start) + 1) + chain_of(mp)
-        uk, kc = np.unique(key, return_counts=True)
-        if (kc > 1).any():
-            g = int(uk[kc > 1][0] // (len(chain_start) + 1))
-            v = int(node_at[mp[gid[mp] == g][0]])
-            raise TracekitError(f"collective {int(graph.coll_id[v])} has two participants on "
-                                "one lane; a lane runs one node at a time, so it would wait "
-                                "for itself: give each participant its own lane")
 
-    t_loop = time.perf_counter()
-    start = np.zeros(n, dtype=np.int64)
-    end = np.full(n, _NEG, dtype=np.int64)
-    ready = np.full(n, _NEG, dtype=np.int64)  # only collective participants
-    ptr = chain_start.copy()
-    last_end = np.full(len(chain_start), _NEG, dtype=np.int64)
-    cand = np.flatnonzero(rem > 0)  # positions that may block their chain
-    cand_lo = np.searchsorted(cand, chain_start)
-    cand_hi = np.searchsorted(cand, chain_end)
-    cp = cand_lo.copy()
-    arrived = np.zeros(n, dtype=bool)
-    waiting = np.zeros(0, dtype=np.int64)  # arrived participants of unstarted collectives
-    garrived = np.zeros(len(gsize), dtype=np.int64)
-    n_done = 0
-    rounds = 0
+def _unblock_successors(lay: _Layout, st: _State, pos: np.ndarray) -> None:
+    """Unblock the non-lane successors of finished positions."""
+    lo, hi = lay.out_ptr[pos], lay.out_ptr[pos + 1]
+    if int((hi - lo).sum()):
+        tgt = lay.out_dst[_ranges(lo, hi)]
+        np.subtract.at(st.rem, tgt, 1)
 
-    def finish(pos: np.ndarray) -> None:
-        """Unblock the non-lane successors of finished positions."""
-        lo, hi = out_ptr[pos], out_ptr[pos + 1]
-        if int((hi - lo).sum()):
-            tgt = out_dst[_ranges(lo, hi)]
-            np.subtract.at(rem, tgt, 1)
 
-    while n_done < n:
-        rounds += 1
-        progressed = False
-        active = np.flatnonzero(ptr < chain_end)
-        # ---- find each active chain's first blocked candidate ----
-        block = chain_end[active].copy()
-        look = np.flatnonzero(cp[active] < cand_hi[active])
-        width = 8
-        while len(look):
-            c = active[look]
-            offs = np.arange(width)
-            idx = cp[c][:, None] + offs[None, :]
-            valid = idx < cand_hi[c][:, None]
-            pos = cand[np.minimum(idx, len(cand) - 1)]
-            blocked = valid & (rem[pos] > 0)
-            hit = blocked.any(axis=1)
-            first = blocked.argmax(axis=1)
-            hc = look[hit]
-            cp[active[hc]] = cp[active[hc]] + first[hit]
-            block[hc] = cand[cp[active[hc]]]
-            miss = ~hit
-            # all candidates in the window are free: skip them
-            cp[c[miss]] = np.minimum(cp[c[miss]] + width, cand_hi[c[miss]])
-            still = cp[c[miss]] < cand_hi[c[miss]]
-            look = look[miss][still]
-            width *= 2
-        # ---- time the free prefixes ----
-        go = block > ptr[active]
-        if go.any():
-            progressed = True
-            ch = active[go]
-            lo, hi = ptr[ch], block[go]
-            lens = hi - lo
-            pos = _ranges(lo, hi)
-            f = np.cumsum(lens) - lens  # index of each range's first node in pos
-            # ready from non-lane edges (-inf when none: the lane decides)
-            r = np.full(len(pos), _NEG, dtype=np.int64)
-            elo = in_ptr[pos]
-            cnt = in_ptr[pos + 1] - elo
-            has_in = cnt > 0
-            if has_in.any():
-                eidx = _ranges(elo[has_in], elo[has_in] + cnt[has_in])
-                vals = end[in_src[eidx]] + in_delay[eidx]
-                c_in = cnt[has_in]
-                r[has_in] = np.maximum.reduceat(vals, np.cumsum(c_in) - c_in)
-            # a chain head without other edges is a source: released at its measured start
-            fh = f[is_head[pos[f]] & ~has_in[f]]
-            r[fh] = release[pos[fh]]
-            # max-plus scan: s_i = C_i + max(base, max_{j<=i}(r_j - C_j)), C_i = sum of
-            # dur + lane delay from the range's first node to i
-            w = dur[pos - 1] + lane_delay[pos]
-            w[f] = 0
-            csum = np.cumsum(w)
-            C = csum - np.repeat(csum[f], lens)
-            V = r - C
-            base = np.where(lo > chain_start[ch], last_end[ch] + lane_delay[lo], _NEG)
-            V[f] = np.maximum(V[f], base)
-            vfirst = np.repeat(V[f], lens)
-            rel = np.maximum(V, vfirst) - vfirst
-            span = np.maximum.reduceat(rel, f) + 1
-            off = np.repeat(np.cumsum(span) - span, lens)
-            s = np.maximum.accumulate(rel + off) - off + vfirst + C
-            e = s + dur[pos]
-            start[pos] = s
-            end[pos] = e
-            n_done += len(pos)
-            ptr[ch] = hi
-            last_end[ch] = e[f + lens - 1]
-            finish(pos)
-        # ---- collectives whose participants all arrived ----
-        heads_c = np.flatnonzero(ptr < chain_end)
-        hp = ptr[heads_c]
-        newly = hp[is_member[hp] & (rem[hp] == 1) & ~arrived[hp]]
-        if len(newly):
-            arrived[newly] = True
-            waiting = np.concatenate([waiting, newly])
-            np.add.at(garrived, gid[newly], 1)
-            full = np.unique(gid[newly])
-            full = full[garrived[full] == gsize[full]]
-            if len(full):
-                progressed = True
-                go_now = np.isin(gid[waiting], full)
-                sel = waiting[go_now]
-                waiting = waiting[~go_now]
-                cidx = chain_of(sel)
-                lane_ready = np.where(sel > chain_start[cidx],
-                                      last_end[cidx] + lane_delay[sel], _NEG)
-                elo, ehi = in_ptr[sel], in_ptr[sel + 1]
-                r = np.full(len(sel), _NEG, dtype=np.int64)
-                has_in = ehi > elo
-                if has_in.any():
-                    eidx = _ranges(elo[has_in], ehi[has_in])
-                    vals = end[in_src[eidx]] + in_delay[eidx]
-                    starts = np.concatenate([[0], np.cumsum((ehi - elo)[has_in])[:-1]])
-                    r[has_in] = np.maximum.reduceat(vals, starts)
-                srcn = ~has_in & (sel == chain_start[cidx])
-                r[srcn] = release[sel[srcn]]
-                rd = np.maximum(r, lane_ready)
-                gu, ginv = np.unique(gid[sel], return_inverse=True)
-                gstart = np.full(len(gu), _NEG, dtype=np.int64)
-                np.maximum.at(gstart, ginv, rd)
-                s = gstart[ginv]
-                ready[sel] = rd
-                start[sel] = s
-                end[sel] = s + dur[sel]
-                rem[sel] = 0
-                n_done += len(sel)
-                ptr[cidx] = sel + 1
-                last_end[cidx] = end[sel]
-                finish(sel)
-        if not progressed:
-            undone = np.zeros(n, dtype=bool)
-            undone[node_at[end == _NEG]] = True
-            raise TracekitError(cycle_message(graph, undone))
-    log.debug("replayed %d nodes in %d rounds: setup %.2fs, rounds %.2fs", n, rounds,
-              t_loop - t_setup, time.perf_counter() - t_loop)
+def _ready_from_edges(lay: _Layout, st: _State,
+                      pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ready, has_in)`` of positions whose non-lane predecessors all finished: the
+    latest predecessor end plus edge delay (_NEG where there is no such edge)."""
+    r = np.full(len(pos), _NEG, dtype=np.int64)
+    elo = lay.in_ptr[pos]
+    cnt = lay.in_ptr[pos + 1] - elo
+    has_in = cnt > 0
+    if has_in.any():
+        eidx = _ranges(elo[has_in], elo[has_in] + cnt[has_in])
+        vals = st.end[lay.in_src[eidx]] + lay.in_delay[eidx]
+        c_in = cnt[has_in]
+        r[has_in] = np.maximum.reduceat(vals, np.cumsum(c_in) - c_in)
+    return r, has_in
+
+
+def _first_blocked(lay: _Layout, st: _State, active: np.ndarray) -> np.ndarray:
+    """Per active chain, its first position still waiting on a predecessor (the chain's
+    end when none is). Searches the chain's candidates in doubling windows and moves
+    ``st.cp`` past the free ones."""
+    cand, cand_hi, cp = st.cand, st.cand_hi, st.cp
+    block = lay.chain_end[active].copy()
+    look = np.flatnonzero(cp[active] < cand_hi[active])
+    width = 8
+    while len(look):
+        c = active[look]
+        offs = np.arange(width)
+        idx = cp[c][:, None] + offs[None, :]
+        valid = idx < cand_hi[c][:, None]
+        pos = cand[np.minimum(idx, len(cand) - 1)]
+        blocked = valid & (st.rem[pos] > 0)
+        hit = blocked.any(axis=1)
+        first = blocked.argmax(axis=1)
+        hc = look[hit]
+        cp[active[hc]] = cp[active[hc]] + first[hit]
+        block[hc] = cand[cp[active[hc]]]
+        miss = ~hit
+        # all candidates in the window are free: skip them
+        cp[c[miss]] = np.minimum(cp[c[miss]] + width, cand_hi[c[miss]])
+        still = cp[c[miss]] < cand_hi[c[miss]]
+        look = look[miss][still]
+        width *= 2
+    return block
+
+
+def _advance_chains(lay: _Layout, st: _State) -> bool:
+    """Time every chain's longest free prefix (its nodes' other predecessors all
+    finished); False when no chain could move."""
+    active = np.flatnonzero(st.ptr < lay.chain_end)
+    block = _first_blocked(lay, st, active)
+    go = block > st.ptr[active]
+    if not go.any():
+        return False
+    ch = active[go]
+    _time_prefixes(lay, st, ch, st.ptr[ch], block[go])
+    return True
+
+
+def _time_prefixes(lay: _Layout, st: _State, ch: np.ndarray, lo: np.ndarray,
+                   hi: np.ndarray) -> None:
+    """Time positions ``lo[i]..hi[i]`` of chains ``ch[i]`` in one vectorized max-plus scan
+    and mark them finished."""
+    lens = hi - lo
+    pos = _ranges(lo, hi)
+    f = np.cumsum(lens) - lens  # index of each range's first node in pos
+    # ready from non-lane edges (-inf when none: the lane decides)
+    r, has_in = _ready_from_edges(lay, st, pos)
+    # a chain head without other edges is a source: released at its measured start
+    fh = f[lay.is_head[pos[f]] & ~has_in[f]]
+    r[fh] = lay.release[pos[fh]]
+    # max-plus scan: s_i = C_i + max(base, max_{j<=i}(r_j - C_j)), C_i = sum of
+    # dur + lane delay from the range's first node to i
+    w = lay.dur[pos - 1] + lay.lane_delay[pos]
+    w[f] = 0
+    csum = np.cumsum(w)
+    C = csum - np.repeat(csum[f], lens)
+    V = r - C
+    base = np.where(lo > lay.chain_start[ch], st.last_end[ch] + lay.lane_delay[lo], _NEG)
+    V[f] = np.maximum(V[f], base)
+    vfirst = np.repeat(V[f], lens)
+    rel = np.maximum(V, vfirst) - vfirst
+    span = np.maximum.reduceat(rel, f) + 1
+    off = np.repeat(np.cumsum(span) - span, lens)
+    s = np.maximum.accumulate(rel + off) - off + vfirst + C
+    e = s + lay.dur[pos]
+    st.start[pos] = s
+    st.end[pos] = e
+    st.n_done += len(pos)
+    st.ptr[ch] = hi
+    st.last_end[ch] = e[f + lens - 1]
+    _unblock_successors(lay, st, pos)
+
+
+def _start_collectives(lay: _Layout, st: _State) -> bool:
+    """Mark collective participants that reached the head of their chain (all other
+    predecessors finished) as arrived, and start every collective whose participants all
+    arrived; False when none started."""
+    heads_c = np.flatnonzero(st.ptr < lay.chain_end)
+    hp = st.ptr[heads_c]
+    newly = hp[lay.is_member[hp] & (st.rem[hp] == 1) & ~st.arrived[hp]]
+    if not len(newly):
+        return False
+    st.arrived[newly] = True
+    st.waiting = np.concatenate([st.waiting, newly])
+    np.add.at(st.garrived, lay.gid[newly], 1)
+    full = np.unique(lay.gid[newly])
+    full = full[st.garrived[full] == lay.gsize[full]]
+    if not len(full):
+        return False
+    go_now = np.isin(lay.gid[st.waiting], full)
+    sel = st.waiting[go_now]
+    st.waiting = st.waiting[~go_now]
+    _time_participants(lay, st, sel)
+    return True
+
+
+def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
+    """Start the participants ``sel`` of full collectives together, at the latest ready
+    time in their group, and mark them finished."""
+    cidx = lay.chain_of(sel)
+    lane_ready = np.where(sel > lay.chain_start[cidx],
+                          st.last_end[cidx] + lay.lane_delay[sel], _NEG)
+    r, has_in = _ready_from_edges(lay, st, sel)
+    srcn = ~has_in & (sel == lay.chain_start[cidx])
+    r[srcn] = lay.release[sel[srcn]]
+    rd = np.maximum(r, lane_ready)
+    gu, ginv = np.unique(lay.gid[sel], return_inverse=True)
+    gstart = np.full(len(gu), _NEG, dtype=np.int64)
+    np.maximum.at(gstart, ginv, rd)
+    s = gstart[ginv]
+    st.ready[sel] = rd
+    st.start[sel] = s
+    st.end[sel] = s + lay.dur[sel]
+    st.rem[sel] = 0
+    st.n_done += len(sel)
+    st.ptr[cidx] = sel + 1
+    st.last_end[cidx] = st.end[sel]
+    _unblock_successors(lay, st, sel)
+
+
+def _schedule_by_node(lay: _Layout, st: _State) -> Schedule:
+    """The finished state as a :class:`Schedule`: absolute times, indexed by node id."""
+    start, end, ready = st.start, st.end, st.ready
     np.copyto(ready, start, where=ready == _NEG)
     for arr in (start, end, ready):  # in place: fresh 80 MB arrays cost page faults
-        arr += t0
-    if identity:
+        arr += lay.t0
+    if lay.identity:
         out_start, out_end, out_ready = start, end, ready
     else:
+        n = lay.n
         out_start = np.empty(n, dtype=np.int64)
         out_end = np.empty(n, dtype=np.int64)
         out_ready = np.empty(n, dtype=np.int64)
-        out_start[node_at] = start
-        out_end[node_at] = end
-        out_ready[node_at] = ready
-    return Schedule(start_ns=out_start, end_ns=out_end, ready_ns=out_ready, rounds=rounds)
+        out_start[lay.node_at] = start
+        out_end[lay.node_at] = end
+        out_ready[lay.node_at] = ready
+    return Schedule(start_ns=out_start, end_ns=out_end, ready_ns=out_ready, rounds=st.rounds)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from replay.checks import check_graph
 from replay.engine import schedule_full
 from tracekit.core.run import load_run
 from tracekit.errors import TracekitError
 from tracekit.graph.build import build_graph
-from tracekit.graph.checks import check_graph
 from tracekit.graph.model import EdgeKind, NodeKind
 
 PROBE = [Path(__file__).parent / "data" / "graph" / f"gloo_probe_rank{r}.json.gz"

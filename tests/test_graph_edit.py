@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from test_replay_engine import make_graph
 
+from replay.checks import check_graph
 from replay.engine import schedule, schedule_full
 from tracekit.errors import TracekitError
-from tracekit.graph.checks import check_graph
 from tracekit.graph.edit import (
     add_edges,
     add_lane,

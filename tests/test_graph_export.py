@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from test_replay_engine import make_graph
 
+from replay.checks import check_graph
 from tracekit.core.run import load_run
 from tracekit.errors import TracekitError
 from tracekit.graph.build import build_graph
-from tracekit.graph.checks import check_graph
 from tracekit.graph.export import graph_summary, to_networkx, write_graphml
 from tracekit.graph.model import EdgeKind, NodeKind
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from replay.checks import check_graph
 from replay.timeline import replay
 from tracekit.core.run import load_run
 from tracekit.graph.build import build_graph
-from tracekit.graph.checks import check_graph
 from tracekit.graph.edit import typical_delays
 from tracekit.graph.model import NodeKind
 

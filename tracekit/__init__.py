@@ -10,8 +10,7 @@ Front door for library users::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from tracekit._version import __version__
 from tracekit.core.run import Run, load_run  # noqa: E402
 from tracekit.errors import TracekitError  # noqa: E402
 

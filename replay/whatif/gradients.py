@@ -214,114 +214,214 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
     """Read DDP's gradient synchronization from ``graph`` (built by ``build_graph`` from
     ``run``: node ids in lane order). Raises :class:`TracekitError` when the run has no
     DDP-style gradient all-reduces."""
-    coll = _node_collective(graph)
-    names = np.array(graph.names or [""], dtype=object)
-    is_accg = np.array([_ACCUMULATE in n for n in names], dtype=bool)[graph.name]
-    issue_of = _in_edge_source(graph, _ISSUE_EDGES)
-    wait_out = np.isin(graph.edge_kind, [int(k) for k in _WAIT_EDGES])
+    index = _GraphIndex.of(graph)
     per: dict[tuple[int, int], RankStepSync] = {}
     counts = set()
     bucket_layouts = set()
     sizes_by_layout: dict[tuple, list] = {}
     issue_durs, issue_delays = [], []
-    issue_edge = np.isin(graph.edge_kind, [int(k) for k in _ISSUE_EDGES])
-    lane_e = graph.edge_kind == EdgeKind.LANE_ORDER
-    lane_in_delay = dict(zip(graph.dst[lane_e].tolist(), graph.delay_ns[lane_e].tolist()))
     prefix = "gloo:"
     annotations = _forward_annotations(run)
     for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
             [graph.rank, graph.step]):
         if step < 0:
             continue
-        nodes = nodes.to_numpy()
-        accg = nodes[is_accg[nodes]]
-        if len(accg) == 0:
+        rs = _rank_step_sync(graph, index, annotations, int(rank), int(step), nodes.to_numpy())
+        if rs is None:
             continue
-        lane = int(pd.Series(graph.lane[accg]).mode().iloc[0])
-        accg = accg[graph.lane[accg] == lane]
-        lane_nodes = nodes[graph.lane[nodes] == lane]
-        pos_in_lane = {int(v): i for i, v in enumerate(lane_nodes)}
-        grad_pos = {int(v): i for i, v in enumerate(accg)}
-        comms, issues, lasts = [], [], []
-        for c in nodes[(graph.kind[nodes] == NodeKind.COMM) & (coll[nodes] == "all_reduce")]:
-            iss = issue_of.get(int(c), -1)
-            if iss < 0 or iss not in pos_in_lane:
-                continue
-            k = pos_in_lane[iss] - 1  # walk back over DDP hook work to an AccumulateGrad
-            while k >= 0 and int(lane_nodes[k]) not in grad_pos:
-                v = int(lane_nodes[k])
-                if graph.kind[v] == NodeKind.COMPUTE and not _HOOK_WORK.search(names[graph.name[v]]):
-                    k = -1
-                    break
-                k -= 1
-            if k < 0:
-                continue
-            comms.append(int(c))
-            issues.append(iss)
-            lasts.append(grad_pos[int(lane_nodes[k])])
-        if not comms:
-            continue
-        order = np.argsort(graph.start_ns[np.array(issues)], kind="stable")
-        comms = np.array(comms)[order]
-        issues = np.array(issues)[order]
-        lasts = np.array(lasts)[order]
-        comm_pos = {int(c): k for k, c in enumerate(comms)}
-        # DDP's finalize_backward waits after the last issue: wait edges into earlier
-        # nodes (gaps the graph explained by an early bucket) are not that point
-        last_issue = int(issues[-1])
-        per_bucket: dict[int, list[tuple[int, int, int]]] = {}
-        for src_, d, dl in zip(graph.src[wait_out], graph.dst[wait_out],
-                               graph.delay_ns[wait_out]):
-            if (graph.rank[d] == rank and graph.lane[d] == lane and d > last_issue
-                    and int(src_) in comm_pos):
-                per_bucket.setdefault(comm_pos[int(src_)], []).append(
-                    (int(graph.start_ns[d]), int(d), int(dl)))
-        if per_bucket:
-            _, wait_target, _ = min(min(v) for v in per_bucket.values())
-        else:
-            after = pos_in_lane[last_issue] + 1
-            wait_target = int(lane_nodes[after]) if after < len(lane_nodes) else -1
-        wait_delay = 0
-        gap_target = -1
-        if not per_bucket:  # DDP's finalize must wait: look for a gap the graph left
-            gap_target = _unexplained_wait(graph, lane_nodes, pos_in_lane[last_issue], comms,
-                                           lane_in_delay)
-            if gap_target >= 0:
-                wait_target = gap_target
-                ends = graph.measured_end_ns
-                for k, c in enumerate(comms):
-                    end = int(ends[c])
-                    per_bucket[k] = [(int(graph.start_ns[gap_target]), gap_target,
-                                      int(graph.start_ns[gap_target]) - end)]
-        bucket_waits = tuple(tuple((d, dl) for _, d, dl in sorted(per_bucket.get(k, [])))
-                             for k in range(len(comms)))
-        lanes = tuple(dict.fromkeys(int(graph.lane[c]) for c in comms))
-        ready_nodes = accg.copy()
-        for j, a in enumerate(accg):
-            k = pos_in_lane[int(a)] + 1
-            while k < len(lane_nodes):
-                v = int(lane_nodes[k])
-                if (v in grad_pos or graph.kind[v] != NodeKind.COMPUTE
-                        or not _HOOK_WORK.search(names[graph.name[v]])):
-                    break
-                ready_nodes[j] = v
-                k += 1
+        comms, issues, lasts = rs.bucket_comm, rs.bucket_issue, rs.bucket_last_grad
         issue_durs += [int(graph.dur_ns[i]) for i in issues]
-        sel = issue_edge & np.isin(graph.dst, comms)
+        sel = index.issue_edge & np.isin(graph.dst, comms)
         issue_delays += graph.delay_ns[sel].tolist()
         prefix = graph.names[graph.name[comms[0]]].split(":")[0] + ":" if ":" in \
             graph.names[graph.name[comms[0]]] else "nccl:"
-        per[(int(rank), int(step))] = RankStepSync(
-            rank=int(rank), step=int(step), lane=lane, grad_nodes=accg,
-            ready_nodes=ready_nodes, bucket_comm=comms,
-            bucket_issue=issues, bucket_last_grad=lasts, wait_target=wait_target,
-            wait_delay_ns=wait_delay, bucket_waits=bucket_waits, gap_wait_target=gap_target,
-            comm_lanes=lanes,
-            forward_first=_forward_first(annotations, graph, int(rank), int(step), lane))
-        counts.add(len(accg))
+        per[(int(rank), int(step))] = rs
+        counts.add(len(rs.grad_nodes))
         layout = tuple(lasts.tolist())
         bucket_layouts.add(layout)
         sizes_by_layout.setdefault(layout, []).append(graph.bytes[comms].tolist())
+    n_grads, lasts = _common_bucket_layout(per, counts, bucket_layouts)
+    buckets = tuple(tuple(range(a + 1, b + 1)) for a, b in zip([-1, *lasts[:-1]], lasts))
+    params, module_of, notes = _gradient_params(run, n_grads, buckets,
+                                                sizes_by_layout[tuple(lasts)])
+    m = run.manifest
+    forward = tuple((mod, tuple(ps)) for mod, ps in (m.forward_order if m else []))
+    return GradientSync(
+        params=tuple(params), buckets=buckets, per_rank_step=per, param_module=module_of,
+        forward_order=forward,
+        issue_dur_ns=int(np.median(issue_durs)) if issue_durs else 0,
+        issue_delay_ns=max(int(np.median(issue_delays)), 0) if issue_delays else 0,
+        comm_prefix=prefix, bucket_cap_mb=m.bucket_cap_mb if m else None, notes=notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GraphIndex:
+    """What :func:`find_gradient_sync` looks up in the whole graph, computed once."""
+
+    coll: np.ndarray  #: per node, its normalized collective name ('' none)
+    names: np.ndarray  #: the name table as an object array
+    is_accg: np.ndarray  #: per node, an AccumulateGrad
+    issue_of: dict[int, int]  #: comm node -> the node that issued it
+    wait_out: np.ndarray  #: per edge, a wait edge (HOST_WAIT, COMM_DONE, STREAM_WAIT)
+    issue_edge: np.ndarray  #: per edge, an ISSUE or LAUNCH edge
+    lane_in_delay: dict[int, int]  #: node -> delay of its lane-order edge in
+
+    @classmethod
+    def of(cls, graph: Graph) -> _GraphIndex:
+        names = np.array(graph.names or [""], dtype=object)
+        lane_e = graph.edge_kind == EdgeKind.LANE_ORDER
+        return cls(
+            coll=_node_collective(graph),
+            names=names,
+            is_accg=np.array([_ACCUMULATE in n for n in names], dtype=bool)[graph.name],
+            issue_of=_in_edge_source(graph, _ISSUE_EDGES),
+            wait_out=np.isin(graph.edge_kind, [int(k) for k in _WAIT_EDGES]),
+            issue_edge=np.isin(graph.edge_kind, [int(k) for k in _ISSUE_EDGES]),
+            lane_in_delay=dict(zip(graph.dst[lane_e].tolist(),
+                                   graph.delay_ns[lane_e].tolist())))
+
+    def may_precede_issue(self, graph: Graph, v: int) -> bool:
+        """Whether node ``v`` may sit between a gradient's AccumulateGrad and DDP's issue
+        of its bucket: anything but compute, or compute that is DDP hook work."""
+        return not (graph.kind[v] == NodeKind.COMPUTE
+                    and not _HOOK_WORK.search(self.names[graph.name[v]]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _BackwardLane:
+    """The thread that runs backward in one rank's step, and its gradients on it."""
+
+    lane: int
+    accg: np.ndarray  #: its AccumulateGrad nodes, in order (the gradients)
+    lane_nodes: np.ndarray  #: every node of the step on the lane, in order
+    pos_in_lane: dict[int, int]  #: node -> position in ``lane_nodes``
+    grad_pos: dict[int, int]  #: AccumulateGrad node -> gradient position
+
+
+def _backward_lane(graph: Graph, index: _GraphIndex, nodes: np.ndarray) -> _BackwardLane | None:
+    """The lane with most of the step's AccumulateGrads; None when there are none."""
+    accg = nodes[index.is_accg[nodes]]
+    if len(accg) == 0:
+        return None
+    lane = int(pd.Series(graph.lane[accg]).mode().iloc[0])
+    accg = accg[graph.lane[accg] == lane]
+    lane_nodes = nodes[graph.lane[nodes] == lane]
+    return _BackwardLane(lane=lane, accg=accg, lane_nodes=lane_nodes,
+                         pos_in_lane={int(v): i for i, v in enumerate(lane_nodes)},
+                         grad_pos={int(v): i for i, v in enumerate(accg)})
+
+
+def _rank_step_sync(graph: Graph, index: _GraphIndex, annotations: pd.DataFrame, rank: int,
+                    step: int, nodes: np.ndarray) -> RankStepSync | None:
+    """Gradient synchronization of one rank's step (``nodes``: the step's nodes on that
+    rank); None when it has no gradients or no bucket collectives."""
+    bl = _backward_lane(graph, index, nodes)
+    if bl is None:
+        return None
+    found = _bucket_collectives(graph, index, nodes, bl)
+    if found is None:
+        return None
+    comms, issues, lasts = found
+    bucket_waits, wait_target, gap_target = _bucket_waits(graph, index, rank, bl, comms,
+                                                          issues)
+    return RankStepSync(
+        rank=rank, step=step, lane=bl.lane, grad_nodes=bl.accg,
+        ready_nodes=_ready_nodes(graph, index, bl), bucket_comm=comms,
+        bucket_issue=issues, bucket_last_grad=lasts, wait_target=wait_target,
+        wait_delay_ns=0, bucket_waits=bucket_waits, gap_wait_target=gap_target,
+        comm_lanes=tuple(dict.fromkeys(int(graph.lane[c]) for c in comms)),
+        forward_first=_forward_first(annotations, graph, rank, step, bl.lane))
+
+
+def _bucket_collectives(graph: Graph, index: _GraphIndex, nodes: np.ndarray,
+                        bl: _BackwardLane):
+    """``(comms, issues, lasts)`` in issue order: the all-reduces issued on the backward
+    lane right after an AccumulateGrad (only DDP hook work in between), their issue
+    nodes and the position of that gradient; None when there are none."""
+    comms, issues, lasts = [], [], []
+    lane_nodes, grad_pos = bl.lane_nodes, bl.grad_pos
+    for c in nodes[(graph.kind[nodes] == NodeKind.COMM) & (index.coll[nodes] == "all_reduce")]:
+        iss = index.issue_of.get(int(c), -1)
+        if iss < 0 or iss not in bl.pos_in_lane:
+            continue
+        k = bl.pos_in_lane[iss] - 1  # walk back over DDP hook work to an AccumulateGrad
+        while k >= 0 and int(lane_nodes[k]) not in grad_pos:
+            if not index.may_precede_issue(graph, int(lane_nodes[k])):
+                k = -1
+                break
+            k -= 1
+        if k < 0:
+            continue
+        comms.append(int(c))
+        issues.append(iss)
+        lasts.append(grad_pos[int(lane_nodes[k])])
+    if not comms:
+        return None
+    order = np.argsort(graph.start_ns[np.array(issues)], kind="stable")
+    return np.array(comms)[order], np.array(issues)[order], np.array(lasts)[order]
+
+
+def _bucket_waits(graph: Graph, index: _GraphIndex, rank: int, bl: _BackwardLane,
+                  comms: np.ndarray, issues: np.ndarray):
+    """``(bucket_waits, wait_target, gap_target)`` of one rank's step: per bucket the
+    (node, delay) of the wait edges after the last issue, the earliest such node (else the
+    node after the last issue, -1 none), and the node after an unexplained lane gap that
+    stands for the wait when the graph inferred none (-1 none)."""
+    comm_pos = {int(c): k for k, c in enumerate(comms)}
+    lane, lane_nodes, pos_in_lane = bl.lane, bl.lane_nodes, bl.pos_in_lane
+    # DDP's finalize_backward waits after the last issue: wait edges into earlier
+    # nodes (gaps the graph explained by an early bucket) are not that point
+    last_issue = int(issues[-1])
+    per_bucket: dict[int, list[tuple[int, int, int]]] = {}
+    wait_out = index.wait_out
+    for src_, d, dl in zip(graph.src[wait_out], graph.dst[wait_out],
+                           graph.delay_ns[wait_out]):
+        if (graph.rank[d] == rank and graph.lane[d] == lane and d > last_issue
+                and int(src_) in comm_pos):
+            per_bucket.setdefault(comm_pos[int(src_)], []).append(
+                (int(graph.start_ns[d]), int(d), int(dl)))
+    if per_bucket:
+        _, wait_target, _ = min(min(v) for v in per_bucket.values())
+    else:
+        after = pos_in_lane[last_issue] + 1
+        wait_target = int(lane_nodes[after]) if after < len(lane_nodes) else -1
+    gap_target = -1
+    if not per_bucket:  # DDP's finalize must wait: look for a gap the graph left
+        gap_target = _unexplained_wait(graph, lane_nodes, pos_in_lane[last_issue], comms,
+                                       index.lane_in_delay)
+        if gap_target >= 0:
+            wait_target = gap_target
+            ends = graph.measured_end_ns
+            for k, c in enumerate(comms):
+                end = int(ends[c])
+                per_bucket[k] = [(int(graph.start_ns[gap_target]), gap_target,
+                                  int(graph.start_ns[gap_target]) - end)]
+    bucket_waits = tuple(tuple((d, dl) for _, d, dl in sorted(per_bucket.get(k, [])))
+                         for k in range(len(comms)))
+    return bucket_waits, wait_target, gap_target
+
+
+def _ready_nodes(graph: Graph, index: _GraphIndex, bl: _BackwardLane) -> np.ndarray:
+    """Per gradient, the last node of the DDP hook work right after its AccumulateGrad
+    (the AccumulateGrad itself when none follows)."""
+    lane_nodes = bl.lane_nodes
+    ready_nodes = bl.accg.copy()
+    for j, a in enumerate(bl.accg):
+        k = bl.pos_in_lane[int(a)] + 1
+        while k < len(lane_nodes):
+            v = int(lane_nodes[k])
+            if (v in bl.grad_pos or graph.kind[v] != NodeKind.COMPUTE
+                    or not _HOOK_WORK.search(index.names[graph.name[v]])):
+                break
+            ready_nodes[j] = v
+            k += 1
+    return ready_nodes
+
+
+def _common_bucket_layout(per: dict, counts: set[int],
+                          bucket_layouts: set[tuple]) -> tuple[int, list[int]]:
+    """``(n_grads, lasts)``, the gradient count and bucket layout every rank's step
+    shares; raises :class:`TracekitError` when there is none, or they differ."""
     if not per:
         raise TracekitError(
             "found no DDP gradient all-reduces (collectives issued from backward right after "
@@ -338,30 +438,30 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
         raise TracekitError(
             f"DDP's bucket collectives do not cover every gradient in order (last gradients "
             f"{lasts} of {n_grads}); the run may use find_unused_parameters or a custom hook")
-    buckets = tuple(tuple(range(a + 1, b + 1)) for a, b in zip([-1, *lasts[:-1]], lasts))
+    return n_grads, lasts
+
+
+def _gradient_params(run, n_grads: int, buckets: tuple[tuple[int, ...], ...],
+                     sizes: list[list[int]]) -> tuple[list[ParamSpec], dict[int, str], list[str]]:
+    """``(params, module_of, notes)``: the gradients in ready order with their sizes
+    (the manifest's parameter table, else an even share of each bucket's median bytes
+    in the trace, ``sizes``), each parameter's module, and notes on either."""
     notes: list[str] = []
     from_manifest = _params_from_manifest(run, n_grads)
     if from_manifest is not None:
         params, module_of = from_manifest
-        measured = [int(x) for x in np.median(sizes_by_layout[tuple(lasts)], axis=0)]
+        measured = [int(x) for x in np.median(sizes, axis=0)]
         expected = [sum(params[i].bytes for i in b) for b in buckets]
         if expected != measured:
             notes.append(f"bucket bytes in the trace {measured} differ from the manifest's "
                          f"parameters {expected}; using the manifest's sizes")
     else:
-        sizes = np.median(sizes_by_layout[tuple(lasts)], axis=0)
+        medians = np.median(sizes, axis=0)
         params, module_of = [], {}
-        for b, size in zip(buckets, sizes):
+        for b, size in zip(buckets, medians):
             for i in b:
                 params.append(ParamSpec(index=i, bytes=max(int(size) // len(b), 1)))
         notes.append(f"no parameter table (no manifest): each of the {n_grads} gradients is "
                      "assumed to hold an equal share of its bucket's bytes; record with "
                      "'tracekit profile' for exact sizes")
-    m = run.manifest
-    forward = tuple((mod, tuple(ps)) for mod, ps in (m.forward_order if m else []))
-    return GradientSync(
-        params=tuple(params), buckets=buckets, per_rank_step=per, param_module=module_of,
-        forward_order=forward,
-        issue_dur_ns=int(np.median(issue_durs)) if issue_durs else 0,
-        issue_delay_ns=max(int(np.median(issue_delays)), 0) if issue_delays else 0,
-        comm_prefix=prefix, bucket_cap_mb=m.bucket_cap_mb if m else None, notes=notes)
+    return params, module_of, notes

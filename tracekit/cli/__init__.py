@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from tracekit import __version__
+from tracekit._version import __version__
 from tracekit.errors import TracekitError
 
 #: subcommand name -> "module:attribute" (imported lazily so `tracekit --help` stays fast)

@@ -6,9 +6,9 @@ import json
 
 import click
 
+from replay.checks import check_graph
 from tracekit.core.run import load_run
 from tracekit.graph.build import build_graph
-from tracekit.graph.checks import check_graph
 from tracekit.graph.export import graph_summary, write_graphml
 
 _EPILOG = """\b

@@ -77,13 +77,6 @@ def normalize_collective(text: str) -> str:
     return ""
 
 
-def is_comm_transfer(name: str, cat: str) -> bool:
-    """True for the event that performs a collective: an NCCL kernel or a gloo:* event."""
-    if name.startswith("gloo:"):
-        return True
-    return cat == "kernel" and name.startswith(_NCCL_KERNEL_PREFIXES)
-
-
 def _is_shape(d) -> bool:
     return isinstance(d, list) and all(type(x) is int and x >= 0 for x in d)
 

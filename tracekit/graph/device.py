@@ -64,10 +64,32 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
               "host_wait_inferred": 0}
     if not d.is_gpu.any():
         return counts
-    ev = d.ev
-    rank, corr, is_gpu = d.rank, d.correlation, d.is_gpu
+    launch_src, launch_dst = _launch_pairs(d)
+    counts["launch"] = d.add_edges(launch_src, launch_dst, EdgeKind.LAUNCH)
+    idx = _LaunchIndex(d, launch_src, launch_dst)
 
-    # ---- launch edges ----
+    wait_src, wait_dst, sync_sources, ranks_with_waits = _cuda_sync_waits(d, idx)
+    counts["stream_wait"] = d.add_edges(wait_src, wait_dst, EdgeKind.STREAM_WAIT)
+    launch_end = np.full(d.n, np.iinfo(np.int64).min, dtype=np.int64)
+    launch_end[launch_dst] = d.end[launch_src]
+    src, dst = _infer_stream_waits(d, launch_end, skip_ranks=ranks_with_waits)
+    counts["stream_wait_inferred"] = d.add_edges(src, dst, EdgeKind.STREAM_WAIT, inferred=True)
+
+    nxt_all = d.next_on_lane(np.arange(d.n))
+    exact_src, exact_dst, inf_src, inf_dst = _blocking_sync_waits(d, idx, sync_sources,
+                                                                  nxt_all)
+    mem_src, mem_dst = _blocking_memcpy_waits(d, launch_src, launch_dst, nxt_all)
+    counts["host_wait"] = d.add_edges(exact_src + mem_src, exact_dst + mem_dst,
+                                      EdgeKind.HOST_WAIT)
+    counts["host_wait_inferred"] = d.add_edges(inf_src, inf_dst, EdgeKind.HOST_WAIT,
+                                               inferred=True)
+    return counts
+
+
+def _launch_pairs(d: GraphDraft) -> tuple[np.ndarray, np.ndarray]:
+    """``(host, device)`` node pairs of every launch: a host call and the device op with
+    the same (rank, correlation)."""
+    rank, corr, is_gpu = d.rank, d.correlation, d.is_gpu
     dev = np.flatnonzero(is_gpu & (corr >= 0))
     host = np.flatnonzero(~is_gpu & (corr >= 0))
     dkey = _key(rank[dev], corr[dev])
@@ -76,104 +98,126 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
     hkey = _key(rank[host], corr[host])
     pos = np.clip(np.searchsorted(dkey, hkey), 0, max(len(dkey) - 1, 0))
     hit = dkey[pos] == hkey if len(dkey) else np.zeros(len(host), dtype=bool)
-    launch_src, launch_dst = host[hit], dev_sorted[pos[hit]]
-    counts["launch"] = d.add_edges(launch_src, launch_dst, EdgeKind.LAUNCH)
+    return host[hit], dev_sorted[pos[hit]]
 
-    # launch time of every device node (host start of its launch, else its own start)
-    launch_time = d.start.copy()
-    launch_time[launch_dst] = d.start[launch_src]
-    first, last = d.lane_first_last()
-    gpu_lanes = [ln for ln in d.lanes if ln.kind in ("gpu", "comm")
-                 and is_gpu[first[ln.id]]]
-    # per lane, running max keeps launch times sorted for searchsorted
-    lane_launch = {}
-    for ln in gpu_lanes:
-        a, b = first[ln.id], last[ln.id]
-        lane_launch[(ln.rank, ln.local_id)] = (a, np.maximum.accumulate(launch_time[a:b]))
-    lanes_of_rank: dict[int, list[tuple[int, int]]] = {}
-    for (r, s) in lane_launch:
-        lanes_of_rank.setdefault(r, []).append((r, s))
 
-    def last_launched_before(r: int, stream: int, t: int) -> int:
-        entry = lane_launch.get((r, stream))
+class _LaunchIndex:
+    """Lookups for one draft: device ops of each (rank, stream) by launch time, the host
+    time of any host event and the host node of a launch by (rank, correlation)."""
+
+    def __init__(self, d: GraphDraft, launch_src: np.ndarray, launch_dst: np.ndarray):
+        ev = d.ev
+        # launch time of every device node (host start of its launch, else its own start)
+        launch_time = d.start.copy()
+        launch_time[launch_dst] = d.start[launch_src]
+        first, last = d.lane_first_last()
+        self.gpu_lanes = [ln for ln in d.lanes if ln.kind in ("gpu", "comm")
+                          and d.is_gpu[first[ln.id]]]
+        # per lane, running max keeps launch times sorted for searchsorted
+        self._lane_launch = {}
+        for ln in self.gpu_lanes:
+            a, b = first[ln.id], last[ln.id]
+            self._lane_launch[(ln.rank, ln.local_id)] = (
+                a, np.maximum.accumulate(launch_time[a:b]))
+        self._streams_of_rank: dict[int, list[int]] = {}
+        for (r, s) in self._lane_launch:
+            self._streams_of_rank.setdefault(r, []).append(s)
+        # host time of any host event by (rank, correlation): cudaEventRecord is not a node
+        all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0))
+        ck = _key(ev.rank[all_host], ev.correlation[all_host])
+        o = np.argsort(ck, kind="stable")
+        self._event_key, self._event_ts = ck[o], ev.ts[all_host][o]
+        # host node by (rank, correlation)
+        host = np.flatnonzero(~d.is_gpu & (d.correlation >= 0))
+        hn_key = _key(d.rank[host], d.correlation[host])
+        hn_order = np.argsort(hn_key, kind="stable")
+        self._node_key, self._node = hn_key[hn_order], host[hn_order]
+
+    def streams(self, r: int) -> list[int]:
+        """The GPU streams (and comm channels) of rank ``r``."""
+        return self._streams_of_rank.get(r, [])
+
+    def last_launched_before(self, r: int, stream: int, t: int) -> int:
+        """The last device op on ``stream`` launched before ``t``; -1 when none."""
+        entry = self._lane_launch.get((r, stream))
         if entry is None:
             return -1
         a, times = entry
         i = int(np.searchsorted(times, t, side="left")) - 1
         return a + i if i >= 0 else -1
 
-    def first_launched_after(r: int, stream: int, t: int) -> int:
-        entry = lane_launch.get((r, stream))
+    def first_launched_after(self, r: int, stream: int, t: int) -> int:
+        """The first device op on ``stream`` launched after ``t``; -1 when none."""
+        entry = self._lane_launch.get((r, stream))
         if entry is None:
             return -1
         a, times = entry
         i = int(np.searchsorted(times, t, side="right"))
         return a + i if i < len(times) else -1
 
-    # host time of any host event by (rank, correlation): cudaEventRecord is not a node
-    all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0))
-    ck = _key(ev.rank[all_host], ev.correlation[all_host])
-    o = np.argsort(ck, kind="stable")
-    ck, ct = ck[o], ev.ts[all_host][o]
-
-    def host_time(r: int, c: int) -> int | None:
+    def host_time(self, r: int, c: int) -> int | None:
+        """When the host event with correlation ``c`` on rank ``r`` started; None unknown."""
         k = np.int64(r) * _KEY + np.int64(c)
-        i = int(np.searchsorted(ck, k))
-        return int(ct[i]) if i < len(ck) and ck[i] == k else None
+        i = int(np.searchsorted(self._event_key, k))
+        found = i < len(self._event_key) and self._event_key[i] == k
+        return int(self._event_ts[i]) if found else None
 
-    # host node by (rank, correlation)
-    hn_key = _key(rank[host], corr[host])
-    hn_order = np.argsort(hn_key, kind="stable")
-    hn_key_sorted, hn_sorted = hn_key[hn_order], host[hn_order]
-
-    def host_node(r: int, c: int) -> int:
+    def host_node(self, r: int, c: int) -> int:
+        """The host node with correlation ``c`` on rank ``r``; -1 when none."""
         k = np.int64(r) * _KEY + np.int64(c)
-        i = int(np.searchsorted(hn_key_sorted, k))
-        return int(hn_sorted[i]) if i < len(hn_key_sorted) and hn_key_sorted[i] == k else -1
+        i = int(np.searchsorted(self._node_key, k))
+        return int(self._node[i]) if i < len(self._node_key) and self._node_key[i] == k else -1
 
-    # ---- cuda_sync events ----
+
+def _cuda_sync_waits(d: GraphDraft, idx: _LaunchIndex):
+    """What the ``cuda_sync`` events say: ``(wait_src, wait_dst, sync_sources,
+    ranks_with_waits)``, the STREAM_WAIT edges of "Stream Wait Event"s, the device nodes
+    each blocking host sync node waited for, and the ranks with stream-wait events."""
+    ev = d.ev
     syncs = np.flatnonzero(ev.is_gpu & (ev.kind == kind_code(EventKind.SYNC)))
     wait_src, wait_dst = [], []
     sync_sources: dict[int, list[int]] = {}  # host sync node -> device nodes it waited for
     for i in syncs:
         r, s = int(ev.rank[i]), int(ev.lane[i])
         name = ev.names[ev.name[i]]
-        call_t = host_time(r, int(ev.correlation[i]))
+        call_t = idx.host_time(r, int(ev.correlation[i]))
         if call_t is None:
             call_t = int(ev.ts[i])
         if ev.wait_on_stream[i] >= 0 and "Wait" in name:
-            rec_t = host_time(r, int(ev.wait_on_corr[i])) if ev.wait_on_corr[i] >= 0 else None
-            src = last_launched_before(r, int(ev.wait_on_stream[i]),
-                                       rec_t if rec_t is not None else call_t)
-            dst = first_launched_after(r, s, call_t)
+            rec_t = (idx.host_time(r, int(ev.wait_on_corr[i])) if ev.wait_on_corr[i] >= 0
+                     else None)
+            src = idx.last_launched_before(r, int(ev.wait_on_stream[i]),
+                                           rec_t if rec_t is not None else call_t)
+            dst = idx.first_launched_after(r, s, call_t)
             if src >= 0 and dst >= 0 and d.lane[src] != d.lane[dst]:
                 wait_src.append(src)
                 wait_dst.append(dst)
             continue
-        node = host_node(r, int(ev.correlation[i]))
+        node = idx.host_node(r, int(ev.correlation[i]))
         if node < 0:
             continue
-        streams = [s] if (0 <= s < 2**31 - 1 and "Context" not in name) else \
-            [st for (_, st) in lanes_of_rank.get(r, [])]
-        srcs = [last_launched_before(r, st, int(d.start[node])) for st in streams]
+        streams = [s] if (0 <= s < 2**31 - 1 and "Context" not in name) else idx.streams(r)
+        srcs = [idx.last_launched_before(r, st, int(d.start[node])) for st in streams]
         sync_sources.setdefault(node, []).extend(x for x in srcs if x >= 0)
-    counts["stream_wait"] = d.add_edges(wait_src, wait_dst, EdgeKind.STREAM_WAIT)
     ranks_with_waits = {int(ev.rank[i]) for i in syncs if ev.wait_on_stream[i] >= 0}
-    launch_end = np.full(d.n, np.iinfo(np.int64).min, dtype=np.int64)
-    launch_end[launch_dst] = d.end[launch_src]
-    src, dst = _infer_stream_waits(d, launch_end, skip_ranks=ranks_with_waits)
-    counts["stream_wait_inferred"] = d.add_edges(src, dst, EdgeKind.STREAM_WAIT, inferred=True)
+    return wait_src, wait_dst, sync_sources, ranks_with_waits
 
-    # ---- blocking host calls ----
-    gpu_ranks = {ln.rank for ln in gpu_lanes}
+
+def _blocking_sync_waits(d: GraphDraft, idx: _LaunchIndex, sync_sources: dict[int, list[int]],
+                         nxt_all: np.ndarray):
+    """HOST_WAIT edges of blocking sync calls, exact and inferred: ``(exact_src,
+    exact_dst, inferred_src, inferred_dst)``, from each call's awaited device nodes to
+    the host node after it; each call is shortened to its un-blocked part."""
+    ev = d.ev
+    rank, is_gpu = d.rank, d.is_gpu
+    gpu_ranks = {ln.rank for ln in idx.gpu_lanes}
     is_sync_node = (d.kind == NodeKind.SYNC) & ~is_gpu & np.isin(rank, sorted(gpu_ranks))
     names = ev.name_matches(SYNC_CALL, d.index)
     device_wide = ev.name_matches(_DEVICE_SYNC, d.index)
     exact_src, exact_dst, inf_src, inf_dst = [], [], [], []
-    nxt_all = d.next_on_lane(np.arange(d.n))
-    dev_nodes_by_rank = {r: np.flatnonzero(is_gpu & (rank == r)) for r in gpu_ranks}
     dev_end_sorted = {}
-    for r, nodes in dev_nodes_by_rank.items():
+    for r in gpu_ranks:
+        nodes = np.flatnonzero(is_gpu & (rank == r))
         o2 = np.argsort(d.end[nodes], kind="stable")
         dev_end_sorted[r] = (nodes[o2], d.end[nodes][o2])
     for v in np.flatnonzero(is_sync_node & names):
@@ -183,8 +227,7 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
         srcs = sync_sources.get(int(v))
         inferred = False
         if srcs is None and device_wide[v]:
-            srcs = [last_launched_before(r, st, int(d.start[v]))
-                    for (_, st) in lanes_of_rank.get(r, [])]
+            srcs = [idx.last_launched_before(r, st, int(d.start[v])) for st in idx.streams(r)]
             srcs = [x for x in srcs if x >= 0]
         elif srcs is None:
             srcs = _ended_while_blocked(dev_end_sorted[r], int(d.start[v]), int(d.end[v]))
@@ -194,9 +237,17 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
         _shorten(d, v, srcs)
         (inf_src if inferred else exact_src).extend(srcs)
         (inf_dst if inferred else exact_dst).extend([nxt] * len(srcs))
-    # memcpy calls that returned after their copy ended (blocking copies)
-    mem = np.flatnonzero(~is_gpu & (d.kind == NodeKind.LAUNCH)
-                         & ev.name_matches(_MEMCPY, d.index))
+    return exact_src, exact_dst, inf_src, inf_dst
+
+
+def _blocking_memcpy_waits(d: GraphDraft, launch_src: np.ndarray, launch_dst: np.ndarray,
+                           nxt_all: np.ndarray) -> tuple[list[int], list[int]]:
+    """HOST_WAIT edges of memcpy calls that returned after their copy ended (blocking
+    copies): copy -> the host node after the call, which is shortened to its un-blocked
+    part."""
+    src, dst = [], []
+    mem = np.flatnonzero(~d.is_gpu & (d.kind == NodeKind.LAUNCH)
+                         & d.ev.name_matches(_MEMCPY, d.index))
     if len(mem):
         src_of = np.full(d.n, -1, dtype=np.int64)
         src_of[launch_src] = launch_dst
@@ -208,12 +259,9 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
             nxt = int(nxt_all[v])
             if nxt >= 0:
                 _shorten(d, int(v), [int(c)])
-                exact_src.append(int(c))
-                exact_dst.append(nxt)
-    counts["host_wait"] = d.add_edges(exact_src, exact_dst, EdgeKind.HOST_WAIT)
-    counts["host_wait_inferred"] = d.add_edges(inf_src, inf_dst, EdgeKind.HOST_WAIT,
-                                               inferred=True)
-    return counts
+                src.append(int(c))
+                dst.append(nxt)
+    return src, dst
 
 
 def _infer_stream_waits(d: GraphDraft, launch_end: np.ndarray, *,

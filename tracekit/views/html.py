@@ -21,7 +21,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from tracekit import __version__
+from tracekit._version import __version__
 from tracekit.errors import TracekitError
 from tracekit.views.styling import FONT_FAMILY
 
