@@ -74,4 +74,13 @@ class WhatIfResult:
     sweep: list[tuple[str, float]] = field(default_factory=list)
     #: for a sweep: the best point's spec; '' otherwise
     best_spec: str = ""
+    #: what this variant assumed (its own notes)
     notes: list[str] = field(default_factory=list)
+    #: notes every what-if of the run shares (cost models, interference), said once
+    shared_notes: list[str] = field(default_factory=list)
+    #: 95% intervals of the variant's median step (ms) and of the speedup
+    #: (:mod:`replay.intervals`); NaN when not computed
+    step_ms_lo: float = float("nan")
+    step_ms_hi: float = float("nan")
+    speedup_lo: float = float("nan")
+    speedup_hi: float = float("nan")

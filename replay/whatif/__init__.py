@@ -19,12 +19,14 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from replay.interference import NoInterference
+from replay.intervals import comm_log_width, speedup_interval, step_interval
 from replay.result import ReplayResult, WhatIfResult
 from replay.whatif.predict import WhatIfContext, build_context, predict
-from replay.whatif.spec import WhatIfSpec, parse_spec
+from replay.whatif.spec import Variant, WhatIfSpec, parse_spec
 from tracekit.core.run import Run
 from tracekit.graph.model import Graph
 from tracekit.log import get_logger
@@ -67,12 +69,7 @@ def evaluate(run: Run, graph: Graph, baseline: ReplayResult, specs: Sequence[str
 def evaluate_in(ctx: WhatIfContext, specs: Sequence[str | WhatIfSpec]) -> list[WhatIfResult]:
     """:func:`evaluate` with the run's context already built (:func:`build_context`)."""
     parsed = [s if isinstance(s, WhatIfSpec) else parse_spec(s) for s in specs]
-    baseline = ctx.baseline
-    common = list(ctx.notes)
-    if ctx.comm is not None:
-        common.append(f"collective costs: {ctx.comm.fit_for('all_reduce', 1 << 20).describe()}")
-    if not isinstance(ctx.interference, NoInterference):
-        common.append(ctx.interference.describe())
+    shared = shared_notes(ctx)
     out = []
     for spec in parsed:
         points = []
@@ -80,14 +77,42 @@ def evaluate_in(ctx: WhatIfContext, specs: Sequence[str | WhatIfSpec]) -> list[W
             result, notes = predict(ctx, variant)
             points.append((variant, result, notes))
             log.info("what-if %s: %.3f ms", variant.spec, result.median_step_ms)
-        if spec.is_sweep:
-            best_v, best_r, best_n = min(points, key=lambda p: p[1].median_step_ms)
-            out.append(WhatIfResult(
-                spec=spec.text, result=best_r, speedup=_speedup(baseline, best_r),
-                sweep=[(v.spec, r.median_step_ms) for v, r, _ in points],
-                best_spec=best_v.spec, notes=[*best_n, *common]))
-        else:
-            _, r, n = points[0]
-            out.append(WhatIfResult(spec=spec.text, result=r, speedup=_speedup(baseline, r),
-                                    notes=[*n, *common]))
+        best_v, best_r, best_n = min(points, key=lambda p: p[1].median_step_ms)
+        out.append(_result(ctx, spec, best_v, best_r, best_n, shared,
+                           [(v.spec, r.median_step_ms) for v, r, _ in points]
+                           if spec.is_sweep else []))
     return out
+
+
+def shared_notes(ctx: WhatIfContext) -> list[str]:
+    """What every what-if of the run assumes: cost models and the interference model."""
+    common = list(ctx.notes)
+    if ctx.comm is not None:
+        common.append(f"collective costs: {ctx.comm.fit_for('all_reduce', 1 << 20).describe()}")
+    if not isinstance(ctx.interference, NoInterference):
+        common.append(ctx.interference.describe())
+    return common
+
+
+def _comm_residual(ctx: WhatIfContext, variant: Variant) -> float:
+    """The largest median relative residual of the collectives the variant re-times by
+    model (NaN: none are, or the model has no residual)."""
+    if ctx.comm is None or not any(t.needs_comm_model for t in variant.transforms):
+        return float("nan")
+    colls = ("all_reduce", "reduce_scatter", "all_gather")
+    res = [ctx.comm.fit_for(c, 1 << 20).median_rel_residual for c in colls]
+    res = [r for r in res if math.isfinite(r)]
+    return max(res) if res else float("nan")
+
+
+def _result(ctx: WhatIfContext, spec: WhatIfSpec, variant: Variant, result: ReplayResult,
+            notes: list[str], shared: list[str], sweep: list[tuple[str, float]]
+            ) -> WhatIfResult:
+    speedup = _speedup(ctx.baseline, result)
+    width = comm_log_width(result, _comm_residual(ctx, variant))
+    step = step_interval(result, width)
+    sp = speedup_interval(ctx.baseline, result, speedup, width)
+    return WhatIfResult(spec=spec.text, result=result, speedup=speedup, sweep=sweep,
+                        best_spec=variant.spec if spec.is_sweep else "", notes=list(notes),
+                        shared_notes=shared, step_ms_lo=step.lo, step_ms_hi=step.hi,
+                        speedup_lo=sp.lo, speedup_hi=sp.hi)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from replay.intervals import step_interval
 from replay.result import CriticalPath, ReplayResult
 from replay.whatif.spec import parse_spec
 from tracekit.cli.options import WhatIfCommand, open_session, prediction_options
@@ -103,12 +104,14 @@ def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *,
     """The ``--json`` document (see the command's help)."""
     steps = sorted(baseline.step_ms)
     errors = _step_errors(baseline)
+    band = step_interval(baseline)
     doc = {
         "world_size": run.world_size,
         "ranks_present": run.ranks,
         "measured_step_ms": baseline.median_measured_ms,
         "baseline": {
-            "step_ms": baseline.median_step_ms, "error_pct": baseline.error_pct,
+            "step_ms": baseline.median_step_ms, "step_ms_lo": band.lo, "step_ms_hi": band.hi,
+            "error_pct": baseline.error_pct,
             "median_abs_step_error_pct": statistics.median(
                 abs(v) for v in errors.values()) if errors else 0.0,
             "worst_step_error_pct": max(errors.values(), key=abs, default=0.0)},
@@ -121,10 +124,13 @@ def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *,
         ],
         "critical_path": _path_json(baseline.critical_path, len(steps)),
         "what_ifs": [],
+        "what_if_notes": list(what_ifs[0].shared_notes) if what_ifs else [],
         "notes": [*run.notes, *graph_notes, *baseline.notes],
     }
     for w in what_ifs:
-        item = {"spec": w.spec, "step_ms": w.result.median_step_ms, "speedup": w.speedup,
+        item = {"spec": w.spec, "step_ms": w.result.median_step_ms,
+                "step_ms_lo": w.step_ms_lo, "step_ms_hi": w.step_ms_hi, "speedup": w.speedup,
+                "speedup_lo": w.speedup_lo, "speedup_hi": w.speedup_hi,
                 "transforms": [t.to_json() for t in
                                parse_spec(w.best_spec or w.spec).variants[0].transforms]}
         if w.best_spec:
@@ -136,19 +142,41 @@ def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *,
     return doc
 
 
-def format_replay(doc: dict) -> str:
-    """The text ``tracekit replay`` prints for a :func:`replay_json` document."""
-    lines = [f"world size {doc['world_size']}, ranks replayed: {len(doc['ranks_present'])}",
-             "",
-             f"{'step':>6} {'measured ms':>12} {'predicted ms':>13} {'error':>8}"]
+def _table(doc: dict) -> list[str]:
+    lines = [f"{'step':>6} {'measured ms':>12} {'predicted ms':>13} {'error':>8}"]
     for s in doc["steps"]:
         lines.append(f"{s['step']:>6} {s['measured_ms']:>12.3f} {s['predicted_ms']:>13.3f} "
                      f"{s['error_pct']:>+7.2f}%")
     b = doc["baseline"]
-    lines.append(f"{'median':>6} {doc['measured_step_ms']:>12.3f} {b['step_ms']:>13.3f} "
-                 f"{b['error_pct']:>+7.2f}%")
-    lines.append(f"baseline error: median {b['median_abs_step_error_pct']:.2f}% (absolute) "
-                 f"over steps, worst step {b['worst_step_error_pct']:+.2f}%")
+    lines.append(f"median step time: measured {doc['measured_step_ms']:.3f} ms, predicted "
+                 f"{b['step_ms']:.3f} ms [{b['step_ms_lo']:.3f}-{b['step_ms_hi']:.3f}] "
+                 f"({b['error_pct']:+.2f}%)")
+    lines.append(f"per-step error: median |error| {b['median_abs_step_error_pct']:.2f}%, "
+                 f"worst step {b['worst_step_error_pct']:+.2f}%")
+    return lines
+
+
+def _what_if_lines(doc: dict) -> list[str]:
+    b = doc["baseline"]
+    lines = ["", f"what-ifs (from the baseline replay, {b['step_ms']:.3f} ms/step, error "
+             f"{b['error_pct']:+.2f}%; 95% intervals in brackets):",
+             f"  {'what-if':<28} {'step ms':>24}  {'speedup':>22}"]
+    for w in doc["what_ifs"]:
+        best = f"  best: {w['best']}" if "best" in w else ""
+        step = f"{w['step_ms']:.3f} [{w['step_ms_lo']:.2f}-{w['step_ms_hi']:.2f}]"
+        speed = f"{w['speedup']:.3f}x [{w['speedup_lo']:.3f}-{w['speedup_hi']:.3f}]"
+        lines.append(f"  {w['spec']:<28} {step:>24}  {speed:>22}{best}")
+        lines.extend(f"      {n}" for n in w.get("notes", []))
+    if doc["what_if_notes"]:
+        lines.append("  every what-if above assumes:")
+        lines.extend(f"      {n}" for n in doc["what_if_notes"])
+    return lines
+
+
+def format_replay(doc: dict) -> str:
+    """The text ``tracekit replay`` prints for a :func:`replay_json` document."""
+    lines = [f"world size {doc['world_size']}, ranks replayed: {len(doc['ranks_present'])}",
+             "", *_table(doc)]
     cp = doc["critical_path"]
     if cp and cp["total_ms"] > 0:
         parts = " · ".join(f"{k} {v / cp['total_ms'] * 100:.0f}%"
@@ -158,14 +186,7 @@ def format_replay(doc: dict) -> str:
         lines.append("")
         lines.append(f"critical path ({cp['per_step_ms']:.3f} ms per step): {parts}{where}")
     if doc["what_ifs"]:
-        lines.append("")
-        lines.append(f"what-ifs (baseline {b['step_ms']:.3f} ms, baseline error "
-                     f"{b['error_pct']:+.2f}%):")
-        for w in doc["what_ifs"]:
-            best = f"  best: {w['best']}" if "best" in w else ""
-            lines.append(f"  {w['spec']:<28} {w['step_ms']:>10.3f} ms  speedup "
-                         f"{w['speedup']:.3f}x{best}")
-            lines.extend(f"    note: {n}" for n in w.get("notes", []))
+        lines += _what_if_lines(doc)
     if doc["notes"]:
         lines.append("")
         lines.extend(f"note: {n}" for n in doc["notes"])
