@@ -16,6 +16,12 @@ Real traces (see tests/data/README.md for where each comes from):
 ``trace_named(name)`` gives any of them by a short name (for parametrized tests).
 ``write_trace(doc, name="rank0.json", gz=False)`` writes a trace dict (or raw bytes)
 to a fresh temporary folder and returns its path.
+
+``recording_machine_cores`` pins the CPU core count the what-if core-sharing model
+assumes for runs whose manifest does not record it (2, the recording machine's), so
+predictions do not depend on the machine running the tests. ``update_references`` is
+True under ``pytest --update-references`` (``tests/test_references.py`` then rewrites
+its reference files instead of comparing).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -44,6 +51,32 @@ ALL_TRACES = {
     "gloo_2rank_rank0": GLOO_2RANK / "rank0.json.gz",
     "gloo_2rank_rank1": GLOO_2RANK / "rank1.json.gz",
 }
+
+#: cores of the 2-core machine every CPU run in tests/data was recorded on
+RECORDING_MACHINE_CORES = 2
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-references", action="store_true", default=False,
+        help="tests/test_references.py: rewrite the reference files in tests/references "
+             "from the current outputs instead of comparing (review the git diff after).")
+
+
+@pytest.fixture
+def update_references(request) -> bool:
+    return bool(request.config.getoption("--update-references"))
+
+
+@pytest.fixture
+def recording_machine_cores(monkeypatch) -> int:
+    """The CPU core-sharing what-if model (``replay.interference.cores``) assumes this machine's
+    core count when a run's manifest does not record one (every CPU run in tests/data):
+    make "this machine" the 2-core machine the runs were recorded on."""
+    cores = set(range(RECORDING_MACHINE_CORES))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cores), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: RECORDING_MACHINE_CORES)
+    return RECORDING_MACHINE_CORES
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from breakdown_check import expected_rows, summarized_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -208,7 +209,7 @@ odd_values = st.one_of(
 
 
 def check_parse_or_user_error(data: bytes, name: str = "rank0.json") -> None:
-    """The property: a valid table (and a consistent summary), or a TracekitError."""
+    """The property: a valid table (and a correct summary), or a TracekitError."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
@@ -224,9 +225,9 @@ def check_parse_or_user_error(data: bytes, name: str = "rank0.json") -> None:
             run = load_run(path)
         except TracekitError:
             return
-        steps = summarize(run).steps
-        assert (steps["compute_ns"] + steps["exposed_comm_ns"] + steps["idle_ns"]
-                == steps["step_ns"]).all()
+        # the summary of whatever survived parsing is the one an independent, plain
+        # Python recomputation from the event table gives (tests/breakdown_check.py)
+        assert summarized_rows(summarize(run).steps) == expected_rows(run)
 
 
 SETTINGS = settings(max_examples=60, deadline=None,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from replay.result import WhatIfResult
 from tracekit.cli import main
 
 REPLAY_CLI = importlib.import_module("tracekit.cli.replay")
@@ -64,29 +63,45 @@ def test_replay_unknown_step_is_a_one_line_error(capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_replay_calls_the_what_if_evaluator(capsys, monkeypatch):
-    calls = {}
-
-    def evaluate(run, graph, baseline, specs, comm_model=None, interference="auto"):
-        calls["specs"] = specs
-        calls["comm_model"] = comm_model
-        calls["interference"] = interference
-        return [WhatIfResult(spec=s, result=baseline, speedup=1.25) for s in specs]
-
-    monkeypatch.setattr(REPLAY_CLI, "evaluate", evaluate)
-    code, out, _ = run_cli(capsys, "replay", *PROBE, "--json", "--what-if", "fusion=4MB",
-                           "--what-if", "dear")
+def test_replay_evaluates_what_ifs(capsys, recording_machine_cores):
+    """A real what-if evaluation through the command. Halving compute on this CPU run
+    must make the step faster, but less than twice as fast: communication (40% of the
+    baseline's critical path) is not scaled. The speedup printed is the ratio of the step
+    times printed, in the JSON and in the text."""
+    code, out, _ = run_cli(capsys, "replay", *PROBE, "--json", "--what-if",
+                           "compute-scale=0.5", "--what-if", "overlap=off")
     assert code == 0
-    assert calls == {"specs": ["fusion=4MB", "dear"], "comm_model": None,
-                     "interference": "auto"}
     doc = json.loads(out)
-    assert [w["spec"] for w in doc["what_ifs"]] == ["fusion=4MB", "dear"]
-    assert all(w["speedup"] == 1.25 for w in doc["what_ifs"])
-    code, out, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "dear")
-    assert "dear" in out and "speedup 1.250x" in out and "baseline error" in out
-    code, _, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "dear", "--interference",
-                         "factor")
-    assert code == 0 and calls["interference"] == "factor"
+    half, off = doc["what_ifs"]
+    assert [half["spec"], off["spec"]] == ["compute-scale=0.5", "overlap=off"]
+    assert 1.0 < half["speedup"] < 2.0
+    assert half["step_ms"] < doc["baseline"]["step_ms"]
+    for w in doc["what_ifs"]:
+        assert w["speedup"] == pytest.approx(doc["baseline"]["step_ms"] / w["step_ms"],
+                                             rel=1e-12)
+    # the default on a CPU-only run is the core-sharing model, and it says so
+    assert any(n.startswith("CPU contention (processor sharing)") for n in half["notes"])
+    code, text, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "compute-scale=0.5")
+    assert code == 0 and "baseline error" in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("compute-scale=0.5"))
+    assert f"{half['step_ms']:.3f} ms" in line and f"speedup {half['speedup']:.3f}x" in line
+
+
+def test_replay_interference_option_reaches_the_prediction(capsys, recording_machine_cores):
+    """--interference picks the model: 'cores' is what 'auto' means on a CPU-only run
+    (same document), 'factor' predicts overlap=off differently and names its factor."""
+    docs = {}
+    for model in ("auto", "cores", "factor"):
+        code, out, _ = run_cli(capsys, "replay", *PROBE, "--json", "--what-if", "overlap=off",
+                               "--interference", model)
+        assert code == 0
+        docs[model] = json.loads(out)
+    assert docs["auto"] == docs["cores"]
+    cores, factor = docs["cores"]["what_ifs"][0], docs["factor"]["what_ifs"][0]
+    assert factor["step_ms"] != pytest.approx(cores["step_ms"], rel=1e-3)
+    assert any(n.startswith("interference: compute runs") for n in factor["notes"])
+    assert not any(n.startswith("CPU contention") for n in factor["notes"])
+    assert docs["factor"]["baseline"] == docs["cores"]["baseline"]  # what-ifs only
 
 
 def test_replay_export_trace(capsys, tmp_path, monkeypatch):
