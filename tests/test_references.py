@@ -101,7 +101,7 @@ def test_the_core_count_pin_matters(capsys, recording_machine_cores, monkeypatch
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     other = produce(capsys, "gloo_2rank", "whatif")
-    notes = [n for n in pinned["what_ifs"][0]["notes"] if "this machine's" in n]
+    notes = [n for n in pinned["what_if_notes"] if "this machine's" in n]
     assert notes and "assumed 2" in notes[0]
     assert compare(pinned["what_ifs"], other["what_ifs"])
 
