@@ -36,28 +36,12 @@ from replay.result import ReplayResult
 from tracekit.core.collectives import normalize_collective
 from tracekit.core.run import Run
 from tracekit.core.schema import EVENT_COLUMNS, EventKind
-from tracekit.errors import TracekitError
 from tracekit.graph.model import Graph, NodeKind
 
 
-def replay(run: Run, graph: Graph, *, start: np.ndarray | None = None,
-           end: np.ndarray | None = None, schedule: Schedule | None = None) -> ReplayResult:
-    """Replay ``graph`` (built from ``run``, possibly edited) and package the result.
-
-    ``start``/``end`` (from :func:`replay.engine.schedule`) or ``schedule`` (from
-    :func:`replay.engine.schedule_full`) reuse a schedule already computed instead of
-    replaying again; without them the graph is scheduled here.
-    """
-    if schedule is None:
-        if start is not None and end is not None:
-            start = np.asarray(start, dtype=np.int64)
-            schedule = Schedule(start_ns=start, end_ns=np.asarray(end, dtype=np.int64),
-                                ready_ns=start, rounds=0)
-        else:
-            schedule = schedule_full(graph)
-    if len(schedule.start_ns) != graph.n_nodes:
-        raise TracekitError(f"the schedule has {len(schedule.start_ns)} nodes but the graph "
-                            f"has {graph.n_nodes}: replay the graph it came from")
+def replay(run: Run, graph: Graph) -> ReplayResult:
+    """Replay ``graph`` (built from ``run``, possibly edited) and package the result."""
+    schedule = schedule_full(graph)
     windows = step_windows(run, graph, schedule)
     measured = windows.groupby("step")["measured_ns"].max()
     predicted = windows.groupby("step")["predicted_ns"].max()

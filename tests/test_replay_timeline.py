@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from replay.critical_path import binding_predecessors, critical_paths
-from replay.engine import schedule, schedule_full
+from replay.engine import schedule_full
 from replay.timeline import replay
 from tracekit.core.run import load_run
 from tracekit.core.schema import check_schema
@@ -106,13 +106,6 @@ def test_binding_predecessor_of_a_late_collective_is_the_last_arrival(probe):
         last = peers[np.argmax(sched.ready_ns[peers])]
         assert graph.rank[last] != graph.rank[v]
         assert pred[v] == pred[last]
-
-
-def test_replay_accepts_a_schedule_computed_elsewhere(probe):
-    run, graph, res = probe
-    start, end = schedule(graph)
-    again = replay(run, graph, start=start, end=end)
-    assert again.step_ms == pytest.approx(res.step_ms)
 
 
 def test_gpu_trace_without_steps_is_one_window(alexnet_trace):
