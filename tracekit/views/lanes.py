@@ -19,7 +19,6 @@ After :func:`bar_mask`: ``aten::linear`` and ``evaluate_function: AddmmBackward0
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,13 +26,14 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.schema import EventKind
+from tracekit.core.threads import main_threads, split_thread_name
 from tracekit.errors import TracekitError
 from tracekit.views.classify import outermost_mask_sorted
 
 _NOT_BARS = (EventKind.STEP.value, EventKind.ANNOTATION.value)
 _LANE_KIND_ORDER = {"cpu": 0, "gpu": 1, "comm": 2}
-_THREAD_NAME = re.compile(r"^thread (-?\d+)(?: \((.*)\))?$")
-_MAIN_HINTS = ("main", "python")
+#: columns :func:`tracekit.core.threads.main_threads` reads
+_MAIN_COLUMNS = ["rank", "lane_kind", "lane", "kind", "ts_ns", "end_ns"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,32 +79,36 @@ def _short_lane_name(lane_kind: str, lane: int, lane_name: str) -> tuple[str, bo
 
     The flag says whether the name is a thread name that may repeat within a rank.
     """
-    m = _THREAD_NAME.match(lane_name)
-    if lane_kind == "cpu" and m:
-        return (m.group(2) or f"thread {lane}"), m.group(2) is not None
+    parsed = split_thread_name(lane_name)
+    if lane_kind == "cpu" and parsed is not None:
+        return (parsed[1] or f"thread {lane}"), parsed[1] is not None
     return (lane_name or f"{lane_kind} {lane}"), False
 
 
 def lane_rows(tables: Iterable[pd.DataFrame]) -> list[Row]:
     """The rows for every lane with at least one bar in any of ``tables``, in display order.
 
-    Order: by rank; within a rank CPU threads (the main / python thread first), then GPU
+    Order: by rank; within a rank CPU threads (the main training thread first, as
+    :func:`tracekit.core.threads.main_threads` finds it in ``tables``: the one holding
+    ``ProfilerStep`` when they have step rows, else the busiest operator thread), then GPU
     streams, then comm lanes, then anything else; by lane id within a kind.
     """
-    frames = []
+    frames, events = [], []
     for t in tables:
         if t is None or not len(t):
             continue
         f = lane_key_frame(t)
         f["lane_name"] = t["lane_name"].astype(str).to_numpy()
         frames.append(f.drop_duplicates(["rank", "lane_kind", "lane"]))
+        events.append(pd.DataFrame({c: t[c].to_numpy() for c in _MAIN_COLUMNS}))
     if not frames:
         return []
     lanes = pd.concat(frames).drop_duplicates(["rank", "lane_kind", "lane"])
+    main = main_threads(pd.concat(events, ignore_index=True))
     rows: list[tuple] = []
     for rank, lk, lane, lname in lanes.itertuples(index=False):
         short, is_thread = _short_lane_name(lk, lane, lname)
-        is_main = lk == "cpu" and any(h in short.lower() for h in _MAIN_HINTS)
+        is_main = lk == "cpu" and main.get(int(rank)) == int(lane)
         rows.append((rank, _LANE_KIND_ORDER.get(lk, 9), not is_main, lane, lk, short, is_thread))
     rows.sort()
     counts: dict[tuple[int, str], int] = {}
