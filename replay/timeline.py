@@ -11,12 +11,13 @@
 - ``step_ms`` / ``measured_step_ms``: per step, the slowest rank.
 - ``critical_path``: the critical paths of all replayed steps, merged.
 
-Step time, measured: the ``ProfilerStep#N`` window on the rank's main thread. Predicted,
-the same way: the window starts where it started relative to the first node of the step
-on the main thread (same offset), and ends where the next step's window starts (the
-measured gap between windows kept); the last replayed step ends at its last main-thread
-node's predicted end plus the measured offset. A trace without step annotations is one
-window per rank: first node start to last node end, on any lane.
+Step time, measured: the rank's step window (:func:`tracekit.core.steps.step_windows`,
+the host ``ProfilerStep#N`` window without the device tail; a trace without step
+annotations is one window per rank, its first event to its last). Predicted, the same
+way: the window starts where it started relative to the first node of the step on the
+main thread (on any lane without a step annotation; same offset), and ends where the
+next step's window starts (the measured gap between windows kept); the last replayed step
+ends at its last such node's predicted end plus the measured offset.
 
 Example::
 
@@ -36,6 +37,7 @@ from replay.result import ReplayResult
 from tracekit.core.collectives import normalize_collective
 from tracekit.core.run import Run
 from tracekit.core.schema import EVENT_COLUMNS, EventKind
+from tracekit.core.steps import step_windows as measured_windows
 from tracekit.graph.model import Graph, NodeKind
 
 
@@ -69,11 +71,8 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
     Columns: rank, step, lane (graph lane of the window), measured_start, measured_end,
     predicted_start, predicted_end, measured_ns, predicted_ns.
     """
-    ev = run.events
-    is_step = (ev["kind"] == EventKind.STEP.value).to_numpy()
-    st = ev.loc[is_step, ["rank", "lane", "step", "ts_ns", "end_ns"]]
-    step_win = {(int(r), int(s)): (int(a), int(b), int(ln))
-                for r, ln, s, a, b in st.itertuples(index=False)}
+    step_win = {(int(r), int(s)): (int(a), int(b), bool(ann))
+                for r, s, a, b, ann in measured_windows(run.events).itertuples(index=False)}
     mend = np.asarray(graph.start_ns) + np.asarray(graph.wait_ns) + np.asarray(graph.dur_ns)
     main_lane = {ln.rank: ln.id for ln in graph.lanes if ln.is_main}
     rows = []
@@ -87,11 +86,11 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
             nodes = np.flatnonzero(of_rank & (step_arr == s))
             win = step_win.get((r, s))
             on_main = nodes[lane_arr[nodes] == main_lane.get(r, -1)]
-            if win is not None and len(on_main):
+            if win is not None and win[2] and len(on_main):
                 nodes = on_main
             a = nodes[np.argmin(graph.start_ns[nodes])]
             z = nodes[np.argmax(mend[nodes])]
-            if win is None:
+            if win is None:  # a rank or step the run does not have (a what-if made it)
                 w_s, w_e = int(graph.start_ns[a]), int(mend[z])
             else:
                 w_s, w_e = win[0], win[1]

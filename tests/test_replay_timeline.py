@@ -10,6 +10,7 @@ import pytest
 from replay.critical_path import binding_predecessors, critical_paths
 from replay.engine import schedule_full
 from replay.timeline import replay
+from tracekit.analysis.breakdown import summarize
 from tracekit.core.run import load_run
 from tracekit.core.schema import check_schema
 from tracekit.graph.build import build_graph
@@ -113,4 +114,6 @@ def test_gpu_trace_without_steps_is_one_window(alexnet_trace):
     res = replay(run, build_graph(run, delays="measured"))
     assert list(res.step_ms) == [0]
     assert res.step_ms[0] == pytest.approx(res.measured_step_ms[0])
+    # the measured window is the summary's: the whole trace, first event to last
+    assert res.measured_step_ms[0] == pytest.approx(summarize(run).steps["ms"].iloc[0])
     check_schema(res.timeline)

@@ -4,11 +4,11 @@ communication, overlap and idle. This is what ``tracekit summary`` prints.
 Definitions (all are lengths of unions of intervals, :mod:`tracekit.core.intervals`, so
 nothing is counted twice when streams or threads run at once):
 
-- **step window**: the ``ProfilerStep#N`` annotation on the host. On a GPU rank it is
-  extended to the end of the last GPU event launched in that step (a step's kernels
-  often finish after its host window closed). A trace without ``ProfilerStep`` is one
-  window, step 0, from its first event to its last. Every interval below is clipped to
-  the window.
+- **step window**: the ``ProfilerStep#N`` annotation on the host, extended to the end
+  of the last GPU event launched in that step (a step's kernels often finish after its
+  host window closed); see :mod:`tracekit.core.steps`. A trace without ``ProfilerStep``
+  is one window, step 0, from its first event to its last. Every interval below is
+  clipped to the window.
 - **compute**: GPU rank: kernels, memcpys and memsets on any stream, NCCL kernels
   excluded. CPU rank: the operators (``cpu_op``) on the main training thread (the one
   holding ``ProfilerStep``; without steps the thread with the most operator time, see
@@ -47,6 +47,7 @@ import pandas as pd
 from tracekit.core.intervals import clip, difference, union, union_length
 from tracekit.core.run import Run
 from tracekit.core.schema import EventKind, LaneKind
+from tracekit.core.steps import step_windows
 from tracekit.core.threads import main_threads
 from tracekit.core.waits import waits_for_comm
 from tracekit.log import get_logger
@@ -176,7 +177,6 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
     lane_kind = ev["lane_kind"].to_numpy().astype(str)
     ts = ev["ts_ns"].to_numpy()
     end = ev["end_ns"].to_numpy()
-    step = ev["step"].to_numpy()
     is_gpu = lane_kind == LaneKind.GPU.value
     is_comm = kind == EventKind.COMM.value
     basis = "gpu" if is_gpu.any() else "cpu"
@@ -198,12 +198,13 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
             notes.append(f"rank {rank}: no ProfilerStep; main thread taken to be {label!r} "
                          "(the most operator time)")
 
-    windows = _step_windows(kind, ev["name"], ts, end, step, is_gpu)
+    windows = step_windows(ev, device_tail=True)
     c_s, c_e = ts[compute_mask], end[compute_mask]
     w_s, w_e = ts[wait_mask], end[wait_mask]
     m_s, m_e = ts[is_comm], end[is_comm]
     rows = []
-    for n, (lo, hi) in windows:
+    for n, lo, hi in zip(windows["step"].tolist(), windows["start_ns"].tolist(),
+                         windows["end_ns"].tolist()):
         compute = union(*clip(c_s, c_e, lo, hi))
         if len(w_s):
             compute = difference(compute, union(*clip(w_s, w_e, lo, hi)))
@@ -218,23 +219,3 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
             "overlap_ms": b.overlap_ns / 1e6, "idle_ms": b.idle_ns / 1e6,
         })
     return rows, notes
-
-
-def _step_windows(kind: np.ndarray, names: pd.Series, ts: np.ndarray, end: np.ndarray,
-                  step: np.ndarray, is_gpu: np.ndarray) -> list[tuple[int, tuple[int, int]]]:
-    """``[(step, (start_ns, end_ns)), ...]`` in time order (see the module docstring)."""
-    is_step = kind == EventKind.STEP.value
-    if not is_step.any():
-        return [(0, (int(ts.min()), int(end.max())))]
-    numbers = [int(str(nm).rpartition("#")[2]) for nm in names.to_numpy()[is_step]]
-    starts, ends = ts[is_step], end[is_step]
-    out: dict[int, tuple[int, int]] = {}
-    for i in np.argsort(starts, kind="stable").tolist():
-        n, lo, hi = numbers[i], int(starts[i]), int(ends[i])
-        if n in out:
-            continue  # the parser keeps the earliest window of a repeated step number
-        gpu_of_step = is_gpu & (step == n)
-        if gpu_of_step.any():
-            hi = max(hi, int(end[gpu_of_step].max()))
-        out[n] = (int(lo), int(hi))
-    return sorted(out.items(), key=lambda kv: kv[1][0])

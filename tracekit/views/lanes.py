@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.schema import EventKind
+from tracekit.core.steps import step_windows
 from tracekit.core.threads import main_threads, split_thread_name
 from tracekit.errors import TracekitError
 from tracekit.views.classify import outermost_mask_sorted
@@ -137,35 +138,28 @@ def row_index(events: pd.DataFrame, rows: Sequence[Row]) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class StepSpan:
-    """Where one step lies on one timeline's clock (ns)."""
+    """Where one step lies on one timeline's clock (ns), over every rank drawn."""
 
     step: int
-    #: the step's boundary: its ``ProfilerStep#N`` start (earliest rank), else its first op
+    #: the step's boundary: the earliest rank's step window start (its ``ProfilerStep#N``)
     start_ns: int
-    #: the end of the step's last op on any rank (device work can outlast the host window)
+    #: the latest rank's step window end (device work can outlast the host window)
     end_ns: int
 
 
 def step_spans(events: pd.DataFrame) -> list[StepSpan]:
-    """One :class:`StepSpan` per step number >= 0 present in ``events``, by start."""
+    """One :class:`StepSpan` per step number >= 0 present in ``events``, by start: the
+    earliest start and latest end of the ranks' step windows
+    (:func:`tracekit.core.steps.step_windows` with the device tail, as the summary counts
+    a step)."""
     if not len(events):
         return []
-    step = events["step"].to_numpy()
-    kind = events["kind"].astype(str).to_numpy()
-    ts = events["ts_ns"].to_numpy()
-    end = events["end_ns"].to_numpy()
-    valid = step >= 0
-    if not valid.any():
+    win = step_windows(events, device_tail=True)
+    if not len(win):
         return []
-    df = pd.DataFrame({"step": step[valid], "ts": ts[valid], "end": end[valid],
-                       "is_step": kind[valid] == EventKind.STEP.value})
-    first = df.groupby("step")["ts"].min()
-    last = df.groupby("step")["end"].max()
-    marked = df[df["is_step"]].groupby("step")["ts"].min()
-    spans = [
-        StepSpan(step=int(s), start_ns=int(marked.get(s, first[s])), end_ns=int(last[s]))
-        for s in first.index
-    ]
+    per = win.groupby("step").agg(start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
+    spans = [StepSpan(step=int(s), start_ns=int(r.start_ns), end_ns=int(r.end_ns))
+             for s, r in per.iterrows()]
     return sorted(spans, key=lambda sp: sp.start_ns)
 
 
