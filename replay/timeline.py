@@ -13,11 +13,12 @@
 
 Step time, measured: the rank's step window (:func:`tracekit.core.steps.step_windows`,
 the host ``ProfilerStep#N`` window without the device tail; a trace without step
-annotations is one window per rank, its first event to its last). Predicted, the same
-way: the window starts where it started relative to the first node of the step on the
-main thread (on any lane without a step annotation; same offset), and ends where the
-next step's window starts (the measured gap between windows kept); the last replayed step
-ends at its last such node's predicted end plus the measured offset.
+annotations is one window per rank, its first event to its last, widened to cover its
+graph nodes where a hand-built graph has nodes no event covers). Predicted, the same way:
+the window starts where it started relative to the first node of the step on the main
+thread (on any lane without a step annotation; same offset), and ends where the next
+step's window starts (the measured gap between windows kept); the last replayed step ends
+at its last such node's predicted end plus the measured offset.
 
 Example::
 
@@ -90,10 +91,11 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
                 nodes = on_main
             a = nodes[np.argmin(graph.start_ns[nodes])]
             z = nodes[np.argmax(mend[nodes])]
-            if win is None:  # a rank or step the run does not have (a what-if made it)
-                w_s, w_e = int(graph.start_ns[a]), int(mend[z])
-            else:
+            w_s, w_e = int(graph.start_ns[a]), int(mend[z])  # without events: the nodes
+            if win is not None and win[2]:
                 w_s, w_e = win[0], win[1]
+            elif win is not None:  # no annotation: the step's events and its nodes
+                w_s, w_e = min(w_s, win[0]), max(w_e, win[1])
             p_s = int(sched.ready_ns[a]) - (int(graph.start_ns[a]) - w_s)
             p_e = int(sched.end_ns[z]) + (w_e - int(mend[z]))
             rows.append((r, s, int(graph.lane[a]), w_s, w_e, p_s, p_e))
