@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 
 from replay.result import ReplayResult, WhatIfResult
 from tracekit.core.run import Run
+from tracekit.core.units import MIB, SIZE_UNITS
 from tracekit.log import get_logger
 from tracekit.views.html import Section, html_table, render_page, write_page
 from tracekit.views.styling import BAR_COLORS, CRITICAL_COLOR, FONT_FAMILY, BarKind
@@ -53,8 +54,6 @@ _SUMMARY_ALIASES = {
 _COLUMN_TITLES = {"rank": "rank", "step_ms": "step", "compute_ms": "compute",
                   "comm_ms": "communication", "exposed_comm_ms": "exposed comm",
                   "overlap_ms": "overlapped comm", "idle_ms": "idle"}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2,
-               "mb": 1024**2, "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
 
 def summary_frame(summary: Any) -> pd.DataFrame | None:
@@ -139,9 +138,9 @@ def sweep_axis(specs: Sequence[str]) -> tuple[str, list[float] | None, list[str]
             return key, None, written
         num, unit = float(m.group(1)), m.group(2).lower()
         if key == "fusion":
-            if unit not in _SIZE_UNITS:
+            if unit not in SIZE_UNITS:
                 return key, None, written
-            num = num * _SIZE_UNITS[unit] / 1024**2
+            num = num * SIZE_UNITS[unit] / MIB
         values.append(num)
     title = "fusion (DDP bucket size)" if key == "fusion" else key
     return title, values, written
