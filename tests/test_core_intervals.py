@@ -6,7 +6,6 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.interference import covered_ns, merge_intervals
 from tracekit.core.intervals import clip, covered_length, difference, union, union_length
 
 
@@ -77,18 +76,3 @@ def test_covered_length_matches_brute_force(pairs, queries):
     cover = grid(pairs)
     got = covered_length(qs, qe, us, ue)
     assert got.tolist() == [int(cover[s:e].sum()) for s, e in zip(qs, qe)]
-
-
-@settings(max_examples=200, deadline=None)
-@given(intervals, intervals)
-def test_same_answers_as_the_interference_model(pairs, queries):
-    """replay.interference's merge_intervals / covered_ns are to be replaced by union /
-    covered_length: the covered lengths agree (merge_intervals keeps empty intervals as
-    zero-length ones, which cover nothing)."""
-    starts, ends = arrays([(min(x, y), max(x, y)) for x, y in pairs])
-    qs, qe = arrays([(min(x, y), max(x, y)) for x, y in queries])
-    ms, me = merge_intervals(starts, ends)
-    us, ue = union(starts, ends)
-    keep = me > ms
-    assert ms[keep].tolist() == us.tolist() and me[keep].tolist() == ue.tolist()
-    assert covered_ns(qs, qe, ms, me).tolist() == covered_length(qs, qe, us, ue).tolist()

@@ -263,7 +263,7 @@ def test_independent_recomputation_of_one_gloo_step_by_hand(gloo_2rank_dir):
     win = ev[(ev["kind"] == "step") & (ev["name"] == "ProfilerStep#3")].iloc[0]
     lo, hi = int(win["ts_ns"]), int(win["end_ns"])
     ops = ev[(ev["lane"] == win["lane"]) & (ev["kind"] == "cpu_op")]
-    waits = ops[ops["name"].isin(list(WAIT_OPS))]
+    waits = ops[waits_for_comm(ops["name"].to_numpy())]
     comm = ev[ev["kind"] == "comm"]
 
     def spans(df):

@@ -1,4 +1,4 @@
-"""Values in what-if specs: sizes, rates and factors.
+"""Values in what-if specs: sizes and rates (:mod:`tracekit.core.units`) and factors.
 
 Sizes (``fusion``) are binary like DDP's ``bucket_cap_mb``: ``1MB`` = ``1MiB`` = 1048576
 bytes, ``KB`` = 1024, ``GB`` = 2**30; a bare number is bytes (``1048576``). Rates
@@ -12,68 +12,17 @@ from __future__ import annotations
 import math
 import re
 
+from tracekit.core.units import NUMBER, format_rate, format_size, parse_rate, parse_size
 from tracekit.errors import TracekitError
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "kb": 1024, "kib": 1024,
-    "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-    "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
-}
-#: bytes per second per unit
-_RATE_UNITS = {
-    "bps": 1 / 8, "kbps": 1e3 / 8, "mbps": 1e6 / 8, "gbps": 1e9 / 8, "tbps": 1e12 / 8,
-    "b/s": 1.0, "kb/s": 1e3, "mb/s": 1e6, "gb/s": 1e9, "tb/s": 1e12,
-    "kib/s": 1024.0, "mib/s": 1024.0**2, "gib/s": 1024.0**3, "tib/s": 1024.0**4,
-}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_SIZE_RE = re.compile(rf"^({_NUMBER})\s*([a-z]*)$", re.IGNORECASE)
-_RATE_RE = re.compile(rf"^({_NUMBER})\s*([a-z/]+)$", re.IGNORECASE)
-_FACTOR_RE = re.compile(rf"^({_NUMBER})\s*x?$", re.IGNORECASE)
+__all__ = ["format_float", "format_rate", "format_size", "is_factor", "parse_factor",
+           "parse_rate", "parse_size"]
+
+_FACTOR_RE = re.compile(rf"^({NUMBER})\s*x?$", re.IGNORECASE)
 
 
 def format_float(x: float) -> str:
     return f"{x:g}"
-
-
-def format_size(nbytes: int) -> str:
-    """Bytes -> the spelling in the spec's binary units: the largest unit that keeps the
-    value >= 1 and exact to 3 decimals (``4194304`` -> ``4MB``, ``524288`` -> ``512KB``)."""
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        value = nbytes / scale
-        if value >= 1 and math.isclose(value * 1000, round(value * 1000), abs_tol=1e-6):
-            return f"{value:g}{unit}"
-    return f"{nbytes}B"
-
-
-def parse_size(text: str) -> int:
-    """``'4MB'`` -> 4194304, ``'0.5MB'`` -> 524288, ``'1048576'`` -> 1048576 (binary units)."""
-    m = _SIZE_RE.match(text.strip())
-    unit = m.group(3).lower() if m else None
-    if not m or unit not in _SIZE_UNITS:
-        raise TracekitError(
-            f"cannot read size {text!r}; expected a number with an optional unit "
-            "B, KB, MB or GB (binary, as DDP's bucket_cap_mb), e.g. fusion=25MB or fusion=0.5MB"
-        )
-    value = float(m.group(1)) * _SIZE_UNITS[unit]
-    if value < 1:
-        raise TracekitError(f"size {text!r} is below one byte; e.g. fusion=4MB")
-    return int(round(value))
-
-
-def parse_rate(text: str) -> float:
-    """``'100Gbps'`` -> 1.25e10 bytes/s, ``'10GB/s'`` -> 1e10 (decimal units)."""
-    m = _RATE_RE.match(text.strip())
-    unit = m.group(3).lower() if m else None
-    if not m or unit not in _RATE_UNITS:
-        raise TracekitError(
-            f"cannot read bandwidth {text!r}; expected a factor like 2x or a rate like "
-            "100Gbps, 400Mbps or 10GB/s, e.g. bandwidth=2x"
-        )
-    value = float(m.group(1)) * _RATE_UNITS[unit]
-    if value <= 0:
-        raise TracekitError(f"bandwidth {text!r} must be positive; e.g. bandwidth=100Gbps")
-    return value
 
 
 def parse_factor(text: str, key: str) -> float:
@@ -83,13 +32,6 @@ def parse_factor(text: str, key: str) -> float:
             f"cannot read {key}={text!r}; expected a positive number, e.g. {key}=0.5"
         )
     return float(m.group(1))
-
-
-def format_rate(bps: float) -> str:
-    for unit, scale in (("Tbps", 1e12 / 8), ("Gbps", 1e9 / 8), ("Mbps", 1e6 / 8)):
-        if bps >= scale:
-            return f"{bps / scale:g}{unit}"
-    return f"{bps:g}B/s"
 
 
 def is_factor(text: str) -> bool:
