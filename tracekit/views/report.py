@@ -190,17 +190,19 @@ def sweep_figure(w: WhatIfResult, *, baseline: ReplayResult | None) -> go.Figure
 def whatif_rows(baseline: ReplayResult | None,
                 whatifs: Sequence[WhatIfResult]) -> tuple[list[str], list[list], list[bool]]:
     """The what-if table: columns, rows, and which row is the best prediction."""
-    cols = ["what-if", "predicted step (ms)", "speedup", "change (ms)", "baseline error (%)"]
+    cols = ["what-if", "predicted step (ms)", "speedup", "speedup, 95% interval", "change (ms)",
+            "baseline error (%)"]
     err = baseline.error_pct if baseline is not None else float("nan")
     base_ms = baseline.median_step_ms if baseline is not None else float("nan")
     rows: list[list] = []
     if baseline is not None:
         rows.append(["baseline replay (measured "
-                     f"{baseline.median_measured_ms:.2f} ms)", base_ms, 1.0, 0.0, err])
+                     f"{baseline.median_measured_ms:.2f} ms)", base_ms, 1.0, "", 0.0, err])
     for w in whatifs:
         label = w.spec + (f" (best: {w.best_spec})" if w.best_spec else "")
         ms = w.result.median_step_ms
-        rows.append([label, ms, w.speedup, ms - base_ms, err])
+        band = f"{w.speedup_lo:.3f}-{w.speedup_hi:.3f}"
+        rows.append([label, ms, w.speedup, band, ms - base_ms, err])
     best = [False] * len(rows)
     if whatifs:
         i = max(range(len(whatifs)), key=lambda j: whatifs[j].speedup)
@@ -263,8 +265,10 @@ def build_report(
         cols, rows, best = whatif_rows(baseline, whatifs)
         sections.append(Section(heading="What-ifs", html=html_table(cols, rows, highlight=best)
                                 + '<p class="note">speedup = baseline replay / variant '
-                                  "(&gt; 1 is faster); baseline error = baseline replay vs "
-                                  "measured step, the accuracy to expect.</p>"))
+                                  "(&gt; 1 is faster), with its 95% prediction interval "
+                                  "(step-to-step spread and cost-model residuals); baseline "
+                                  "error = baseline replay vs measured step, the accuracy "
+                                  "to expect.</p>"))
     sweeps = [w for w in whatifs if w.sweep]
     for i, w in enumerate(sweeps):
         sections.append(Section(heading=f"Sweep: {w.spec}",
@@ -301,6 +305,8 @@ def _notes_html(run: Run, baseline: ReplayResult | None,
     sources = [("run", run.notes)]
     if baseline is not None:
         sources.append(("baseline replay", baseline.notes))
+    if whatifs:
+        sources.append(("every what-if", whatifs[0].shared_notes))
     sources += [(w.spec, [*w.notes, *w.result.notes]) for w in whatifs]
     for label, notes in sources:
         for n in notes:
