@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tracekit.analysis.breakdown import breakdown, summarize
 from tracekit.cli import cli, main
@@ -21,19 +20,7 @@ from tracekit.core.waits import waits_for_comm
 
 # --- interval arithmetic against a brute-force grid ----------------------------------------
 
-intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=12)
-
-
-def grid(pairs) -> np.ndarray:
-    cover = np.zeros(64, dtype=bool)
-    for s, e in pairs:
-        cover[s:e] = True
-    return cover
-
-
-def arrays(pairs):
-    return (np.array([p[0] for p in pairs], dtype=np.int64),
-            np.array([p[1] for p in pairs], dtype=np.int64))
+intervals, grid, arrays = bc.interval_lists, bc.grid, bc.as_arrays
 
 
 @settings(max_examples=200, deadline=None)
