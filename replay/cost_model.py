@@ -260,16 +260,6 @@ class FittedCostModel(CommCostModel):
     def notes(self) -> list[str]:
         return [f.describe() for f in self.fits.values()] + list(self.sample_notes)
 
-    def extrapolated(self, collectives) -> list[str]:
-        """Lines saying which of ``collectives`` the run never issued and where their costs
-        come from, e.g. ``reduce_scatter: extrapolated from all_reduce by formula``."""
-        out = []
-        issued = {c for _, c in self.fits}
-        for coll in collectives:
-            if coll not in issued:
-                out.append(f"{coll}: {self.fit_for(coll).source}")
-        return out
-
 
 # --------------------------------------------------------------------------- samples
 
