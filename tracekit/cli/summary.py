@@ -36,8 +36,14 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
   {"world_size": 2, "ranks_present": [0, 1], "step_ms": 23.6,
    "ranks": [{"rank": 0, "steps": [{"step": 2, "ms": 23.56, "compute_ms": 4.81,
      "comm_ms": 19.31, "exposed_comm_ms": 17.14, "idle_ms": 1.61,
-     "overlap_ms": 2.17}]}], "notes": [...]}
-  step_ms is the median over steps of the slowest rank's step time.
+     "overlap_ms": 2.17}]}],
+   "stragglers": [{"rank": 1, "excess_ms": 8.1, "excess_pct": 16.8, "compute_ms": 56.2,
+     "fastest_rank": 0, "fastest_ms": 48.1,
+     "top_ops": [{"name": "aten::addmm", "excess_ms": 6.2}]}],
+   "notes": [...]}
+  step_ms is the median over steps of the slowest rank's step time. A straggler is a
+  rank whose median compute per step exceeds the fastest rank's by more than 5%; its
+  top_ops are the ops with the most excess time per step.
 """
 
 
@@ -74,6 +80,11 @@ def format_summary(result: Summary) -> str:
     lines.append("")
     lines.append("times in ms; compute + exposed + idle = step; comm = exposed + overlap "
                  "(tracekit summary --help for the definitions)")
+    for s in result.stragglers:
+        ops = ", ".join(f"{name} +{ms:.2f}" for name, ms in s.top_ops) or "no single op"
+        lines.append(f"straggler: rank {s.rank} computes {s.excess_ms:.2f} ms per step more "
+                     f"than rank {s.fastest_rank} (+{s.excess_ms / s.fastest_ms * 100:.0f}%); "
+                     f"most of it in {ops}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 
