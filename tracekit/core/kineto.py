@@ -76,7 +76,8 @@ class TraceMeta:
     path: str
     #: global rank, from ``distributedInfo``, else the file name; None when neither says.
     rank: int | None
-    #: where ``rank`` came from: 'distributedInfo', 'filename', 'manifest' or 'none'.
+    #: where ``rank`` came from: 'distributedInfo', 'filename', 'manifest', 'none', or
+    #: 'assumed' (a lone trace without rank information: rank 0, see core.unranked).
     rank_source: str
     #: world size from ``distributedInfo``, None when absent.
     world_size: int | None

@@ -20,6 +20,7 @@ from pandas.api.types import union_categoricals
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
 from tracekit.core.schema import empty_events
+from tracekit.core.unranked import unranked_note, unranked_trace
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -149,11 +150,7 @@ def load_run(
         events, meta = parse_trace(f)
         rank = rank_from_manifest.get(str(f), meta.rank)
         if rank is None:
-            raise TracekitError(
-                "cannot tell which rank this trace is: it has no distributedInfo.rank and "
-                "its name has no rank number; rename it to include one, e.g. rank0.json",
-                path=str(f),
-            )
+            rank, meta = unranked_trace(f, meta, files)
         if str(f) in rank_from_manifest:
             meta = replace(meta, rank=rank, rank_source="manifest")
         if rank in metas:
@@ -186,6 +183,7 @@ def load_run(
         world_size=world,
         backend=backend,
     )
+    run.notes.extend(unranked_note(metas))
     if not run.complete:
         run.notes.append(
             f"incomplete world: traces for {len(metas)} of {world} ranks "
