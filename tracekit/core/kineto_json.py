@@ -52,7 +52,8 @@ class Args(msgspec.Struct, gc=False):
     # to _decode_leniently, which coerces (strict=False) and skips events that still fail.
     external_id: int = msgspec.field(default=-1, name="External id")
     correlation: int = -1
-    stream: int = -1
+    #: ROCm runtime calls record their stream as a pointer string ('0x0'): read as absent
+    stream: int | str = -1
     collective_name: str | None = msgspec.field(default=None, name="Collective name")
     in_nelems: int = msgspec.field(default=-1, name="In msg nelems")
     out_nelems: int = msgspec.field(default=-1, name="Out msg nelems")
