@@ -31,6 +31,7 @@ from typing import Any, Union
 
 import msgspec
 
+from tracekit.core.formats import check_foreign
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -175,6 +176,7 @@ def decode_trace(path: Path) -> Trace:
     """Read, inflate and decode one trace file (see the module docstring)."""
     data = _read_file(path)
     raw = _gunzip(data, path) if data[:2] == _GZIP_MAGIC else data
+    check_foreign(raw[:4096], path)  # rocprofv3, nsys, Perfetto, ...: say so, in one line
     if len(raw) < 256 and not raw.strip():
         raise TracekitError("file is empty; re-export the trace", path=str(path))
     for attempt in (1, 2):

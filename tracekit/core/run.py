@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
+from tracekit.core.formats import foreign_files_hint
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
 from tracekit.core.schema import empty_events
@@ -113,6 +114,7 @@ def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, li
             nested = sorted({p.parent for p in folder.glob("*/*")
                              if p.is_file() and p.name.endswith(_TRACE_SUFFIXES)})
             hint = (f"its subfolder {nested[0]} has some: pass that folder" if nested else
+                    foreign_files_hint(folder) or
                     "point at the folder torch.profiler wrote, or record one with "
                     "'tracekit profile'")
             raise TracekitError(f"folder holds no trace files (*.json or *.json.gz); {hint}",
