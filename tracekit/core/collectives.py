@@ -34,6 +34,7 @@ from math import prod
 import msgspec
 import numpy as np
 
+from tracekit.core.nccl_kernels import is_nccl_kernel
 from tracekit.core.schema import Collective, dtype_bytes
 
 _KEYWORDS = [
@@ -190,13 +191,17 @@ def comm_fields(
     n_names = len(name_uniques)
     coll_of_name = np.zeros(n_names, dtype=np.int8)
     transfer_name = np.zeros(n_names, dtype=np.int8)  # 1: NCCL kernel name, 2: gloo event
+    unknown = _COLLECTIVE_CODE[Collective.UNKNOWN.value]
     for code, nm in enumerate(name_uniques):
-        if nm.startswith(_COMM_PREFIXES):
+        nccl_kernel = is_nccl_kernel(nm)
+        if nm.startswith(_COMM_PREFIXES) or nccl_kernel:
             coll_of_name[code] = _COLLECTIVE_CODE[normalize_collective(nm)]
             if nm.startswith("gloo:"):
                 transfer_name[code] = 2
-            elif nm.startswith(_NCCL_KERNEL_PREFIXES):
+            elif nccl_kernel:
                 transfer_name[code] = 1
+                # ncclDevKernel_Generic: a collective, which one the launching op says
+                coll_of_name[code] = coll_of_name[code] or unknown
 
     cand = coll_of_name[name_codes] > 0 if n_names else np.zeros(len(args), dtype=bool)
     with_arg = [i for i, a in enumerate(args) if a.collective_name is not None]

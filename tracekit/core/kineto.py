@@ -40,6 +40,7 @@ import pandas as pd
 
 from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
 from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
+from tracekit.core.nccl_kernels import link_host_collectives
 from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -238,6 +239,7 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
         rank_source = "filename" if rank is not None else "none"
 
     events = _columns(xs, base_ns, _thread_names(metas), rank if rank is not None else -1, path)
+    link_host_collectives(events)  # Generic NCCL kernels, sizes from record_param_comms
     steps = _assign_steps(events)
     if not steps:
         log.info("%s: no ProfilerStep#N annotations; the whole trace is one window (step 0)",

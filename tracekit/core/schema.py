@@ -80,6 +80,9 @@ class Collective(str, Enum):
     RECV = "recv"
     SEND_RECV = "send_recv"
     BARRIER = "barrier"
+    #: an NCCL kernel that does not say which collective it runs (``ncclDevKernel_Generic``)
+    #: and whose launching op does not either
+    UNKNOWN = "unknown"
 
 
 #: Column name -> (dtype, meaning). The order is the table's column order. Stable: new

@@ -382,12 +382,7 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     idx = np.flatnonzero(change)
     if len(idx) == 0:
         return replace(graph, notes=list(graph.notes))
-    # binding: the gap decided the start, and its source is the predecessor that ended
-    # last (a non-binding edge whose nominal delay was capped at its gap also fits the gap)
-    src_end = graph.measured_end_ns[src]
-    last_end = np.full(graph.n_nodes, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(last_end, dst, src_end)
-    binding = (src_end + graph.delay_ns == graph.start_ns[dst]) & (src_end == last_end[dst])
+    binding = graph.measured_end_ns[src] + graph.delay_ns == graph.start_ns[dst]
     # an ISSUE edge counts from its issuing op's start: gloo enqueues the work inside
     # c10d::allreduce_, so a main thread descheduled before the call returns delays the
     # return, not the pickup (measured: up to 6 ms of the call after the work started)
