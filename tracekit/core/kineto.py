@@ -40,7 +40,7 @@ import pandas as pd
 
 from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
 from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
-from tracekit.core.nccl_kernels import link_host_collectives
+from tracekit.core.nccl_kernels import link_host_collectives, nccl_kernel_columns
 from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -421,6 +421,7 @@ def _columns(xs: list[Event], base_ns: int, thread_names: dict, rank: int,
         "seq": _sparse_int(comm.index, comm.seq, n)[o],
         "wait_on_stream": wait_stream[o],
         "wait_on_corr": wait_corr[o],
+        **nccl_kernel_columns(name_codes[o], name_uniques, is_kernel[o]),
     }
     assert list(columns) == list(EVENT_COLUMNS)
     return pd.DataFrame(columns, copy=False)

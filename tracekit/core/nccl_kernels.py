@@ -83,6 +83,30 @@ def algo_proto_of_kernel(name: str) -> tuple[str, str]:
     return "", ""
 
 
+def nccl_kernel_columns(name_codes: np.ndarray, name_uniques: list[str],
+                        is_kernel: np.ndarray) -> dict:
+    """The ``nccl_*`` columns of the event table at ingestion: algorithm and protocol
+    from NCCL kernel names (decided once per distinct name); channels and communicator
+    come only from NCCL's log (:mod:`tracekit.core.nccl_attach`)."""
+    n = len(name_codes)
+    algo_of = np.zeros(len(name_uniques), dtype=np.int32)
+    proto_of = np.zeros(len(name_uniques), dtype=np.int32)
+    algos, protos = {"": 0}, {"": 0}
+    for code, nm in enumerate(name_uniques):
+        if is_nccl_kernel(nm):
+            a, p = algo_proto_of_kernel(nm)
+            algo_of[code] = algos.setdefault(a, len(algos))
+            proto_of[code] = protos.setdefault(p, len(protos))
+    a_codes = np.where(is_kernel, algo_of[name_codes], 0) if n else np.zeros(0, np.int32)
+    p_codes = np.where(is_kernel, proto_of[name_codes], 0) if n else np.zeros(0, np.int32)
+    return {
+        "nccl_algo": pd.Categorical.from_codes(a_codes, list(algos)),
+        "nccl_proto": pd.Categorical.from_codes(p_codes, list(protos)),
+        "nccl_channels": np.full(n, -1, dtype=np.int32),
+        "nccl_comm": pd.Categorical.from_codes(np.zeros(n, dtype=np.int32), [""]),
+    }
+
+
 def _innermost(starts: np.ndarray, ends: np.ndarray, lanes: np.ndarray, t: np.ndarray,
                lane: np.ndarray) -> np.ndarray:
     """For each time ``t`` on ``lane``: the index of the latest-starting interval of that
