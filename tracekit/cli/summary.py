@@ -7,6 +7,7 @@ import json
 import click
 
 from tracekit.analysis.breakdown import Summary, summarize
+from tracekit.analysis.collectives import collective_table, format_collective_table
 from tracekit.core.run import load_run
 
 _EPILOG = """\b
@@ -38,6 +39,10 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
      "comm_ms": 19.31, "exposed_comm_ms": 17.14, "idle_ms": 1.61,
      "overlap_ms": 2.17}]}], "notes": [...]}
   step_ms is the median over steps of the slowest rank's step time.
+  "collectives" (runs with NCCL kernels): one row per collective, algorithm and protocol:
+  {"collective": "all_reduce", "algorithm": "ring", "protocol": "ll", "calls": 36,
+   "median_bytes": 1048576, "channels": 16, "total_ms": 12.5, "source": "NCCL log"}
+  (algorithm / protocol from NCCL's log in the run folder, else the kernel name).
 """
 
 
@@ -49,10 +54,19 @@ def summary(path: tuple[str, ...], as_json: bool) -> None:
     per rank and step of PATH: a run folder, a folder of Kineto traces, or trace files."""
     run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
     result = summarize(run)
+    collectives = collective_table(run)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        doc = result.to_json()
+        if collectives:
+            doc["collectives"] = collectives
+        click.echo(json.dumps(doc))
     else:
-        click.echo(format_summary(result))
+        text = format_summary(result)
+        if collectives:
+            head, sep, notes = text.partition("\nnote: ")
+            text = "\n".join([head, *format_collective_table(collectives)]) + (
+                sep + notes if sep else "")
+        click.echo(text)
 
 
 def format_summary(result: Summary) -> str:
