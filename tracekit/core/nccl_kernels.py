@@ -107,6 +107,16 @@ def nccl_kernel_columns(name_codes: np.ndarray, name_uniques: list[str],
     }
 
 
+def _name_is(names: pd.Series, prefixes: tuple[str, ...]) -> np.ndarray:
+    """Per event: its (categorical) name starts with one of ``prefixes``; decided once
+    per distinct name."""
+    cats = names.cat.categories
+    table = np.fromiter((str(c).startswith(prefixes) for c in cats), dtype=bool,
+                        count=len(cats))
+    codes = names.cat.codes.to_numpy()
+    return table[codes] & (codes >= 0) if len(cats) else np.zeros(len(names), dtype=bool)
+
+
 def _innermost(starts: np.ndarray, ends: np.ndarray, lanes: np.ndarray, t: np.ndarray,
                lane: np.ndarray) -> np.ndarray:
     """For each time ``t`` on ``lane``: the index of the latest-starting interval of that
@@ -134,9 +144,8 @@ def link_host_collectives(events: pd.DataFrame) -> int:
     if len(comm) == 0:
         return 0
     coll = events["collective"].to_numpy().astype(object)
-    names = events["name"].to_numpy()
-    is_host_coll = ~is_gpu & (coll != "") & np.array(
-        [str(n).startswith(_HOST_COMM) for n in names], dtype=bool)
+    names = events["name"]
+    is_host_coll = ~is_gpu & (coll != "") & _name_is(names, _HOST_COMM)
     host = np.flatnonzero(is_host_coll)
     corr = events["correlation"].to_numpy()
     ts = events["ts_ns"].to_numpy()
@@ -166,7 +175,7 @@ def _from_gpu_annotations(events, comm, source, coll, is_gpu, kind, names, ts, l
     if len(missing) == 0:
         return
     ann = np.flatnonzero(is_gpu & (kind == EventKind.ANNOTATION.value) & (coll != "")
-                         & np.array([str(n).startswith("nccl:") for n in names], dtype=bool))
+                         & _name_is(names, ("nccl:",)))
     if len(ann) == 0:
         return
     ann = ann[np.lexsort((ts[ann], lane[ann]))]
