@@ -7,6 +7,7 @@ import json
 import click
 
 from tracekit.analysis.breakdown import Summary, summarize
+from tracekit.analysis.collectives import collective_table, format_collective_table
 from tracekit.core.run import load_run
 
 _EPILOG = """\b
@@ -44,6 +45,10 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
   step_ms is the median over steps of the slowest rank's step time. A straggler is a
   rank whose median compute per step exceeds the fastest rank's by more than 5%; its
   top_ops are the ops with the most excess time per step.
+  "collectives" (runs with NCCL kernels): one row per collective, algorithm and protocol:
+  {"collective": "all_reduce", "algorithm": "ring", "protocol": "ll", "calls": 36,
+   "median_bytes": 1048576, "channels": 16, "total_ms": 12.5, "source": "NCCL log"}
+  (algorithm / protocol from NCCL's log in the run folder, else the kernel name).
 """
 
 
@@ -55,10 +60,19 @@ def summary(path: tuple[str, ...], as_json: bool) -> None:
     per rank and step of PATH: a run folder, a folder of Kineto traces, or trace files."""
     run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
     result = summarize(run)
+    collectives = collective_table(run)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        doc = result.to_json()
+        if collectives:
+            doc["collectives"] = collectives
+        click.echo(json.dumps(doc))
     else:
-        click.echo(format_summary(result))
+        text = format_summary(result)
+        if collectives:
+            head, sep, notes = text.partition("\nnote: ")
+            text = "\n".join([head, *format_collective_table(collectives)]) + (
+                sep + notes if sep else "")
+        click.echo(text)
 
 
 def format_summary(result: Summary) -> str:
