@@ -17,6 +17,9 @@ Real traces (see tests/data/README.md for where each comes from):
 ``write_trace(doc, name="rank0.json", gz=False)`` writes a trace dict (or raw bytes)
 to a fresh temporary folder and returns its path.
 
+Cache entries (:mod:`tracekit.core.cache`) go to a temporary folder of the session
+(``TRACEKIT_CACHE_DIR``), never beside the traces in tests/data.
+
 ``recording_machine_cores`` pins the CPU core count the what-if core-sharing model
 assumes for runs whose manifest does not record it (2, the recording machine's), so
 predictions do not depend on the machine running the tests. ``update_references`` is
@@ -30,11 +33,17 @@ import gzip
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+# cache entries of the traces in tests/data (and of every other test) go to one temporary
+# folder of this session, never into the repository (tests of the cache's own locations
+# unset this)
+os.environ.setdefault("TRACEKIT_CACHE_DIR", tempfile.mkdtemp(prefix="tracekit-test-cache-"))
 
 A100 = DATA / "a100_world2_rank0_nccl_args.json.gz"
 GLOO300 = DATA / "cpu_only_gloo_world300_rank34.json.gz"

@@ -28,6 +28,7 @@ from replay.result import ReplayResult, WhatIfResult
 from replay.timeline import replay
 from replay.whatif import WhatIfContext, build_context, evaluate_in, parse_spec
 from tracekit.analysis.breakdown import summarize
+from tracekit.core.ingest import IngestOptions
 from tracekit.core.run import Run, load_run
 from tracekit.errors import TracekitError
 from tracekit.graph.build import build_graph
@@ -36,7 +37,7 @@ from tracekit.log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["INTERFERENCE_MODELS", "PredictionOptions", "Session"]
+__all__ = ["INTERFERENCE_MODELS", "IngestOptions", "PredictionOptions", "Session"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,9 +75,12 @@ class Session:
     once on first use (see module doc)."""
 
     def __init__(self, source: Run | str | Path | Sequence[str | Path],
-                 options: PredictionOptions | None = None, *, progress: bool = False) -> None:
+                 options: PredictionOptions | None = None, *, progress: bool = False,
+                 ingest: IngestOptions | None = None) -> None:
         """``source``: a loaded :class:`Run`, a run folder, one trace file, or a list of
-        trace files; ``progress`` logs one line per file parsed and per stage."""
+        trace files; ``progress`` logs one line per file parsed and per stage; ``ingest``:
+        worker processes, cache and Dask cluster for reading the traces
+        (:class:`~tracekit.core.ingest.IngestOptions`)."""
         self.options = options or PredictionOptions()
         self._progress = progress
         if isinstance(source, Run):
@@ -85,7 +89,7 @@ class Session:
             paths = list(source) if isinstance(source, list | tuple) else source
             if isinstance(paths, list) and len(paths) == 1:
                 paths = paths[0]
-            self.run = load_run(paths, progress=progress)
+            self.run = load_run(paths, progress=progress, ingest=ingest)
 
     @cached_property
     def graph(self) -> Graph:

@@ -7,6 +7,7 @@ import json
 import click
 
 from replay.checks import check_graph
+from tracekit.cli.loading import ingest_from_context, ingest_options
 from tracekit.core.run import load_run
 from tracekit.graph.build import build_graph
 from tracekit.graph.export import graph_summary, write_graphml
@@ -29,6 +30,7 @@ Examples:
 
 @click.command(epilog=_EPILOG)
 @click.argument("path", nargs=-1, required=True, type=click.Path())
+@ingest_options(dask=True)
 @click.option("--step", "steps", type=int, multiple=True,
               help="Only this step (repeatable). Default: every step on every rank.")
 @click.option("--export", "export", type=click.Path(dir_okay=False), default=None,
@@ -38,7 +40,8 @@ def graph(path: tuple[str, ...], steps: tuple[int, ...], export: str | None,
           as_json: bool) -> None:
     """Build the global dataflow graph of PATH (a run folder, a folder of Kineto traces, or
     trace files): node and edge counts by kind, lanes, inferred edges, structural checks."""
-    run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
+    run = load_run(list(path) if len(path) > 1 else path[0], progress=True,
+                   ingest=ingest_from_context())
     g = build_graph(run, steps=list(steps) or None)
     doc = graph_summary(g)
     doc["problems"] = check_graph(g)

@@ -7,6 +7,7 @@ import click
 
 from replay.whatif.registry import help_table
 from tracekit.api import INTERFERENCE_MODELS, PredictionOptions, Session
+from tracekit.cli.loading import ingest_from_context
 from tracekit.errors import TracekitError
 
 
@@ -51,10 +52,11 @@ def prediction_options(command):
 
 def open_session(path: tuple[str, ...], steps: tuple[int, ...], comm_model: str | None,
                  interference: str) -> Session:
-    """The run at ``path`` with the shared prediction options."""
+    """The run at ``path`` with the shared prediction options (and the command's
+    ``--jobs`` / ``--no-cache`` / ``--dask``)."""
     options = PredictionOptions(steps=steps or None, comm_model=comm_model,
                                 interference=interference)
-    return Session(list(path), options, progress=True)
+    return Session(list(path), options, progress=True, ingest=ingest_from_context())
 
 
 def parse_ranks(text: str | None) -> list[int] | None:

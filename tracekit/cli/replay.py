@@ -11,7 +11,12 @@ import click
 from replay.intervals import step_interval
 from replay.result import CriticalPath, ReplayResult
 from replay.whatif.spec import parse_spec
-from tracekit.cli.options import WhatIfCommand, open_session, prediction_options
+from tracekit.cli.loading import ingest_options
+from tracekit.cli.options import (
+    WhatIfCommand,
+    open_session,
+    prediction_options,
+)
 from tracekit.core.run import Run
 from tracekit.log import get_logger
 from tracekit.views.perfetto import write_chrome_trace
@@ -50,6 +55,7 @@ busy CPU, thread-scheduling noise of a few ms shows up in the error).
 
 @click.command(cls=WhatIfCommand, epilog=_EPILOG)
 @click.argument("path", nargs=-1, required=True, type=click.Path())
+@ingest_options(dask=True)
 @prediction_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see below).")
 @click.option("--what-if", "what_ifs", multiple=True, metavar="SPEC",

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from tracekit.cli.options import WhatIfCommand, open_session, parse_ranks, prediction_options
+from tracekit.cli.loading import ingest_options
+from tracekit.cli.options import (
+    WhatIfCommand,
+    open_session,
+    parse_ranks,
+    prediction_options,
+)
 
 
 @click.command(cls=WhatIfCommand, epilog="""\b
@@ -21,6 +27,7 @@ the baseline replay's error, a chart per sweep with the best setting marked, and
 measured-vs-predicted timeline of the best what-if.
 """)
 @click.argument("path", nargs=-1, required=True, type=click.Path(exists=True))
+@ingest_options
 @click.option("--what-if", "what_ifs", metavar="SPEC", multiple=True,
               help="A what-if to predict (repeatable; a range sweeps).")
 @click.option("--timeline", "timeline_spec", metavar="SPEC", default=None,

@@ -8,6 +8,7 @@ import click
 
 from tracekit.analysis.breakdown import Summary, summarize
 from tracekit.analysis.collectives import collective_table, format_collective_table
+from tracekit.cli.loading import ingest_from_context, ingest_options
 from tracekit.core.run import load_run
 
 _EPILOG = """\b
@@ -54,11 +55,13 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
 
 @click.command(epilog=_EPILOG)
 @click.argument("path", nargs=-1, required=True, type=click.Path())
+@ingest_options(dask=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see below).")
 def summary(path: tuple[str, ...], as_json: bool) -> None:
     """Step time, compute, communication, exposed communication, overlap and idle time
     per rank and step of PATH: a run folder, a folder of Kineto traces, or trace files."""
-    run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
+    run = load_run(list(path) if len(path) > 1 else path[0], progress=True,
+                   ingest=ingest_from_context())
     result = summarize(run)
     collectives = collective_table(run)
     if as_json:

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from tracekit.cli.options import WhatIfCommand, open_session, parse_ranks, prediction_options
+from tracekit.cli.loading import ingest_options
+from tracekit.cli.options import (
+    WhatIfCommand,
+    open_session,
+    parse_ranks,
+    prediction_options,
+)
 
 
 @click.command(cls=WhatIfCommand, epilog="""\b
@@ -21,6 +27,7 @@ optimizer, communication, launch, sync, idle); the critical path has a red outli
 shorter than about a pixel are aggregated (the legend says how many). Opens offline.
 """)
 @click.argument("path", nargs=-1, required=True, type=click.Path(exists=True))
+@ingest_options
 @click.option("--what-if", "what_if", metavar="SPEC",
               help="Draw this what-if's prediction instead of the baseline replay "
                    "(e.g. dear, fusion=4MB, overlap=off).")

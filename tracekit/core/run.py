@@ -10,7 +10,6 @@ to the NCCL kernels (:mod:`tracekit.core.nccl_attach`). Problems a user can fix 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,8 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from tracekit.core.formats import foreign_files_hint
-from tracekit.core.kineto import TraceMeta, parse_trace
+from tracekit.core.ingest import IngestOptions, load_traces
+from tracekit.core.kineto import TraceMeta
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
 from tracekit.core.nccl_attach import attach_logs_to_events
 from tracekit.core.schema import empty_events
@@ -73,7 +73,28 @@ class Run:
 
     def rank_events(self, rank: int) -> pd.DataFrame:
         """The event table of one rank (a view-like slice; do not modify in place)."""
-        return self.events[self.events["rank"] == rank]
+        bounds = self._rank_bounds()
+        if bounds is None:
+            return self.events[self.events["rank"].to_numpy() == rank]
+        lo, hi = bounds.get(rank, (0, 0))
+        return self.events.iloc[lo:hi]
+
+    def _rank_bounds(self) -> dict[int, tuple[int, int]] | None:
+        """``{rank: (first row, end row)}`` when ``events`` is sorted by rank (as loaded),
+        else None; computed once per events table (a slice per rank is then O(1))."""
+        events = self.events
+        cached = self.__dict__.get("_bounds")
+        if cached is not None and cached[0] is events and cached[1] == len(events):
+            return cached[2]
+        ranks = events["rank"].to_numpy()
+        bounds = None
+        if len(ranks) < 2 or bool((ranks[1:] >= ranks[:-1]).all()):
+            starts = np.flatnonzero(np.concatenate([[True], ranks[1:] != ranks[:-1]])) if len(
+                ranks) else np.zeros(0, dtype=np.int64)
+            ends = np.append(starts[1:], len(ranks))
+            bounds = {int(ranks[a]): (int(a), int(b)) for a, b in zip(starts, ends)}
+        self.__dict__["_bounds"] = (events, len(events), bounds)
+        return bounds
 
     def steps(self) -> list[int]:
         """Step numbers present on every rank (a step cut short on one rank is dropped)."""
@@ -136,12 +157,16 @@ def load_run(
     source: str | Path | Sequence[str | Path],
     *,
     progress: bool = False,
+    ingest: IngestOptions | None = None,
 ) -> Run:
     """Load a run folder, a trace file, or a list of trace files into a :class:`Run`.
 
     Args:
         source: a folder (with or without ``manifest.json``), one file, or a list of files.
         progress: log one line per file parsed (the CLI turns this on for big runs).
+        ingest: worker processes, cache and Dask cluster for reading the traces
+            (:class:`~tracekit.core.ingest.IngestOptions`; default: one worker per core,
+            cache on).
     """
     root, files, manifest = _resolve_inputs(source)
     rank_from_manifest = {}
@@ -150,9 +175,7 @@ def load_run(
 
     tables: dict[int, pd.DataFrame] = {}
     metas: dict[int, TraceMeta] = {}
-    t0 = time.perf_counter()
-    for i, f in enumerate(files):
-        events, meta = parse_trace(f)
+    for f, events, meta in load_traces(files, ingest, progress=progress):
         rank = rank_from_manifest.get(str(f), meta.rank)
         if rank is None:
             rank, meta = unranked_trace(f, meta, files)
@@ -168,11 +191,8 @@ def load_run(
             events["rank"] = np.full(len(events), rank, dtype=np.int32)
         tables[rank] = events
         metas[rank] = meta
-        if progress:
-            log.info("parsed %s (rank %d, %d events) [%d/%d, %.1fs]", f.name, rank,
-                     len(events), i + 1, len(files), time.perf_counter() - t0)
 
-    events = concat_events([tables[r] for r in sorted(tables)])
+    events = concat_events([tables.pop(r) for r in sorted(tables)])
     events, nccl_notes = attach_logs_to_events(root, events)  # <run>/nccl/rank*.log
     world = max(
         [m.world_size or 0 for m in metas.values()]
@@ -210,18 +230,22 @@ def concat_events(tables: list[pd.DataFrame]) -> pd.DataFrame:
 
     ``pd.concat`` turns categoricals whose categories differ into plain strings (and
     costs a copy through Python objects); this unions the categories instead, so a
-    64-rank run concatenates in numpy.
+    64-rank run concatenates in numpy. Column by column, each input column is released
+    once copied (the tables are emptied): the peak is the result plus one column, not
+    twice the run.
     """
     if not tables:
         return empty_events()
     if len(tables) == 1:
         return tables[0].reset_index(drop=True)
     columns = {}
-    for col in tables[0].columns:
+    for col in list(tables[0].columns):
         if isinstance(tables[0][col].dtype, pd.CategoricalDtype):
             columns[col] = union_categoricals([t[col] for t in tables])
         else:
             columns[col] = np.concatenate([t[col].to_numpy() for t in tables])
+        for t in tables:
+            del t[col]
     return pd.DataFrame(columns, copy=False)
 
 

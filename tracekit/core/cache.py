@@ -1,0 +1,288 @@
+"""A columnar cache of parsed traces: every command after the first loads each rank's
+event table from here instead of decoding its JSON again.
+
+Where an entry lives (the first that works):
+
+1. ``$TRACEKIT_CACHE_DIR/<folder hash>/`` when that variable is set;
+2. beside the trace, ``<trace folder>/.tracekit-cache/``, when that folder is writable;
+3. the user cache, ``$XDG_CACHE_HOME/tracekit/<folder hash>/`` (default ``~/.cache``).
+
+``<folder hash>`` names the trace's folder (its absolute path, hashed). One entry per
+trace file, ``<trace file name>.tkc``; a newer entry replaces the old one.
+
+Key: the trace file's size, its mtime (ns), a BLAKE2 hash of its first and last 64 KiB,
+and the parser's own version (a hash of the ``tracekit.core`` sources and the event
+schema, so changing the parser or the schema invalidates every entry). An entry whose key
+differs is stale: the trace is parsed again and the entry rewritten. An entry that cannot
+be read back exactly (truncated, a checksum that does not match, a column of the wrong
+length or type, a category code out of range) is damaged: it is ignored with a warning,
+never trusted, and rebuilt. ``TRACEKIT_NO_CACHE=1`` (or ``--no-cache``, or
+``IngestOptions(cache=False)``) neither reads nor writes entries.
+
+Format (``.tkc``, little-endian)::
+
+    b"TKCACHE1"  uint64 header length  header (JSON)  zero padding to 64 bytes
+    column 0 bytes (padded to 64)  column 1 bytes ...
+
+The header holds the key, the :class:`~tracekit.core.kineto.TraceMeta`, the warnings
+the parse logged (repeated when the entry is used, so a cached trace warns like a parsed
+one), and per column its dtype, length, offset, CRC-32 and, for a categorical, its
+categories. Entries are written to a temporary file in the same folder and renamed into
+place (atomic on POSIX), so a reader never sees half an entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tracekit.core.schema import EVENT_COLUMNS
+from tracekit.log import get_logger
+
+try:  # optional: ISA-L's CRC-32 is several times faster than zlib's
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - depends on the environment
+    _crc32 = zlib.crc32
+
+log = get_logger(__name__)
+
+#: bump when the file layout changes
+FORMAT = 1
+MAGIC = b"TKCACHE1"
+FOLDER = ".tracekit-cache"
+SUFFIX = ".tkc"
+_EDGE = 64 * 1024  # bytes of the trace's head and tail in the key
+_ALIGN = 64
+
+
+class DamagedEntry(Exception):
+    """A cache entry that cannot be read back exactly (internal: logged, then rebuilt)."""
+
+
+@functools.cache
+def parser_version() -> str:
+    """A hash of the event schema and of every ``tracekit.core`` source file: any change to
+    the parser invalidates the cache."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"format {FORMAT}".encode())
+    h.update(json.dumps(EVENT_COLUMNS, sort_keys=True).encode())
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        try:
+            h.update(src.name.encode() + src.read_bytes())
+        except OSError:  # pragma: no cover - a packaging without sources
+            h.update(src.name.encode())
+    return h.hexdigest()
+
+
+def trace_key(path: Path) -> dict:
+    """The key of ``path``'s entry: size, mtime, head-and-tail hash, parser version."""
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        h.update(f.read(_EDGE))
+        if st.st_size > 2 * _EDGE:
+            f.seek(st.st_size - _EDGE)
+        h.update(f.read(_EDGE))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "edges": h.hexdigest(),
+            "parser": parser_version()}
+
+
+def _folder_hash(folder: Path) -> str:
+    return hashlib.blake2b(str(folder.resolve()).encode(), digest_size=8).hexdigest()
+
+
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/tracekit`` (default ``~/.cache/tracekit``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tracekit"
+
+
+def cache_disabled_by_env() -> bool:
+    return os.environ.get("TRACEKIT_NO_CACHE", "").strip().lower() not in ("", "0", "no",
+                                                                           "false", "off")
+
+
+class TraceCache:
+    """Read and write cache entries (see the module doc). ``root`` overrides every location
+    (the ``TRACEKIT_CACHE_DIR`` variable does the same)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        root = root or os.environ.get("TRACEKIT_CACHE_DIR") or None
+        self.root = Path(root) if root else None
+
+    def folders(self, trace: Path) -> list[Path]:
+        """Where ``trace``'s entry may be, in lookup order."""
+        if self.root is not None:
+            return [self.root / _folder_hash(trace.parent)]
+        return [trace.parent / FOLDER, user_cache_root() / _folder_hash(trace.parent)]
+
+    def load(self, trace: Path) -> tuple[pd.DataFrame, dict, list] | None:
+        """``(events, meta fields, logged warnings)`` from a valid entry, else None (a
+        damaged entry is logged and ignored; a stale one is silently ignored)."""
+        try:
+            key = trace_key(trace)
+        except OSError:
+            return None
+        for folder in self.folders(trace):
+            entry = folder / (trace.name + SUFFIX)
+            if not entry.is_file():
+                continue
+            try:
+                got = read_entry(entry, key)
+            except DamagedEntry as exc:
+                log.warning("%s: damaged cache entry %s (%s); parsing the trace again",
+                            trace, entry, exc)
+                continue
+            if got is not None:
+                return got
+        return None
+
+    def store(self, trace: Path, events: pd.DataFrame, meta: dict, logs: list) -> Path | None:
+        """Write ``trace``'s entry into the first writable folder; None when none is (a cache
+        that cannot be written is not an error)."""
+        try:
+            key = trace_key(trace)
+        except OSError:
+            return None
+        for folder in self.folders(trace):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                entry = folder / (trace.name + SUFFIX)
+                write_entry(entry, key, events, meta, logs)
+                return entry
+            except OSError as exc:
+                log.debug("cannot write a cache entry in %s (%s)", folder, exc)
+        return None
+
+
+def _encode_columns(events: pd.DataFrame) -> tuple[list[dict], list[np.ndarray]]:
+    specs, arrays = [], []
+    for col in events.columns:
+        series = events[col]
+        spec: dict = {"name": col}
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            arr = np.ascontiguousarray(series.cat.codes.to_numpy())
+            spec["categories"] = [str(c) for c in series.cat.categories]
+        else:
+            arr = np.ascontiguousarray(series.to_numpy())
+        if arr.dtype == object:
+            raise TypeError(f"column {col!r} holds Python objects; not cacheable")
+        spec.update(dtype=arr.dtype.str, length=len(arr), crc=_crc32(arr.view(np.uint8)))
+        specs.append(spec)
+        arrays.append(arr)
+    return specs, arrays
+
+
+def _pad(n: int) -> int:
+    return -n % _ALIGN
+
+
+def write_entry(entry: Path, key: dict, events: pd.DataFrame, meta: dict, logs: list) -> None:
+    """Write one entry atomically (a temporary file in the same folder, then a rename)."""
+    specs, arrays = _encode_columns(events)
+    offset = 0
+    for spec, arr in zip(specs, arrays):
+        spec["offset"] = offset
+        offset += arr.nbytes + _pad(arr.nbytes)
+    header = json.dumps({"format": FORMAT, "key": key, "meta": meta, "logs": logs,
+                         "rows": len(events), "columns": specs, "data_bytes": offset}).encode()
+    head = MAGIC + len(header).to_bytes(8, "little") + header
+    head += b"\0" * _pad(len(head))
+    fd, tmp = tempfile.mkstemp(prefix=entry.name + ".", suffix=".tmp", dir=entry.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            for arr in arrays:
+                f.write(memoryview(arr).cast("B"))
+                f.write(b"\0" * _pad(arr.nbytes))
+        os.replace(tmp, entry)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_header(f, entry: Path) -> tuple[dict, int]:
+    start = f.read(16)
+    if len(start) < 16 or start[:8] != MAGIC:
+        raise DamagedEntry("not a tracekit cache entry")
+    n = int.from_bytes(start[8:], "little")
+    if n > 1 << 30:
+        raise DamagedEntry("header length out of range")
+    raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise DamagedEntry("header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise DamagedEntry("header is not an object")
+    data_start = 16 + n + _pad(16 + n)
+    return header, data_start
+
+
+def read_entry(entry: Path, key: dict) -> tuple[pd.DataFrame, dict, list] | None:
+    """The entry's ``(events, meta, logs)``; None when its key differs from ``key``
+    (stale). Raises :class:`DamagedEntry` when it cannot be read back exactly."""
+    try:
+        with open(entry, "rb") as f:
+            header, data_start = _read_header(f, entry)
+            if header.get("format") != FORMAT or header.get("key") != key:
+                return None
+            size = os.fstat(f.fileno()).st_size
+            try:
+                if size != data_start + int(header["data_bytes"]):
+                    raise DamagedEntry(f"{size} bytes, expected "
+                                       f"{data_start + int(header['data_bytes'])} (truncated?)")
+                columns = _read_columns(f, header, data_start)
+                events = pd.DataFrame(columns, copy=False)
+                meta, logs = dict(header["meta"]), list(header.get("logs", []))
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                raise DamagedEntry(f"{type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise DamagedEntry(f"cannot read ({exc.strerror or exc})") from None
+    if list(events.columns) != list(EVENT_COLUMNS):
+        raise DamagedEntry("columns differ from the event schema")
+    for col, (dt, _) in EVENT_COLUMNS.items():
+        if str(events[col].dtype) != dt:
+            raise DamagedEntry(f"column {col!r} is {events[col].dtype}, expected {dt}")
+    return events, meta, logs
+
+
+def _read_columns(f, header: dict, data_start: int) -> dict:
+    rows = int(header["rows"])
+    columns = {}
+    for spec in header["columns"]:
+        dtype = np.dtype(spec["dtype"])
+        if dtype.hasobject or int(spec["length"]) != rows:
+            raise DamagedEntry(f"column {spec['name']!r} has a bad type or length")
+        arr = np.empty(rows, dtype=dtype)
+        f.seek(data_start + int(spec["offset"]))
+        buf = memoryview(arr).cast("B")
+        if f.readinto(buf) != arr.nbytes:
+            raise DamagedEntry(f"column {spec['name']!r} is truncated")
+        if _crc32(buf) != int(spec["crc"]):
+            raise DamagedEntry(f"column {spec['name']!r} fails its checksum")
+        if "categories" in spec:
+            cats = spec["categories"]
+            if rows and (int(arr.min()) < -1 or int(arr.max()) >= len(cats)):
+                raise DamagedEntry(f"column {spec['name']!r} has a category code out of range")
+            columns[spec["name"]] = pd.Categorical.from_codes(arr, cats, validate=False)
+        else:
+            columns[spec["name"]] = arr
+    return columns
+
+
+def meta_fields(meta) -> dict:
+    """A :class:`~tracekit.core.kineto.TraceMeta` as JSON-able fields."""
+    return dataclasses.asdict(meta)

@@ -1,0 +1,183 @@
+"""Read the traces of a run: from the cache, in worker processes, or on a Dask cluster.
+
+:func:`load_traces` turns trace files into ``(events, meta)`` pairs, one per file, in
+the order given:
+
+- a file whose cache entry is valid (:mod:`tracekit.core.cache`) is loaded from it, in
+  this process (reading a columnar entry is far cheaper than decoding JSON);
+- the others are parsed (:func:`tracekit.core.kineto.parse_trace`) in ``jobs`` worker
+  processes (:mod:`tracekit.core.parallel`), or in this process when ``jobs`` is 1 or
+  one file is left, or on a ``dask.distributed`` cluster with ``dask=ADDRESS``
+  (:mod:`tracekit.core.dask_ingest`); each parse writes its cache entry.
+
+Wherever a trace is parsed, the result is the same table, number for number. What a
+parse logs (a skipped malformed event, a trace without steps) is logged here, in this
+process, once per file and also when the table comes from the cache.
+
+Example::
+
+    >>> opts = IngestOptions(jobs=4)                               # doctest: +SKIP
+    >>> [m.rank for _, _, m in load_traces(files, opts)]           # doctest: +SKIP
+    [0, 1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tracekit.core.cache import TraceCache, cache_disabled_by_env, meta_fields
+from tracekit.core.kineto import TraceMeta, parse_trace
+from tracekit.core.parallel import available_cores, map_ordered
+from tracekit.errors import TracekitError
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestOptions:
+    """How a run's traces are read (``--jobs``, ``--no-cache``, ``--dask`` on the CLI)."""
+
+    #: worker processes parsing traces; None: one per core; 1: parse in this process
+    jobs: int | None = None
+    #: read and write the columnar cache (also off when TRACEKIT_NO_CACHE is set)
+    cache: bool = True
+    #: a folder for every cache entry instead of beside the traces (TRACEKIT_CACHE_DIR)
+    cache_dir: str | None = None
+    #: a dask.distributed scheduler address ('tcp://host:8786'), 'local' for a local
+    #: cluster, or a ``distributed.Client``; parses every trace on that cluster
+    dask: Any = None
+
+    def __post_init__(self) -> None:
+        if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(
+                self.jobs, int) or self.jobs < 1):
+            raise TracekitError(f"jobs must be a whole number >= 1, not {self.jobs!r}; e.g. "
+                                "--jobs 4 (default: one per core)")
+
+    @property
+    def workers(self) -> int:
+        return self.jobs or available_cores()
+
+    @property
+    def use_cache(self) -> bool:
+        return self.cache and not cache_disabled_by_env()
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One trace to parse, and where its cache entry goes (None: no cache)."""
+
+    path: str
+    cache_dir: str | None
+    use_cache: bool
+    #: the caller's log level, so a spawned worker logs what the caller would
+    level: int = logging.WARNING
+    parent_pid: int = 0
+
+
+class _Capture(logging.Handler):
+    """Collects the records one thread logs while it parses one trace."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.thread = threading.get_ident()
+        self.records: list[list] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.records.append([record.name, record.levelno, record.getMessage()])
+
+
+def parse_task(task: _Task) -> tuple[pd.DataFrame, dict, list, int]:
+    """Parse one trace and write its cache entry: ``(events, meta fields, logged records,
+    pid of the process that parsed it)``. Runs in a worker process, a Dask worker or here."""
+    path = Path(task.path)
+    root = logging.getLogger("tracekit")
+    if os.getpid() != task.parent_pid:
+        root.setLevel(task.level)
+    capture = _Capture()
+    root.addHandler(capture)
+    try:
+        events, meta = parse_trace(path)
+    finally:
+        root.removeHandler(capture)
+    fields = meta_fields(meta)
+    if task.use_cache:
+        TraceCache(task.cache_dir).store(path, events, fields, capture.records)
+    return events, fields, capture.records, os.getpid()
+
+
+def _quiet_worker() -> None:
+    """In a worker process: records go back to the parent, which logs them once."""
+    root = logging.getLogger("tracekit")
+    root.handlers[:] = [logging.NullHandler()]
+    root.propagate = False
+
+
+def _replay_logs(records: list) -> None:
+    for name, level, message in records:
+        logging.getLogger(name).log(level, "%s", message)
+
+
+def _meta(fields: dict, path: Path) -> TraceMeta:
+    return replace(TraceMeta(**fields), path=str(path))
+
+
+def load_traces(files: Sequence[Path], options: IngestOptions | None = None, *,
+                progress: bool = False) -> Iterator[tuple[Path, pd.DataFrame, TraceMeta]]:
+    """``(path, events, meta)`` for every file, in order (see the module doc)."""
+    options = options or IngestOptions()
+    files = [Path(f) for f in files]
+    cache = TraceCache(options.cache_dir) if options.use_cache else None
+    t0 = time.perf_counter()
+    done: dict[int, tuple[pd.DataFrame, TraceMeta, str]] = {}
+    todo = []
+    for i, f in enumerate(files):
+        hit = cache.load(f) if cache is not None else None
+        if hit is None:
+            todo.append(i)
+            continue
+        events, fields, records = hit
+        _replay_logs(records)
+        done[i] = (events, _meta(fields, f), "cache")
+    level = logging.getLogger("tracekit").getEffectiveLevel()
+    tasks = [_Task(str(files[i]), options.cache_dir, cache is not None, level, os.getpid())
+             for i in todo]
+    parsed = _parse_all(tasks, options)
+    n_out = 0
+    for i, f in enumerate(files):
+        if i in done:
+            events, meta, how = done.pop(i)
+        else:
+            events, fields, records, pid = next(parsed)
+            if pid != os.getpid():  # logged in another process: say it here
+                _replay_logs(records)
+            meta, how = _meta(fields, f), "parsed"
+        n_out += 1
+        if progress:
+            log.info("parsed %s (rank %s, %d events%s) [%d/%d, %.1fs]", f.name, meta.rank,
+                     len(events), ", from the cache" if how == "cache" else "", n_out,
+                     len(files), time.perf_counter() - t0)
+        yield f, events, meta
+
+
+def _parse_all(tasks: list[_Task], options: IngestOptions) -> Iterator:
+    if not tasks:
+        return iter(())
+    if options.dask is not None:
+        from tracekit.core.dask_ingest import map_on_dask
+
+        return map_on_dask(parse_task, tasks, options.dask, jobs=options.jobs)
+    jobs = min(options.workers, len(tasks))
+    if jobs <= 1:
+        return (parse_task(t) for t in tasks)
+    return map_ordered(parse_task, tasks, jobs=jobs, initializer=_quiet_worker)
