@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from tracekit.analysis.stragglers import Straggler, find_stragglers
+from tracekit.core.columns import equals, isin
 from tracekit.core.intervals import clip, difference, union, union_length
 from tracekit.core.run import Run
 from tracekit.core.schema import EventKind, LaneKind
@@ -178,28 +179,27 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
     notes: list[str] = []
     if ev.empty:
         return [], [f"rank {rank}: no events"]
-    kind = ev["kind"].to_numpy().astype(str)
-    lane_kind = ev["lane_kind"].to_numpy().astype(str)
+    kind = ev["kind"]
     ts = ev["ts_ns"].to_numpy()
     end = ev["end_ns"].to_numpy()
-    is_gpu = lane_kind == LaneKind.GPU.value
-    is_comm = kind == EventKind.COMM.value
+    is_gpu = equals(ev["lane_kind"], LaneKind.GPU.value)
+    is_comm = equals(kind, EventKind.COMM.value)
     basis = "gpu" if is_gpu.any() else "cpu"
 
     if basis == "gpu":
-        compute_mask = is_gpu & np.isin(kind, _GPU_COMPUTE_KINDS)
+        compute_mask = is_gpu & isin(kind, _GPU_COMPUTE_KINDS)
         wait_mask = np.zeros(len(ev), dtype=bool)
     else:
         lane = ev["lane"].to_numpy()
         main = main_threads(ev).get(rank, -1)
         on_main = (lane == main) & ~is_gpu
-        is_op = kind == EventKind.CPU_OP.value
+        is_op = equals(kind, EventKind.CPU_OP.value)
         compute_mask = on_main & is_op
-        wait_mask = compute_mask & waits_for_comm(ev["name"].to_numpy())
+        wait_mask = compute_mask & waits_for_comm(ev["name"])
         if not compute_mask.any():
             notes.append(f"rank {rank}: no operators on the main thread; compute is 0")
-        elif not (kind == EventKind.STEP.value).any():
-            label = str(ev["lane_name"].to_numpy()[np.argmax(on_main)])
+        elif not equals(kind, EventKind.STEP.value).any():
+            label = str(ev["lane_name"].iloc[int(np.argmax(on_main))])
             notes.append(f"rank {rank}: no ProfilerStep; main thread taken to be {label!r} "
                          "(the most operator time)")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tracekit.core.columns import equals, isin
 from tracekit.core.run import Run
 from tracekit.core.schema import EventKind, LaneKind
 from tracekit.core.threads import main_threads
@@ -69,14 +70,13 @@ def op_time_per_step(run: Run, rank: int, windows: pd.DataFrame) -> pd.DataFrame
     """Total time of each outermost compute op name in each step of ``rank``: columns
     step, name, ms. ``windows``: the rank's rows of the summary (step, start_ns, end_ns)."""
     ev = run.rank_events(rank)
-    kind = ev["kind"].to_numpy().astype(str)
-    gpu = ev["lane_kind"].to_numpy().astype(str) == LaneKind.GPU.value
+    gpu = equals(ev["lane_kind"], LaneKind.GPU.value)
     if gpu.any():
-        sel = ev[gpu & np.isin(kind, _GPU_COMPUTE)]
+        sel = ev[gpu & isin(ev["kind"], _GPU_COMPUTE)]
     else:
         main = main_threads(ev).get(rank, -1)
-        ops = (ev["lane"].to_numpy() == main) & (kind == EventKind.CPU_OP.value)
-        sel = ev[ops & ~waits_for_comm(ev["name"].to_numpy())]  # waiting is not compute
+        ops = (ev["lane"].to_numpy() == main) & equals(ev["kind"], EventKind.CPU_OP.value)
+        sel = ev[ops & ~waits_for_comm(ev["name"])]  # waiting is not compute
     sel = sel.sort_values(["ts_ns", "dur_ns"], ascending=[True, False])
     ts, end = sel["ts_ns"].to_numpy(), sel["end_ns"].to_numpy()
     if not gpu.any():  # nested CPU operators are counted once, at the outermost

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tracekit.core.columns import equals
 from tracekit.core.schema import EventKind, LaneKind
 
 #: the name of a step annotation is this prefix and the step number
@@ -54,21 +55,20 @@ def step_windows(events: pd.DataFrame, *, device_tail: bool = False) -> pd.DataF
     docstring for the rule."""
     if not len(events):
         return _frame([], [], [], [], [])
-    rank = events["rank"].to_numpy().astype(np.int64)
-    kind = events["kind"].to_numpy().astype(str)
-    ts = events["ts_ns"].to_numpy().astype(np.int64)
-    end = events["end_ns"].to_numpy().astype(np.int64)
-    step = events["step"].to_numpy().astype(np.int64)
+    rank = events["rank"].to_numpy()
+    ts = events["ts_ns"].to_numpy()
+    end = events["end_ns"].to_numpy()
+    step = events["step"].to_numpy()
 
-    st = np.flatnonzero(kind == EventKind.STEP.value)
+    st = np.flatnonzero(equals(events["kind"], EventKind.STEP.value))
     st = st[np.argsort(ts[st], kind="stable")]
-    numbers = np.array([step_number(n) for n in events["name"].to_numpy()[st]],
+    numbers = np.array([step_number(n) for n in events["name"].iloc[st].tolist()],
                        dtype=np.int64)
     ann = pd.DataFrame({"rank": rank[st], "step": numbers, "start_ns": ts[st],
                         "end_ns": end[st]})
     ann = ann.drop_duplicates(["rank", "step"], keep="first")  # the earliest one counts
     if device_tail and len(ann):
-        gpu = events["lane_kind"].to_numpy().astype(str) == LaneKind.GPU.value
+        gpu = equals(events["lane_kind"], LaneKind.GPU.value)
         tail = pd.DataFrame({"rank": rank[gpu], "step": step[gpu], "tail": end[gpu]})
         tail = tail.groupby(["rank", "step"], as_index=False)["tail"].max()
         ann = ann.merge(tail, on=["rank", "step"], how="left")

@@ -36,6 +36,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from tracekit.core.columns import equals
 from tracekit.core.schema import EventKind, LaneKind
 
 #: Kineto's host thread label: ``thread 2394 (python3)`` or just ``thread 2394``
@@ -86,11 +87,11 @@ def main_lanes(*, rank: np.ndarray, lane: np.ndarray, is_host: np.ndarray,
 def main_threads(events: pd.DataFrame) -> dict[int, int]:
     """``{rank: lane}`` of every rank's main training thread in an event table (columns
     rank, lane_kind, lane, kind, ts_ns, end_ns); see the module docstring."""
-    kind = events["kind"].to_numpy().astype(str)
+    kind = events["kind"]
     return main_lanes(
         rank=events["rank"].to_numpy(), lane=events["lane"].to_numpy(),
-        is_host=events["lane_kind"].to_numpy().astype(str) == LaneKind.CPU.value,
-        is_step=kind == EventKind.STEP.value, is_op=kind == EventKind.CPU_OP.value,
-        is_comm=kind == EventKind.COMM.value,
+        is_host=equals(events["lane_kind"], LaneKind.CPU.value),
+        is_step=equals(kind, EventKind.STEP.value), is_op=equals(kind, EventKind.CPU_OP.value),
+        is_comm=equals(kind, EventKind.COMM.value),
         ts=events["ts_ns"].to_numpy(), end=events["end_ns"].to_numpy(),
     )

@@ -31,6 +31,9 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
+
+from tracekit.core.columns import matches
 
 #: names of wait ops (``search``, case-insensitive)
 WAIT_OP = re.compile(r"wait_tensor|^c10d::wait|^aten::wait|::_wait", re.IGNORECASE)
@@ -50,7 +53,10 @@ def waits_for_comm(names: Sequence[str] | np.ndarray) -> np.ndarray:
 
 
 def _per_name(names, test) -> np.ndarray:
-    """``test`` once per distinct name, spread back to every entry."""
+    """``test`` once per distinct name, spread back to every entry (a categorical column
+    is tested per category, never expanded)."""
+    if isinstance(getattr(names, "dtype", None), pd.CategoricalDtype):
+        return matches(names, test)
     arr = np.asarray(names, dtype=object).astype(str)
     if len(arr) == 0:
         return np.zeros(0, dtype=bool)
