@@ -237,8 +237,10 @@ def read_entry(entry: Path, key: dict) -> tuple[pd.DataFrame, dict, list] | None
     try:
         with open(entry, "rb") as f:
             header, data_start = _read_header(f, entry)
-            if header.get("format") != FORMAT or header.get("key") != key:
-                return None
+            if "format" not in header or not isinstance(header.get("key"), dict):
+                raise DamagedEntry("header lacks its format or key")
+            if header["format"] != FORMAT or header["key"] != key:
+                return None  # stale: written by another parser, or for another file
             size = os.fstat(f.fileno()).st_size
             try:
                 if size != data_start + int(header["data_bytes"]):
