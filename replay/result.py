@@ -11,6 +11,7 @@ runs the same way), plus three columns appended at the end:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -33,19 +34,42 @@ class CriticalPath:
     by_rank_ns: dict[int, int] = field(default_factory=dict)
 
 
-@dataclass(kw_only=True)
 class ReplayResult:
-    """One replay of one graph (baseline or a what-if variant)."""
+    """One replay of one graph (baseline or a what-if variant).
 
-    #: predicted timeline (event-table columns + node, critical, measured_ts_ns)
-    timeline: pd.DataFrame
-    #: predicted step time per step, ms (slowest rank)
-    step_ms: dict[int, float]
-    #: measured step time per step, ms (slowest rank), for the same steps
-    measured_step_ms: dict[int, float]
-    critical_path: CriticalPath | None = None
-    #: statements worth printing next to the numbers (assumptions, fallbacks)
-    notes: list[str] = field(default_factory=list)
+    The predicted ``timeline`` is built on first access (``timeline_factory``): a command
+    that prints step times never pays for a table of every node.
+    """
+
+    def __init__(self, *, step_ms: dict[int, float], measured_step_ms: dict[int, float],
+                 timeline: pd.DataFrame | None = None,
+                 timeline_factory: Callable[[], pd.DataFrame] | None = None,
+                 critical_path: CriticalPath | None = None,
+                 notes: list[str] | None = None) -> None:
+        #: predicted step time per step, ms (slowest rank)
+        self.step_ms = step_ms
+        #: measured step time per step, ms (slowest rank), for the same steps
+        self.measured_step_ms = measured_step_ms
+        self.critical_path = critical_path
+        #: statements worth printing next to the numbers (assumptions, fallbacks)
+        self.notes = list(notes) if notes is not None else []
+        self._timeline = timeline
+        self._factory = timeline_factory
+
+    @property
+    def timeline(self) -> pd.DataFrame | None:
+        """Predicted timeline (event-table columns + node, critical, measured_ts_ns)."""
+        if self._timeline is None and self._factory is not None:
+            self._timeline, self._factory = self._factory(), None
+        return self._timeline
+
+    @timeline.setter
+    def timeline(self, value: pd.DataFrame | None) -> None:
+        self._timeline, self._factory = value, None
+
+    def __repr__(self) -> str:
+        return (f"ReplayResult(step_ms={self.step_ms!r}, "
+                f"measured_step_ms={self.measured_step_ms!r}, notes={self.notes!r})")
 
     @property
     def median_step_ms(self) -> float:

@@ -2,7 +2,7 @@
 
 :func:`replay` schedules the graph (or takes a schedule already computed) and returns
 
-- ``timeline``: one row per node with the event-table columns (copied from the measured
+- ``timeline`` (built when first read): one row per node with the event-table columns (copied from the measured
   event for real nodes, synthesized for nodes a what-if created) and the predicted
   ``ts_ns`` / ``dur_ns`` / ``end_ns``, plus a predicted ``ProfilerStep#N`` row per rank and
   step, so every view draws measured and predicted runs the same way. A collective row
@@ -49,16 +49,19 @@ def replay(run: Run, graph: Graph) -> ReplayResult:
     measured = windows.groupby("step")["measured_ns"].max()
     predicted = windows.groupby("step")["predicted_ns"].max()
     paths = critical_paths(graph, schedule)
-    critical = np.zeros(graph.n_nodes, dtype=bool)
-    for p in paths.values():
-        critical[p.nodes] = True
-    timeline = predicted_timeline(run, graph, schedule, critical, windows)
+
+    def timeline() -> pd.DataFrame:
+        critical = np.zeros(graph.n_nodes, dtype=bool)
+        for p in paths.values():
+            critical[p.nodes] = True
+        return predicted_timeline(run, graph, schedule, critical, windows)
+
     notes = []
     if not run.complete:
         notes.append(f"incomplete world: {len(run.ranks)} of {run.world_size} ranks replayed; "
                      "step times are those of the ranks present")
     return ReplayResult(
-        timeline=timeline,
+        timeline_factory=timeline,
         step_ms={int(s): float(v) / 1e6 for s, v in predicted.items()},
         measured_step_ms={int(s): float(v) / 1e6 for s, v in measured.items()},
         critical_path=merge_paths([paths[s] for s in sorted(paths)]) if paths else None,
@@ -71,37 +74,19 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
 
     Columns: rank, step, lane (graph lane of the window), measured_start, measured_end,
     predicted_start, predicted_end, measured_ns, predicted_ns.
+
+    One pass over the nodes, grouped by (rank, step) with a sort (no loop over ranks).
     """
-    step_win = {(int(r), int(s)): (int(a), int(b), bool(ann))
-                for r, s, a, b, ann in measured_windows(run.events).itertuples(index=False)}
+    wins = measured_windows(run.events)
     mend = np.asarray(graph.start_ns) + np.asarray(graph.wait_ns) + np.asarray(graph.dur_ns)
-    main_lane = {ln.rank: ln.id for ln in graph.lanes if ln.is_main}
-    rows = []
-    rank_arr = np.asarray(graph.rank)
-    step_arr = np.asarray(graph.step)
-    lane_arr = np.asarray(graph.lane)
-    for r in sorted(set(rank_arr.tolist())):
-        of_rank = rank_arr == r
-        steps = sorted(set(step_arr[of_rank].tolist()))
-        for s in steps:
-            nodes = np.flatnonzero(of_rank & (step_arr == s))
-            win = step_win.get((r, s))
-            on_main = nodes[lane_arr[nodes] == main_lane.get(r, -1)]
-            if win is not None and win[2] and len(on_main):
-                nodes = on_main
-            a = nodes[np.argmin(graph.start_ns[nodes])]
-            z = nodes[np.argmax(mend[nodes])]
-            w_s, w_e = int(graph.start_ns[a]), int(mend[z])  # without events: the nodes
-            if win is not None and win[2]:
-                w_s, w_e = win[0], win[1]
-            elif win is not None:  # no annotation: the step's events and its nodes
-                w_s, w_e = min(w_s, win[0]), max(w_e, win[1])
-            # predicted: the window's earliest predicted start and latest predicted end
-            # (without ProfilerStep the window spans every lane, and the node that ended
-            # last as measured need not end last as predicted)
-            p_s = int(sched.ready_ns[nodes].min()) - (int(graph.start_ns[a]) - w_s)
-            p_e = int(sched.end_ns[nodes].max()) + (w_e - int(mend[z]))
-            rows.append((r, s, int(graph.lane[a]), w_s, w_e, p_s, p_e))
+    rank = np.asarray(graph.rank, dtype=np.int64)
+    step = np.asarray(graph.step, dtype=np.int64)
+    lane = np.asarray(graph.lane, dtype=np.int64)
+    start = np.asarray(graph.start_ns, dtype=np.int64)
+    if graph.n_nodes == 0:
+        rows = []
+    else:
+        rows = _window_rows(wins, graph, rank, step, lane, start, mend, sched)
     df = pd.DataFrame(rows, columns=["rank", "step", "lane", "measured_start", "measured_end",
                                      "predicted_start", "predicted_end"])
     # a window ends where the next step's window starts (measured gap between them kept)
@@ -116,6 +101,59 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
     df["measured_ns"] = df["measured_end"] - df["measured_start"]
     df["predicted_ns"] = df["predicted_end"] - df["predicted_start"]
     return df
+
+
+def _first_per_group(group: np.ndarray, order_key: np.ndarray) -> np.ndarray:
+    """Per group id (sorted ascending in the result), the position with the smallest
+    ``order_key``, ties to the smallest position (what ``argmin`` over the group gives)."""
+    pos = np.arange(len(group))
+    o = np.lexsort((pos, order_key, group))
+    first = np.concatenate([[True], group[o][1:] != group[o][:-1]])
+    return o[first]
+
+
+def _window_rows(wins: pd.DataFrame, graph: Graph, rank, step, lane, start, mend,
+                 sched: Schedule) -> list[tuple]:
+    """Rows of :func:`step_windows` before the next-window adjustment."""
+    main_lane = {ln.rank: ln.id for ln in graph.lanes if ln.is_main}
+    n_steps = int(step.max() - step.min()) + 1
+    s0 = int(step.min())
+    key = (rank - int(rank.min())) * n_steps + (step - s0)
+    ukey, group = np.unique(key, return_inverse=True)
+    group = group.ravel()
+    g_rank = ukey // n_steps + int(rank.min())
+    g_step = ukey % n_steps + s0
+    win = {(int(r), int(s)): (int(a), int(b), bool(ann))
+           for r, s, a, b, ann in wins.itertuples(index=False)}
+    g_win = [win.get((int(r), int(s))) for r, s in zip(g_rank.tolist(), g_step.tolist())]
+    g_ann = np.array([w is not None and w[2] for w in g_win], dtype=bool)
+    main_of_rank = np.array([main_lane.get(int(r), -1) for r in g_rank], dtype=np.int64)
+    on_main = lane == main_of_rank[group]
+    has_main = np.bincount(group, weights=on_main, minlength=len(ukey)) > 0
+    use = np.where((g_ann & has_main)[group], on_main, True)
+    idx = np.flatnonzero(use)
+    gu = group[idx]
+    a = idx[_first_per_group(gu, start[idx])]
+    z = idx[_first_per_group(gu, -mend[idx])]
+    ready_min = np.full(len(ukey), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(ready_min, gu, sched.ready_ns[idx])
+    end_max = np.full(len(ukey), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(end_max, gu, sched.end_ns[idx])
+    rows = []
+    for g in range(len(ukey)):
+        w_s, w_e = int(start[a[g]]), int(mend[z[g]])  # without events: the nodes
+        w = g_win[g]
+        if w is not None and w[2]:
+            w_s, w_e = w[0], w[1]
+        elif w is not None:  # no annotation: the step's events and its nodes
+            w_s, w_e = min(w_s, w[0]), max(w_e, w[1])
+        # predicted: the window's earliest predicted start and latest predicted end
+        # (without ProfilerStep the window spans every lane, and the node that ended
+        # last as measured need not end last as predicted)
+        p_s = int(ready_min[g]) - (int(start[a[g]]) - w_s)
+        p_e = int(end_max[g]) + (w_e - int(mend[z[g]]))
+        rows.append((int(g_rank[g]), int(g_step[g]), int(lane[a[g]]), w_s, w_e, p_s, p_e))
+    return rows
 
 
 _EVENT_KIND_OF = {

@@ -41,7 +41,7 @@ def graph(path: tuple[str, ...], steps: tuple[int, ...], export: str | None,
     """Build the global dataflow graph of PATH (a run folder, a folder of Kineto traces, or
     trace files): node and edge counts by kind, lanes, inferred edges, structural checks."""
     run = load_run(list(path) if len(path) > 1 else path[0], progress=True,
-                   ingest=ingest_from_context())
+                   ingest=ingest_from_context("graph"))
     g = build_graph(run, steps=list(steps) or None)
     doc = graph_summary(g)
     doc["problems"] = check_graph(g)

@@ -42,9 +42,11 @@ def ingest_options(command=None, *, dask: bool = False):
     return decorate(command) if command is not None else decorate
 
 
-def ingest_from_context() -> IngestOptions:
-    """The ``--jobs`` / ``--no-cache`` / ``--dask`` of the running command."""
+def ingest_from_context(events: str = "all") -> IngestOptions:
+    """The ``--jobs`` / ``--no-cache`` / ``--dask`` of the running command; ``events``:
+    'graph' for commands that print only what the compact table gives the same
+    (summary, replay, graph: :mod:`tracekit.core.reduce`), 'all' for the views."""
     ctx = click.get_current_context(silent=True)
     values = ctx.meta.get(_INGEST_KEY, {}) if ctx is not None else {}
     return IngestOptions(jobs=values.get("jobs"), cache=not values.get("no_cache", False),
-                         dask=values.get("dask"))
+                         dask=values.get("dask"), events=events)

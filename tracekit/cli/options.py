@@ -51,12 +51,12 @@ def prediction_options(command):
 
 
 def open_session(path: tuple[str, ...], steps: tuple[int, ...], comm_model: str | None,
-                 interference: str) -> Session:
+                 interference: str, *, events: str = "all") -> Session:
     """The run at ``path`` with the shared prediction options (and the command's
     ``--jobs`` / ``--no-cache`` / ``--dask``)."""
     options = PredictionOptions(steps=steps or None, comm_model=comm_model,
                                 interference=interference)
-    return Session(list(path), options, progress=True, ingest=ingest_from_context())
+    return Session(list(path), options, progress=True, ingest=ingest_from_context(events))
 
 
 def parse_ranks(text: str | None) -> list[int] | None:

@@ -70,7 +70,7 @@ def replay(path: tuple[str, ...], steps: tuple[int, ...], as_json: bool,
     """Replay PATH (a run folder, a folder of Kineto traces, or trace files) through its
     dataflow graph: measured vs predicted step time per step, the error, the critical
     path, and what-if predictions."""
-    session = open_session(path, steps, comm_model, interference)
+    session = open_session(path, steps, comm_model, interference, events="graph")
     baseline = session.baseline
     results = session.what_ifs(list(what_ifs))
     if export_trace:

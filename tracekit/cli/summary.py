@@ -61,7 +61,7 @@ def summary(path: tuple[str, ...], as_json: bool) -> None:
     """Step time, compute, communication, exposed communication, overlap and idle time
     per rank and step of PATH: a run folder, a folder of Kineto traces, or trace files."""
     run = load_run(list(path) if len(path) > 1 else path[0], progress=True,
-                   ingest=ingest_from_context())
+                   ingest=ingest_from_context("graph"))
     result = summarize(run)
     collectives = collective_table(run)
     if as_json:

@@ -11,8 +11,9 @@ Where an entry lives (the first that works):
 trace file, ``<trace file name>.tkc``; a newer entry replaces the old one.
 
 Key: the trace file's size, its mtime (ns), a BLAKE2 hash of its first and last 64 KiB,
-and the parser's own version (a hash of the ``tracekit.core`` sources and the event
-schema, so changing the parser or the schema invalidates every entry). An entry whose key
+and the parser's own version (a hash of the parser's sources, ``tracekit.core.kineto``
+and the ``tracekit.core`` modules it imports, and of the event schema, so changing the
+parser or the schema invalidates every entry). An entry whose key
 differs is stale: the trace is parsed again and the entry rewritten. An entry that cannot
 be read back exactly (truncated, a checksum that does not match, a column of the wrong
 length or type, a category code out of range) is damaged: it is ignored with a warning,
@@ -33,6 +34,7 @@ place (atomic on POSIX), so a reader never sees half an entry.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -68,14 +70,36 @@ class DamagedEntry(Exception):
     """A cache entry that cannot be read back exactly (internal: logged, then rebuilt)."""
 
 
+def _parser_sources() -> list[Path]:
+    """The source files the parser is made of: :mod:`tracekit.core.kineto` and every
+    ``tracekit.core`` module it imports, transitively (read from the sources)."""
+    folder = Path(__file__).parent
+    todo, seen = ["kineto"], set()
+    while todo:
+        name = todo.pop()
+        src = folder / f"{name}.py"
+        if name in seen or not src.is_file():
+            continue
+        seen.add(name)
+        try:
+            tree = ast.parse(src.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):  # pragma: no cover - a broken install
+            continue
+        for node in ast.walk(tree):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            todo += [m.split(".")[2] for m in mods if m.startswith("tracekit.core.")]
+    return sorted(folder / f"{n}.py" for n in seen)
+
+
 @functools.cache
 def parser_version() -> str:
-    """A hash of the event schema and of every ``tracekit.core`` source file: any change to
-    the parser invalidates the cache."""
+    """A hash of the cache format, the event schema and the parser's sources (see
+    :func:`_parser_sources`): changing the parser invalidates every entry."""
     h = hashlib.blake2b(digest_size=12)
     h.update(f"format {FORMAT}".encode())
     h.update(json.dumps(EVENT_COLUMNS, sort_keys=True).encode())
-    for src in sorted(Path(__file__).parent.glob("*.py")):
+    for src in _parser_sources():
         try:
             h.update(src.name.encode() + src.read_bytes())
         except OSError:  # pragma: no cover - a packaging without sources

@@ -10,7 +10,9 @@ the order given:
   one file is left, or on a ``dask.distributed`` cluster with ``dask=ADDRESS``
   (:mod:`tracekit.core.dask_ingest`); each parse writes its cache entry.
 
-Wherever a trace is parsed, the result is the same table, number for number. What a
+With ``events='graph'`` each table is reduced where it was parsed
+(:mod:`tracekit.core.reduce`), so only the compact table travels back; the cache keeps
+every event. Wherever a trace is parsed, the result is the same table, number for number. What a
 parse logs (a skipped malformed event, a trace without steps) is logged here, in this
 process, once per file and also when the table comes from the cache.
 
@@ -37,6 +39,7 @@ import pandas as pd
 from tracekit.core.cache import TraceCache, cache_disabled_by_env, meta_fields
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.parallel import available_cores, map_ordered
+from tracekit.core.reduce import reduce_events
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -56,12 +59,17 @@ class IngestOptions:
     #: a dask.distributed scheduler address ('tcp://host:8786'), 'local' for a local
     #: cluster, or a ``distributed.Client``; parses every trace on that cluster
     dask: Any = None
+    #: 'all': every event; 'graph': the compact table (:mod:`tracekit.core.reduce`: host
+    #: ops nested inside a host op left out), what summary, replay and graph read
+    events: str = "all"
 
     def __post_init__(self) -> None:
         if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(
                 self.jobs, int) or self.jobs < 1):
             raise TracekitError(f"jobs must be a whole number >= 1, not {self.jobs!r}; e.g. "
                                 "--jobs 4 (default: one per core)")
+        if self.events not in ("all", "graph"):
+            raise TracekitError(f"events must be 'all' or 'graph', not {self.events!r}")
 
     @property
     def workers(self) -> int:
@@ -82,6 +90,8 @@ class _Task:
     #: the caller's log level, so a spawned worker logs what the caller would
     level: int = logging.WARNING
     parent_pid: int = 0
+    #: return the compact table (tracekit.core.reduce); the cache keeps every event
+    reduce: bool = False
 
 
 class _Capture(logging.Handler):
@@ -113,6 +123,8 @@ def parse_task(task: _Task) -> tuple[pd.DataFrame, dict, list, int]:
     fields = meta_fields(meta)
     if task.use_cache:
         TraceCache(task.cache_dir).store(path, events, fields, capture.records)
+    if task.reduce:
+        events = reduce_events(events)
     return events, fields, capture.records, os.getpid()
 
 
@@ -148,10 +160,12 @@ def load_traces(files: Sequence[Path], options: IngestOptions | None = None, *,
             continue
         events, fields, records = hit
         _replay_logs(records)
+        if options.events == "graph":
+            events = reduce_events(events)
         done[i] = (events, _meta(fields, f), "cache")
     level = logging.getLogger("tracekit").getEffectiveLevel()
-    tasks = [_Task(str(files[i]), options.cache_dir, cache is not None, level, os.getpid())
-             for i in todo]
+    tasks = [_Task(str(files[i]), options.cache_dir, cache is not None, level, os.getpid(),
+                   options.events == "graph") for i in todo]
     parsed = _parse_all(tasks, options)
     n_out = 0
     for i, f in enumerate(files):

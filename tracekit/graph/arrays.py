@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tracekit.core.columns import equals
 from tracekit.core.schema import EventKind
 
 KIND_INDEX = {k.value: i for i, k in enumerate(EventKind)}
@@ -27,18 +28,22 @@ def kind_code(kind: EventKind) -> int:
     return KIND_INDEX[kind.value]
 
 
+#: ``EventArrays.kind`` of a row outside the graph's steps: no module looks at it
+EXCLUDED = -1
+
+
 @dataclass(frozen=True, kw_only=True)
 class EventArrays:
-    """Selected rows of an event table as numpy arrays (one entry per kept event)."""
+    """Every row of an event table as numpy arrays (entry ``i`` is row ``i``); rows
+    outside the graph's steps have ``kind`` :data:`EXCLUDED` and are never looked at."""
 
-    row: np.ndarray  #: int64 row index into Run.events
-    rank: np.ndarray  #: int64
+    rank: np.ndarray  #: int32
     is_gpu: np.ndarray  #: bool
     lane: np.ndarray  #: int64 thread or stream id
     ts: np.ndarray  #: int64 ns
     end: np.ndarray  #: int64 ns
-    step: np.ndarray  #: int64
-    kind: np.ndarray  #: int8, index into EventKind (see kind_code)
+    step: np.ndarray  #: int32
+    kind: np.ndarray  #: int8, index into EventKind (see kind_code), EXCLUDED (-1)
     name: np.ndarray  #: int32 code into names
     names: list[str]
     collective: np.ndarray  #: int32 code into collectives ('' is a code too)
@@ -47,13 +52,23 @@ class EventArrays:
     pg_names: list[str]
     correlation: np.ndarray  #: int64
     comm_bytes: np.ndarray  #: int64
-    group_size: np.ndarray  #: int64
+    group_size: np.ndarray  #: int32
     seq: np.ndarray  #: int64
     wait_on_stream: np.ndarray  #: int64
     wait_on_corr: np.ndarray  #: int64
 
     def __len__(self) -> int:
-        return len(self.row)
+        return len(self.kind)
+
+    @property
+    def row(self) -> np.ndarray:
+        """Row index into Run.events of every entry (the identity)."""
+        return np.arange(len(self.kind), dtype=np.int64)
+
+    @property
+    def in_graph(self) -> np.ndarray:
+        """Rows of the graph's steps (kind is not :data:`EXCLUDED`)."""
+        return self.kind != EXCLUDED
 
     def name_matches(self, pattern: re.Pattern, idx: np.ndarray | None = None) -> np.ndarray:
         """``pattern.search(name)`` for every event (or the events at ``idx``)."""
@@ -69,9 +84,9 @@ class EventArrays:
 
 def _codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     if isinstance(series.dtype, pd.CategoricalDtype):
-        codes = series.cat.codes.to_numpy().astype(np.int32)
+        codes = series.cat.codes.to_numpy()  # int8 / int16 / int32: indexes all the same
         cats = [str(c) for c in series.cat.categories]
-        if (codes < 0).any():  # NaN -> ''
+        if len(codes) and codes.min() < 0:  # NaN -> ''
             cats = cats + [""]
             codes = np.where(codes < 0, len(cats) - 1, codes).astype(np.int32)
         return codes, cats
@@ -80,28 +95,36 @@ def _codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def event_arrays(events: pd.DataFrame, keep: np.ndarray | None = None) -> EventArrays:
-    """Extract the columns graph assembly needs for the rows where ``keep`` is True."""
-    idx = np.arange(len(events)) if keep is None else np.flatnonzero(keep)
-    sub = events.iloc[idx]
-    kind_codes, kind_cats = _codes(sub["kind"])
-    remap = np.array([KIND_INDEX.get(c, KIND_INDEX[EventKind.CPU_OP.value]) for c in kind_cats]
-                     or [0], dtype=np.int8)
-    name, names = _codes(sub["name"])
-    coll, colls = _codes(sub["collective"])
-    pg, pgs = _codes(sub["pg_name"])
+    """The columns graph assembly needs, as read-only views of the event table (no copy:
+    a 256-rank run's table is not duplicated while its graph is built); rows where
+    ``keep`` is False get kind :data:`EXCLUDED`."""
+
+    def view(values: np.ndarray) -> np.ndarray:
+        out = values.view()
+        out.flags.writeable = False
+        return out
 
     def ints(col: str) -> np.ndarray:
-        return sub[col].to_numpy().astype(np.int64, copy=True)
+        values = events[col].to_numpy()
+        return view(values) if values.dtype == np.int64 else values.astype(np.int64)
 
+    kind_codes, kind_cats = _codes(events["kind"])
+    remap = np.array([KIND_INDEX.get(c, KIND_INDEX[EventKind.CPU_OP.value]) for c in kind_cats]
+                     or [0], dtype=np.int8)
+    kind = remap[kind_codes]
+    if keep is not None:
+        kind[~np.asarray(keep, dtype=bool)] = EXCLUDED
+    name, names = _codes(events["name"])
+    coll, colls = _codes(events["collective"])
+    pg, pgs = _codes(events["pg_name"])
     return EventArrays(
-        row=idx.astype(np.int64),
-        rank=ints("rank"),
-        is_gpu=(sub["lane_kind"].astype(str) == "gpu").to_numpy(),
+        rank=view(events["rank"].to_numpy()),
+        is_gpu=equals(events["lane_kind"], "gpu"),
         lane=ints("lane"),
         ts=ints("ts_ns"),
         end=ints("end_ns"),
-        step=ints("step"),
-        kind=remap[kind_codes],
+        step=view(events["step"].to_numpy()),
+        kind=kind,
         name=name,
         names=names,
         collective=coll,
@@ -110,7 +133,7 @@ def event_arrays(events: pd.DataFrame, keep: np.ndarray | None = None) -> EventA
         pg_names=pgs,
         correlation=ints("correlation"),
         comm_bytes=ints("comm_bytes"),
-        group_size=ints("group_size"),
+        group_size=view(events["group_size"].to_numpy()),
         seq=ints("seq"),
         wait_on_stream=ints("wait_on_stream"),
         wait_on_corr=ints("wait_on_corr"),

@@ -106,7 +106,7 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     events = run.events
     keep = events["step"].isin(chosen).to_numpy()
     ev = event_arrays(events, keep)
-    gpu_ranks = {int(r) for r in np.unique(ev.rank[ev.is_gpu])}
+    gpu_ranks = {int(r) for r in np.unique(ev.rank[ev.is_gpu & ev.in_graph])}
     sel = select_nodes(ev, gpu_ranks=gpu_ranks)
     if len(sel.index) == 0:
         raise TracekitError(f"steps {_span(chosen)} hold no operator, kernel or collective; "

@@ -125,7 +125,7 @@ class _LaunchIndex:
         for (r, s) in self._lane_launch:
             self._streams_of_rank.setdefault(r, []).append(s)
         # host time of any host event by (rank, correlation): cudaEventRecord is not a node
-        all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0))
+        all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0) & ev.in_graph)
         ck = _key(ev.rank[all_host], ev.correlation[all_host])
         o = np.argsort(ck, kind="stable")
         self._event_key, self._event_ts = ck[o], ev.ts[all_host][o]

@@ -122,7 +122,7 @@ class _ResumeTimes:
 
     def __init__(self, d: GraphDraft) -> None:
         ev = d.ev
-        host = np.flatnonzero(~ev.is_gpu)
+        host = np.flatnonzero(~ev.is_gpu & ev.in_graph)
         key_rank, key_lane, ts = ev.rank[host], ev.lane[host], ev.ts[host]
         order = np.lexsort((ts, key_lane, key_rank))
         self._rank, self._lane, self._ts = key_rank[order], key_lane[order], ts[order]

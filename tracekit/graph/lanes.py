@@ -38,7 +38,7 @@ def _pretty(name: str, local_id: int, is_gpu: bool) -> str:
 def _main_lanes(ev: EventArrays) -> dict[int, int]:
     """``{rank: thread id}`` of every rank's main training thread among ``ev``."""
     K = kind_code
-    return main_lanes(rank=ev.rank, lane=ev.lane, is_host=~ev.is_gpu,
+    return main_lanes(rank=ev.rank, lane=ev.lane, is_host=~ev.is_gpu & ev.in_graph,
                       is_step=ev.kind == K(EventKind.STEP), is_op=ev.kind == K(EventKind.CPU_OP),
                       is_comm=ev.kind == K(EventKind.COMM), ts=ev.ts, end=ev.end)
 

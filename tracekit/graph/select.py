@@ -40,13 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracekit.core.reduce import ANCHOR_RUNTIME
 from tracekit.core.schema import EventKind
 from tracekit.core.waits import WAIT_OP
 from tracekit.graph.arrays import EventArrays, kind_code
 from tracekit.graph.model import NodeKind
 
 #: host runtime calls that are anchors even when no GPU event carries their correlation
-_ANCHOR_RUNTIME = re.compile(r"Synchronize|WaitEvent|Memcpy|Memset", re.IGNORECASE)
+_ANCHOR_RUNTIME = ANCHOR_RUNTIME
 #: host calls that synchronize (become SYNC nodes)
 SYNC_CALL = re.compile(r"Synchronize|WaitEvent", re.IGNORECASE)
 
