@@ -36,11 +36,14 @@ def binding_predecessors(graph: Graph, sched: Schedule) -> np.ndarray:
     src = np.asarray(graph.src, dtype=np.int64)
     dst = np.asarray(graph.dst, dtype=np.int64)
     val = sched.end_ns[src] + np.asarray(graph.delay_ns, dtype=np.int64)
-    order = np.lexsort((-val, dst))
-    d_sorted, v_sorted, s_sorted = dst[order], val[order], src[order]
-    first = np.flatnonzero(np.concatenate([[True], d_sorted[1:] != d_sorted[:-1]]))
-    best_dst, best_val, best_src = d_sorted[first], v_sorted[first], s_sorted[first]
-    hit = best_val == sched.ready_ns[best_dst]
+    # per target, the first edge (in edge order) with the latest end + delay
+    best = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(best, dst, val)
+    top = np.flatnonzero(val == best[dst])
+    del val
+    best_dst, first = np.unique(dst[top], return_index=True)
+    best_src = src[top[first]]
+    hit = best[best_dst] == sched.ready_ns[best_dst]
     pred[best_dst[hit]] = best_src[hit]
     # collective participants that waited: bound by the last arrival's predecessor
     coll = np.asarray(graph.coll_id, dtype=np.int64)

@@ -48,13 +48,38 @@ def step_number(name: str) -> int:
     return int(str(name).rpartition("#")[2])
 
 
+#: a table longer than this is windowed a chunk of whole ranks at a time
+_CHUNK_ROWS = 500_000
+
+
 def step_windows(events: pd.DataFrame, *, device_tail: bool = False) -> pd.DataFrame:
     """One row per (rank, step) of ``events`` (columns rank, lane_kind, kind, name, ts_ns,
     end_ns, step), sorted by rank then start: ``rank, step, start_ns, end_ns`` and
     ``annotated`` (False when the window is the span of the step's events). See the module
-    docstring for the rule."""
+    docstring for the rule. A long table sorted by rank is done a chunk of whole ranks at
+    a time (windows never span ranks), so the scratch memory stays small."""
     if not len(events):
         return _frame([], [], [], [], [])
+    chunks = _rank_chunks(events["rank"].to_numpy())
+    if len(chunks) > 1:
+        parts = [_windows(events.iloc[lo:hi], device_tail) for lo, hi in chunks]
+        return pd.concat(parts, ignore_index=True)
+    return _windows(events, device_tail)
+
+
+def _rank_chunks(rank: np.ndarray) -> list[tuple[int, int]]:
+    if len(rank) <= _CHUNK_ROWS or not bool((rank[1:] >= rank[:-1]).all()):
+        return [(0, len(rank))]
+    cut = np.flatnonzero(np.concatenate([[True], rank[1:] != rank[:-1]]))
+    out, lo = [], 0
+    for c in cut[1:].tolist():
+        if c - lo >= _CHUNK_ROWS:
+            out.append((lo, c))
+            lo = c
+    return out + [(lo, len(rank))]
+
+
+def _windows(events: pd.DataFrame, device_tail: bool) -> pd.DataFrame:
     rank = events["rank"].to_numpy()
     ts = events["ts_ns"].to_numpy()
     end = events["end_ns"].to_numpy()

@@ -12,7 +12,7 @@ Before: ``Run.events`` (pandas, see :mod:`tracekit.core.schema`). After::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,29 @@ class EventArrays:
     def row(self) -> np.ndarray:
         """Row index into Run.events of every entry (the identity)."""
         return np.arange(len(self.kind), dtype=np.int64)
+
+    def rows(self, lo: int, hi: int) -> EventArrays:
+        """Rows ``lo..hi-1`` (views; entry ``i`` of the result is row ``lo + i``)."""
+        sliced = {f.name: getattr(self, f.name)[lo:hi] for f in fields(self)
+                  if isinstance(getattr(self, f.name), np.ndarray)}
+        return replace(self, **sliced)
+
+    def rank_chunks(self, rows: int = 500_000) -> list[tuple[int, int]]:
+        """Row ranges ``(lo, hi)`` of whole ranks, about ``rows`` rows each (one range
+        when the rows are not sorted by rank): stages that need several arrays per event
+        work one chunk at a time, so their scratch memory does not grow with the world."""
+        rank = self.rank
+        n = len(rank)
+        if n <= rows or not bool((rank[1:] >= rank[:-1]).all()):
+            return [(0, n)]
+        starts = np.flatnonzero(np.concatenate([[True], rank[1:] != rank[:-1]]))
+        out, lo = [], 0
+        for s in starts[1:].tolist():
+            if s - lo >= rows:
+                out.append((lo, s))
+                lo = s
+        out.append((lo, n))
+        return out
 
     @property
     def in_graph(self) -> np.ndarray:

@@ -122,9 +122,8 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     host = add_host_edges(d)
     coll = match_collectives(d, world_size=run.world_size, ranks_present=run.ranks)
     n_unrecorded = add_unrecorded_waits(d)
-    src, dst, ekind, inferred = d.edges()
-    delay, _ = calibrate_delays(src=src, dst=dst, kind=ekind, target_start=d.start,
-                                source_end=d.end, lane=lane, rank=d.rank)
+    src, dst, ekind, inferred = d.edges(release=True)
+    delay = _calibrated_delays(d, src, dst, ekind, lane)
     name_codes, name_uniques = pd.factorize(ev.name[sel.index])
     graph = Graph(
         rank=d.rank.astype(np.int32),
@@ -185,6 +184,27 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     log.info("graph: %d nodes, %d edges, %d lanes in %.2fs", graph.n_nodes, graph.n_edges,
              len(lanes), time.perf_counter() - t0)
     return graph
+
+
+def _calibrated_delays(d: GraphDraft, src, dst, ekind, lane) -> np.ndarray:
+    """:func:`calibrate_delays` a chunk of target ranks at a time (edges are sorted by
+    target, targets by rank, and every delay group lies within one rank)."""
+    rank = d.rank
+    chunks = [(0, len(src))]
+    if len(src) > 500_000 and len(rank) and bool((rank[1:] >= rank[:-1]).all()):
+        cut = np.flatnonzero(np.concatenate([[True], rank[dst[1:]] != rank[dst[:-1]]]))
+        chunks, lo = [], 0
+        for c in cut[1:].tolist():
+            if c - lo >= 500_000:
+                chunks.append((lo, c))
+                lo = c
+        chunks.append((lo, len(src)))
+    out = np.empty(len(src), dtype=np.int64)
+    for lo, hi in chunks:
+        out[lo:hi], _ = calibrate_delays(src=src[lo:hi], dst=dst[lo:hi], kind=ekind[lo:hi],
+                                         target_start=d.start, source_end=d.end, lane=lane,
+                                         rank=rank)
+    return out
 
 
 def _has_cross_stream(lanes) -> bool:

@@ -216,30 +216,27 @@ def _blocking_sync_waits(d: GraphDraft, idx: _LaunchIndex, sync_sources: dict[in
     is_sync_node = (d.kind == NodeKind.SYNC) & ~is_gpu & np.isin(rank, sorted(gpu_ranks))
     names = ev.name_matches(SYNC_CALL, d.index)
     device_wide = ev.name_matches(_DEVICE_SYNC, d.index)
-    exact_src, exact_dst, inf_src, inf_dst = [], [], [], []
-    dev_end_sorted = {}
-    for r in gpu_ranks:
-        nodes = np.flatnonzero(is_gpu & (rank == r))
-        o2 = np.argsort(d.end[nodes], kind="stable")
-        dev_end_sorted[r] = (nodes[o2], d.end[nodes][o2])
-    for v in np.flatnonzero(is_sync_node & names):
+    calls = np.flatnonzero(is_sync_node & names)
+    calls = calls[nxt_all[calls] >= 0]
+    known = np.fromiter((int(v) in sync_sources for v in calls), dtype=bool, count=len(calls))
+    told = known | device_wide[calls]
+    exact_src, exact_dst = [], []
+    for v in calls[told]:  # the calls whose trace says what they waited for (few)
         r, nxt = int(rank[v]), int(nxt_all[v])
-        if nxt < 0:
-            continue
         srcs = sync_sources.get(int(v))
-        inferred = False
-        if srcs is None and device_wide[v]:
+        if srcs is None:
             srcs = [idx.last_launched_before(r, st, int(d.start[v])) for st in idx.streams(r)]
             srcs = [x for x in srcs if x >= 0]
-        elif srcs is None:
-            srcs = _ended_while_blocked(dev_end_sorted[r], int(d.start[v]), int(d.end[v]))
-            inferred = True
-        if not srcs:
-            continue
-        _shorten(d, v, srcs)
-        (inf_src if inferred else exact_src).extend(srcs)
-        (inf_dst if inferred else exact_dst).extend([nxt] * len(srcs))
-    return exact_src, exact_dst, inf_src, inf_dst
+        if srcs:
+            _shorten(d, int(v), srcs)
+            exact_src.extend(srcs)
+            exact_dst.extend([nxt] * len(srcs))
+    blind = calls[~told]
+    src = _ended_while_blocked(d, blind)
+    hit = src >= 0
+    blind, src = blind[hit], src[hit]
+    _shorten_all(d, blind, d.end[src])
+    return exact_src, exact_dst, src.tolist(), nxt_all[blind].tolist()
 
 
 def _blocking_memcpy_waits(d: GraphDraft, launch_src: np.ndarray, launch_dst: np.ndarray,
@@ -281,11 +278,12 @@ def _infer_stream_waits(d: GraphDraft, launch_end: np.ndarray, *,
     explained = np.maximum(prev_end[dev], launch_end[dev])
     late = dev[d.start[dev] - explained > STREAM_WAKE_NS]
     src, dst = [], []
-    for r in np.unique(d.rank[late]):
-        nodes = dev[d.rank[dev] == r]
+    by_rank = {r: dev[p] for r, p in _by_rank(d.rank[dev])}
+    for r, where in _by_rank(d.rank[late]):
+        nodes = by_rank[r]
         o = np.argsort(d.end[nodes], kind="stable")
         nodes, ends = nodes[o], d.end[nodes][o]
-        mine = late[d.rank[late] == r]
+        mine = late[where]
         i = np.searchsorted(ends, d.start[mine], side="right") - 1
         ok = i >= 0
         u = np.where(ok, nodes[np.maximum(i, 0)], -1)
@@ -296,16 +294,48 @@ def _infer_stream_waits(d: GraphDraft, launch_end: np.ndarray, *,
     return np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
 
 
-def _ended_while_blocked(dev: tuple[np.ndarray, np.ndarray], start: int, end: int) -> list[int]:
-    """The device node that ended last inside ``[start, end]``, if the call returned right
-    after it (within :data:`WAKE_TOLERANCE_NS` or a tenth of the call)."""
-    nodes, ends = dev
-    i = int(np.searchsorted(ends, end, side="right")) - 1
-    if i < 0 or ends[i] <= start:
-        return []
-    if end - ends[i] > max(WAKE_TOLERANCE_NS, (end - start) // 10):
-        return []
-    return [int(nodes[i])]
+def _ended_while_blocked(d: GraphDraft, calls: np.ndarray) -> np.ndarray:
+    """Per blocking host call, the device node of its rank that ended last inside the call
+    ``[start, end]``, if the call returned right after it (within
+    :data:`WAKE_TOLERANCE_NS` or a tenth of the call); -1 otherwise. One sort of the
+    device nodes by (rank, end), one search per rank."""
+    out = np.full(len(calls), -1, dtype=np.int64)
+    dev = np.flatnonzero(d.is_gpu)
+    if len(calls) == 0 or len(dev) == 0:
+        return out
+    dev = dev[np.lexsort((d.end[dev], d.rank[dev]))]
+    dev_rank, dev_end = d.rank[dev], d.end[dev]
+    for r, mine in _by_rank(d.rank[calls]):
+        lo, hi = np.searchsorted(dev_rank, [r, r + 1])
+        if lo == hi:
+            continue
+        start, end = d.start[calls[mine]], d.end[calls[mine]]
+        i = np.searchsorted(dev_end[lo:hi], end, side="right") - 1
+        ok = i >= 0
+        ended = dev_end[lo:hi][np.maximum(i, 0)]
+        ok &= ended > start
+        ok &= end - ended <= np.maximum(WAKE_TOLERANCE_NS, (end - start) // 10)
+        out[mine[ok]] = dev[lo + i[ok]]
+    return out
+
+
+def _by_rank(rank: np.ndarray):
+    """``(rank, positions)`` for every rank in ``rank``, ascending (one sort, no scan per
+    rank)."""
+    if len(rank) == 0:
+        return
+    o = np.argsort(rank, kind="stable")
+    r = rank[o]
+    cut = np.flatnonzero(np.concatenate([[True], r[1:] != r[:-1], [True]]))
+    for a, b in zip(cut[:-1], cut[1:]):
+        yield int(r[a]), o[a:b]
+
+
+def _shorten_all(d: GraphDraft, calls: np.ndarray, blocked_until: np.ndarray) -> None:
+    """:func:`_shorten` for many calls with one source each."""
+    start, end = d.start[calls], d.end[calls]
+    blocked = np.minimum(np.maximum(blocked_until - start, 0), end - start)
+    d.end[calls] = end - blocked
 
 
 def _shorten(d: GraphDraft, v: int, srcs: list[int]) -> None:

@@ -96,8 +96,10 @@ class GraphDraft:
             return e, e.copy()
         return (np.concatenate([s for s, _ in parts]), np.concatenate([d for _, d in parts]))
 
-    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """All edges so far, duplicates (same src, dst, kind) removed, sorted by (dst, src)."""
+    def edges(self, *, release: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                       np.ndarray]:
+        """All edges so far, duplicates (same src, dst, kind) removed, sorted by (dst, src).
+        ``release``: forget the edge lists (the draft is done; frees their memory)."""
         if not self._src:
             e = np.zeros(0, dtype=np.int64)
             return e, e.copy(), np.zeros(0, np.int8), np.zeros(0, bool)
@@ -105,8 +107,11 @@ class GraphDraft:
         dst = np.concatenate(self._dst)
         kind = np.concatenate(self._kind)
         inferred = np.concatenate(self._inferred)
+        if release:
+            self._src, self._dst, self._kind, self._inferred = [], [], [], []
         order = np.lexsort((kind, src, dst))
         src, dst, kind, inferred = src[order], dst[order], kind[order], inferred[order]
+        del order
         dup = np.zeros(len(src), dtype=bool)
         if len(src) > 1:
             dup[1:] = (src[1:] == src[:-1]) & (dst[1:] == dst[:-1]) & (kind[1:] == kind[:-1])

@@ -395,16 +395,46 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     from_start = np.where((kind == EdgeKind.ISSUE) | from_graph, graph.dur_ns[src], 0)
     # graph launches are their own kind of latency: never a sample for a plain launch
     group_kind = np.where(from_graph, len(EdgeKind) + int(EdgeKind.LAUNCH), kind)
-    frame = pd.DataFrame({"rank": graph.rank[dst][idx].astype(np.int64),
-                          "kind": group_kind[idx],
-                          "name": graph.name[dst][idx].astype(np.int64),
-                          "step": graph.step[dst][idx].astype(np.int64),
-                          "order": graph.start_ns[src][idx], "dst": dst[idx],
-                          "delay": (graph.delay_ns + from_start)[idx].astype(np.float64)},
-                         index=idx)
+    dst_rank = graph.rank[dst[idx]]
+    # positions are per rank: one rank's edges at a time (scratch memory stays small)
+    for part in _rank_parts(dst_rank):
+        at = idx[part]
+        typ = _typical(graph, at, group_kind, binding, from_start)
+        delay[at] = np.rint(typ).astype(np.int64) - from_start[at]
+    return replace(graph, delay_ns=delay, notes=list(graph.notes))
+
+
+def _rank_parts(rank: np.ndarray, rows: int = 500_000) -> list[np.ndarray]:
+    """Positions of ``rank`` in chunks of whole ranks (about ``rows`` each)."""
+    if len(rank) <= rows:
+        return [np.arange(len(rank))]
+    o = np.argsort(rank, kind="stable")
+    r = rank[o]
+    cut = np.flatnonzero(np.concatenate([[True], r[1:] != r[:-1]]))
+    parts, lo = [], 0
+    for c in cut[1:].tolist():
+        if c - lo >= rows:
+            parts.append(o[lo:c])
+            lo = c
+    parts.append(o[lo:])
+    return parts
+
+
+def _typical(graph: Graph, at: np.ndarray, group_kind: np.ndarray, binding: np.ndarray,
+             from_start: np.ndarray) -> np.ndarray:
+    """The typical delay (counted from the source's end, plus ``from_start``) of the
+    edges ``at`` (see :func:`typical_delays`), in the order of ``at``."""
+    src, dst = graph.src[at], graph.dst[at]
+    frame = pd.DataFrame({"rank": graph.rank[dst].astype(np.int64),
+                          "kind": group_kind[at],
+                          "name": graph.name[dst].astype(np.int64),
+                          "step": graph.step[dst].astype(np.int64),
+                          "order": graph.start_ns[src], "dst": dst,
+                          "delay": (graph.delay_ns[at] + from_start[at]).astype(np.float64),
+                          "sample_ok": binding[at]})
     frame = frame.sort_values(["rank", "kind", "name", "step", "order", "dst"], kind="stable")
     frame["occ"] = frame.groupby(["rank", "kind", "name", "step"]).cumcount()
-    frame["sample"] = frame["delay"].where(binding[frame.index.to_numpy()])
+    frame["sample"] = frame["delay"].where(frame["sample_ok"])
     typ = np.full(len(frame), np.nan)
     # a wait for something outside the trace has no kind-wide typical value: only the
     # same edge in other steps says what it usually is (else it stays as measured)
@@ -418,6 +448,6 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
         typ[fill] = value[fill]
     # nothing bound anywhere in the group: keep the nominal values the graph carries
     typ = np.where(np.isnan(typ), frame["delay"].to_numpy(), typ)
-    at = frame.index.to_numpy()
-    delay[at] = np.rint(typ).astype(np.int64) - from_start[at]
-    return replace(graph, delay_ns=delay, notes=list(graph.notes))
+    out = np.empty(len(frame))
+    out[frame.index.to_numpy()] = typ
+    return out

@@ -63,10 +63,19 @@ def add_host_edges(d: GraphDraft) -> dict[str, int]:
     resume = _ResumeTimes(d)
     issue_src, issue_dst = [], []
     wait_src, wait_dst, thread_src, thread_dst = [], [], [], []
-    for r in np.unique(rank):
-        work = np.flatnonzero(is_cpu_comm & (rank == r))
+    is_wait = on_host_lane & d.ev.name_matches(WAIT_OP, d.index)
+    lanes_of: dict[int, list[int]] = {}
+    for ln in d.lanes:
+        if ln.kind == "cpu" and not is_gpu[first[ln.id]]:
+            lanes_of.setdefault(ln.rank, []).append(ln.id)
+    # node ids are sorted by rank: each rank's nodes are one range
+    cut = np.flatnonzero(np.concatenate([[True], rank[1:] != rank[:-1], [True]])) if len(
+        rank) else np.zeros(1, dtype=np.int64)
+    for lo, hi in zip(cut[:-1].tolist(), cut[1:].tolist()):
+        r = int(rank[lo])
+        work = lo + np.flatnonzero(is_cpu_comm[lo:hi])
         work = work[np.argsort(d.start[work], kind="stable")]
-        issues = np.flatnonzero(is_issue & (rank == r))
+        issues = lo + np.flatnonzero(is_issue[lo:hi])
         issues = issues[np.argsort(d.start[issues], kind="stable")]
         # FIFO: the k-th issue feeds the k-th work item; an issue must start before its item
         j = 0
@@ -77,8 +86,7 @@ def add_host_edges(d: GraphDraft) -> dict[str, int]:
                 j += 1
             else:
                 counts["unissued"] += 1
-        host_lanes = [ln.id for ln in d.lanes if ln.rank == r and ln.kind == "cpu"
-                      and not is_gpu[first[ln.id]]]
+        host_lanes = lanes_of.get(r, [])
         for lane in host_lanes:
             a, b = first[lane], last[lane]
             if b - a < 2:
@@ -97,8 +105,7 @@ def add_host_edges(d: GraphDraft) -> dict[str, int]:
             ends = d.end[work]
             o = np.argsort(ends, kind="stable")
             work_by_end, ends = work[o], ends[o]
-            waits = np.flatnonzero(on_host_lane & (rank == r)
-                                   & d.ev.name_matches(WAIT_OP, d.index))
+            waits = lo + np.flatnonzero(is_wait[lo:hi])
             nxt = d.next_on_lane(waits)
             for v, n in zip(waits, nxt):
                 i = int(np.searchsorted(ends, d.end[v], side="right")) - 1

@@ -115,8 +115,23 @@ def select_nodes(ev: EventArrays, *, gpu_ranks: set[int]) -> SelectedNodes:
 
     ``gpu_ranks``: ranks whose trace has device lanes; their plain host ops are
     :attr:`NodeKind.HOST` (the device does the compute), on CPU-only ranks they are
-    :attr:`NodeKind.COMPUTE`.
+    :attr:`NodeKind.COMPUTE`. Works a chunk of whole ranks at a time (a node's kind
+    depends only on its own rank's events).
     """
+    parts = []
+    for lo, hi in ev.rank_chunks():
+        part = _select(ev.rows(lo, hi) if (lo, hi) != (0, len(ev)) else ev, gpu_ranks)
+        parts.append((part, lo))
+    if len(parts) == 1:
+        return parts[0][0]
+    return SelectedNodes(index=np.concatenate([p.index + lo for p, lo in parts]),
+                         kind=np.concatenate([p.kind for p, _ in parts]),
+                         start_ns=np.concatenate([p.start_ns for p, _ in parts]),
+                         end_ns=np.concatenate([p.end_ns for p, _ in parts]),
+                         clipped=sum(p.clipped for p, _ in parts))
+
+
+def _select(ev: EventArrays, gpu_ranks: set[int]) -> SelectedNodes:
     K = kind_code
     kind, rank, lane, ts, end, is_gpu = ev.kind, ev.rank, ev.lane, ev.ts, ev.end, ev.is_gpu
     container_k = [K(EventKind.STEP), K(EventKind.ANNOTATION)]
