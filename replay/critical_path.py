@@ -80,23 +80,32 @@ def _path_of(graph: Graph, sched: Schedule, pred: np.ndarray, nodes: np.ndarray)
 
 def summarize_path(graph: Graph, sched: Schedule, path: list[int]) -> CriticalPath:
     """Accounting of one path (see module doc)."""
-    by_kind: dict[str, int] = {}
-    by_lane: dict[str, int] = {}
-    by_rank: dict[int, int] = {}
-    for i, v in enumerate(path):
-        dur = int(sched.end_ns[v] - sched.start_ns[v])
-        k = _KIND_NAMES[int(graph.kind[v])]
-        by_kind[k] = by_kind.get(k, 0) + dur
-        label = graph.lanes[int(graph.lane[v])].label
-        by_lane[label] = by_lane.get(label, 0) + dur
-        gap = int(sched.start_ns[v] - sched.end_ns[path[i - 1]]) if i else 0
-        if i:
-            by_kind["gap"] = by_kind.get("gap", 0) + gap
-        r = int(graph.rank[v])  # a gap belongs to the rank of the node it delays
-        by_rank[r] = by_rank.get(r, 0) + dur + gap
+    p = np.asarray(path, dtype=np.int64)
+    dur = sched.end_ns[p] - sched.start_ns[p]
+    gap = np.zeros(len(p), dtype=np.int64)
+    gap[1:] = sched.start_ns[p[1:]] - sched.end_ns[p[:-1]]
+    by_kind = _sums(graph.kind[p], dur, lambda k: _KIND_NAMES[int(k)])
+    if len(p) > 1:
+        by_kind["gap"] = int(gap[1:].sum())
+    by_lane = _sums(graph.lane[p], dur, lambda ln: graph.lanes[int(ln)].label)
+    # a gap belongs to the rank of the node it delays
+    by_rank = _sums(graph.rank[p], dur + gap, int)
     total = int(sched.end_ns[path[-1]] - sched.start_ns[path[0]]) if path else 0
     return CriticalPath(nodes=path, by_kind_ns=by_kind, by_lane_ns=by_lane, total_ns=total,
                         by_rank_ns=by_rank)
+
+
+def _sums(keys: np.ndarray, values: np.ndarray, label) -> dict:
+    """``{label(key): sum of values}`` in order of first appearance along the path."""
+    if len(keys) == 0:
+        return {}
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    totals = np.bincount(inv.ravel(), weights=values, minlength=len(uniq))
+    out: dict = {}
+    for i in np.argsort(first, kind="stable"):
+        name = label(uniq[i])
+        out[name] = out.get(name, 0) + int(round(totals[i]))
+    return out
 
 
 def critical_paths(graph: Graph, sched: Schedule) -> dict[int, CriticalPath]:

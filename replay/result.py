@@ -45,7 +45,7 @@ class ReplayResult:
                  timeline: pd.DataFrame | None = None,
                  timeline_factory: Callable[[], pd.DataFrame] | None = None,
                  critical_path: CriticalPath | None = None,
-                 notes: list[str] | None = None) -> None:
+                 notes: list[str] | None = None, schedule=None, graph=None) -> None:
         #: predicted step time per step, ms (slowest rank)
         self.step_ms = step_ms
         #: measured step time per step, ms (slowest rank), for the same steps
@@ -55,6 +55,10 @@ class ReplayResult:
         self.notes = list(notes) if notes is not None else []
         self._timeline = timeline
         self._factory = timeline_factory
+        #: the graph replayed and the engine's schedule of it (replay.engine.Schedule),
+        #: when the replay kept them (what-if fitting reuses the baseline's)
+        self.graph = graph
+        self.schedule = schedule
 
     @property
     def timeline(self) -> pd.DataFrame | None:

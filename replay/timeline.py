@@ -65,7 +65,7 @@ def replay(run: Run, graph: Graph) -> ReplayResult:
         step_ms={int(s): float(v) / 1e6 for s, v in predicted.items()},
         measured_step_ms={int(s): float(v) / 1e6 for s, v in measured.items()},
         critical_path=merge_paths([paths[s] for s in sorted(paths)]) if paths else None,
-        notes=notes,
+        notes=notes, schedule=schedule, graph=graph,
     )
 
 
@@ -77,7 +77,7 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
 
     One pass over the nodes, grouped by (rank, step) with a sort (no loop over ranks).
     """
-    wins = measured_windows(run.events)
+    wins = _measured_windows(run)
     mend = np.asarray(graph.start_ns) + np.asarray(graph.wait_ns) + np.asarray(graph.dur_ns)
     rank = np.asarray(graph.rank, dtype=np.int64)
     step = np.asarray(graph.step, dtype=np.int64)
@@ -101,6 +101,17 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
     df["measured_ns"] = df["measured_end"] - df["measured_start"]
     df["predicted_ns"] = df["predicted_end"] - df["predicted_start"]
     return df
+
+
+def _measured_windows(run: Run) -> pd.DataFrame:
+    """The run's measured step windows, computed once per event table (every replay of a
+    run, baseline and what-ifs, asks for the same)."""
+    cached = run.__dict__.get("_replay_windows")
+    if cached is not None and cached[0] is run.events:
+        return cached[1]
+    wins = measured_windows(run.events)
+    run.__dict__["_replay_windows"] = (run.events, wins)
+    return wins
 
 
 def _first_per_group(group: np.ndarray, order_key: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ import numpy as np
 
 from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
+from tracekit.core.groups import groups
 from tracekit.graph.edit import with_durations
 from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
@@ -102,8 +103,7 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
     """Per interval ``[start, end)``: mean of ``max(1, busy(t) / cores)`` over it, where
     ``busy(t)`` counts the intervals of the same host covering ``t``."""
     out = np.ones(len(start), dtype=float)
-    for h in np.unique(host):
-        sel = np.flatnonzero(host == h)
+    for h, sel in groups(host):
         s, e = start[sel], end[sel]
         t = np.concatenate([s, e])
         step = np.concatenate([np.ones(len(s)), -np.ones(len(e))])

@@ -48,6 +48,7 @@ import pandas as pd
 
 from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
+from tracekit.core.groups import groups
 from tracekit.core.intervals import covered_length, union
 from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
@@ -99,9 +100,10 @@ def overlap_fraction(start: np.ndarray, end: np.ndarray, rank: np.ndarray,
     """Fraction of each ``[start, end)`` overlapped by comm intervals of the same rank."""
     frac = np.zeros(len(start), dtype=float)
     dur = np.maximum(np.asarray(end) - np.asarray(start), 1)
-    for r in np.unique(rank):
-        sel = rank == r
-        c = comm_rank == r
+    comm_of = {int(r): c for r, c in groups(comm_rank)}
+    empty = np.zeros(0, dtype=np.int64)
+    for r, sel in groups(rank):
+        c = comm_of.get(int(r), empty)
         ms, me = union(comm_start[c], comm_end[c])
         frac[sel] = covered_length(start[sel], end[sel], ms, me) / dur[sel]
     return np.clip(frac, 0.0, 1.0)

@@ -134,9 +134,20 @@ def _node_collective(graph: Graph) -> np.ndarray:
     return names[graph.name]
 
 
-def _in_edge_source(graph: Graph, kinds) -> dict[int, int]:
-    sel = np.isin(graph.edge_kind, [int(k) for k in kinds])
-    return {int(d): int(s) for s, d in zip(graph.src[sel], graph.dst[sel])}
+def _in_edge_source(graph: Graph, kinds) -> np.ndarray:
+    """Per node, the source of its (last) incoming edge of ``kinds``; -1 none."""
+    sel = np.flatnonzero(np.isin(graph.edge_kind, [int(k) for k in kinds]))
+    out = np.full(graph.n_nodes, -1, dtype=np.int64)
+    last = len(sel) - 1 - np.unique(graph.dst[sel][::-1], return_index=True)[1]
+    out[graph.dst[sel[last]]] = graph.src[sel[last]]
+    return out
+
+
+def _by_target(graph: Graph, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges where ``mask`` holds, sorted by target (stable), and their targets."""
+    sel = np.flatnonzero(mask)
+    sel = sel[np.argsort(graph.dst[sel], kind="stable")]
+    return sel, graph.dst[sel]
 
 
 def _forward_annotations(run) -> pd.DataFrame:
@@ -151,13 +162,13 @@ def _forward_annotations(run) -> pd.DataFrame:
                          "ts_ns": ann["ts_ns"].to_numpy()})
 
 
-def _forward_first(ann: pd.DataFrame, graph: Graph, rank: int, step: int,
-                   lane: int) -> dict[str, int]:
+def _forward_first(ann: dict, graph: Graph, rank: int, step: int,
+                   lane_nodes: np.ndarray) -> dict[str, int]:
     """Module -> the first node of the lane at or after its forward annotation began."""
-    mine = ann[(ann["rank"] == rank) & (ann["step"] == step)]
-    if mine.empty:
+    mine = ann.get((rank, step))
+    if mine is None or mine.empty:
         return {}
-    on_lane = np.flatnonzero((graph.lane == lane) & (graph.step == step))
+    on_lane = lane_nodes[graph.step[lane_nodes] == step]
     starts = graph.start_ns[on_lane]
     out: dict[str, int] = {}
     for module, ts in zip(mine["module"], mine["ts_ns"]):
@@ -174,7 +185,7 @@ MIN_GAP_OVERLAP = 0.5
 
 
 def _unexplained_wait(graph: Graph, lane_nodes: np.ndarray, last_issue_pos: int,
-                      comms: np.ndarray, lane_in_delay: dict[int, int]) -> int:
+                      comms: np.ndarray, lane_in_delay: np.ndarray) -> int:
     """The node after the longest lane gap following the last issue, when the host sat
     idle there while the last bucket collective transferred (a wait the graph did not
     infer: on a busy CPU the gloo event's recorded end can lag the host's wake-up by
@@ -182,7 +193,7 @@ def _unexplained_wait(graph: Graph, lane_nodes: np.ndarray, last_issue_pos: int,
     after = lane_nodes[last_issue_pos + 1:]
     if len(after) == 0:
         return -1
-    gaps = np.array([lane_in_delay.get(int(v), 0) for v in after])
+    gaps = lane_in_delay[after]
     k = int(np.argmax(gaps))
     gap, node = int(gaps[k]), int(after[k])
     if gap < MIN_GAP_NS:
@@ -221,7 +232,8 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
     sizes_by_layout: dict[tuple, list] = {}
     issue_durs, issue_delays = [], []
     prefix = "gloo:"
-    annotations = _forward_annotations(run)
+    ann = _forward_annotations(run)
+    annotations = {key: g for key, g in ann.groupby(["rank", "step"])} if len(ann) else {}
     for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
             [graph.rank, graph.step]):
         if step < 0:
@@ -231,8 +243,7 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
             continue
         comms, issues, lasts = rs.bucket_comm, rs.bucket_issue, rs.bucket_last_grad
         issue_durs += [int(graph.dur_ns[i]) for i in issues]
-        sel = index.issue_edge & np.isin(graph.dst, comms)
-        issue_delays += graph.delay_ns[sel].tolist()
+        issue_delays += graph.delay_ns[index.edges_into(index.issue_edges, comms)].tolist()
         prefix = graph.names[graph.name[comms[0]]].split(":")[0] + ":" if ":" in \
             graph.names[graph.name[comms[0]]] else "nccl:"
         per[(int(rank), int(step))] = rs
@@ -261,24 +272,47 @@ class _GraphIndex:
     coll: np.ndarray  #: per node, its normalized collective name ('' none)
     names: np.ndarray  #: the name table as an object array
     is_accg: np.ndarray  #: per node, an AccumulateGrad
-    issue_of: dict[int, int]  #: comm node -> the node that issued it
-    wait_out: np.ndarray  #: per edge, a wait edge (HOST_WAIT, COMM_DONE, STREAM_WAIT)
-    issue_edge: np.ndarray  #: per edge, an ISSUE or LAUNCH edge
-    lane_in_delay: dict[int, int]  #: node -> delay of its lane-order edge in
+    issue_of: np.ndarray  #: per node, the node that issued it (ISSUE / LAUNCH), -1
+    #: wait edges (HOST_WAIT, COMM_DONE, STREAM_WAIT) sorted by target, and their targets
+    wait_edges: tuple[np.ndarray, np.ndarray]
+    #: ISSUE and LAUNCH edges sorted by target, and their targets
+    issue_edges: tuple[np.ndarray, np.ndarray]
+    lane_in_delay: np.ndarray  #: per node, the delay of its lane-order edge in (0 none)
+    #: node ids sorted by lane (stable), and where each lane's run starts
+    by_lane: tuple[np.ndarray, np.ndarray]
 
     @classmethod
     def of(cls, graph: Graph) -> _GraphIndex:
         names = np.array(graph.names or [""], dtype=object)
         lane_e = graph.edge_kind == EdgeKind.LANE_ORDER
+        lane_in_delay = np.zeros(graph.n_nodes, dtype=np.int64)
+        lane_in_delay[graph.dst[lane_e]] = graph.delay_ns[lane_e]
+        order = np.argsort(graph.lane, kind="stable")
+        starts = np.searchsorted(graph.lane[order], np.arange(len(graph.lanes) + 1))
         return cls(
             coll=_node_collective(graph),
             names=names,
             is_accg=np.array([_ACCUMULATE in n for n in names], dtype=bool)[graph.name],
             issue_of=_in_edge_source(graph, _ISSUE_EDGES),
-            wait_out=np.isin(graph.edge_kind, [int(k) for k in _WAIT_EDGES]),
-            issue_edge=np.isin(graph.edge_kind, [int(k) for k in _ISSUE_EDGES]),
-            lane_in_delay=dict(zip(graph.dst[lane_e].tolist(),
-                                   graph.delay_ns[lane_e].tolist())))
+            wait_edges=_by_target(graph, np.isin(graph.edge_kind,
+                                                 [int(k) for k in _WAIT_EDGES])),
+            issue_edges=_by_target(graph, np.isin(graph.edge_kind,
+                                                  [int(k) for k in _ISSUE_EDGES])),
+            lane_in_delay=lane_in_delay, by_lane=(order, starts))
+
+    def lane_nodes(self, lane: int) -> np.ndarray:
+        """The nodes of ``lane``, in id order."""
+        order, starts = self.by_lane
+        return order[starts[lane]:starts[lane + 1]]
+
+    @staticmethod
+    def edges_into(edges: tuple[np.ndarray, np.ndarray], targets: np.ndarray) -> np.ndarray:
+        """Of ``edges`` (sorted by target), those into any of ``targets``, by target."""
+        sel, dst = edges
+        lo = np.searchsorted(dst, targets, side="left")
+        hi = np.searchsorted(dst, targets, side="right")
+        parts = [sel[a:b] for a, b in zip(lo.tolist(), hi.tolist()) if b > a]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def may_precede_issue(self, graph: Graph, v: int) -> bool:
         """Whether node ``v`` may sit between a gradient's AccumulateGrad and DDP's issue
@@ -330,7 +364,8 @@ def _rank_step_sync(graph: Graph, index: _GraphIndex, annotations: pd.DataFrame,
         bucket_issue=issues, bucket_last_grad=lasts, wait_target=wait_target,
         wait_delay_ns=0, bucket_waits=bucket_waits, gap_wait_target=gap_target,
         comm_lanes=tuple(dict.fromkeys(int(graph.lane[c]) for c in comms)),
-        forward_first=_forward_first(annotations, graph, rank, step, bl.lane))
+        forward_first=_forward_first(annotations, graph, rank, step,
+                                     index.lane_nodes(bl.lane)))
 
 
 def _bucket_collectives(graph: Graph, index: _GraphIndex, nodes: np.ndarray,
@@ -341,7 +376,7 @@ def _bucket_collectives(graph: Graph, index: _GraphIndex, nodes: np.ndarray,
     comms, issues, lasts = [], [], []
     lane_nodes, grad_pos = bl.lane_nodes, bl.grad_pos
     for c in nodes[(graph.kind[nodes] == NodeKind.COMM) & (index.coll[nodes] == "all_reduce")]:
-        iss = index.issue_of.get(int(c), -1)
+        iss = int(index.issue_of[c])
         if iss < 0 or iss not in bl.pos_in_lane:
             continue
         k = bl.pos_in_lane[iss] - 1  # walk back over DDP hook work to an AccumulateGrad
@@ -373,11 +408,10 @@ def _bucket_waits(graph: Graph, index: _GraphIndex, rank: int, bl: _BackwardLane
     # nodes (gaps the graph explained by an early bucket) are not that point
     last_issue = int(issues[-1])
     per_bucket: dict[int, list[tuple[int, int, int]]] = {}
-    wait_out = index.wait_out
-    for src_, d, dl in zip(graph.src[wait_out], graph.dst[wait_out],
-                           graph.delay_ns[wait_out]):
-        if (graph.rank[d] == rank and graph.lane[d] == lane and d > last_issue
-                and int(src_) in comm_pos):
+    into = index.edges_into(index.wait_edges, index.lane_nodes(lane))
+    into = into[graph.dst[into] > last_issue]
+    for src_, d, dl in zip(graph.src[into], graph.dst[into], graph.delay_ns[into]):
+        if graph.rank[d] == rank and int(src_) in comm_pos:
             per_bucket.setdefault(comm_pos[int(src_)], []).append(
                 (int(graph.start_ns[d]), int(d), int(dl)))
     if per_bucket:

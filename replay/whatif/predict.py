@@ -101,7 +101,8 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     ``interference``: a name of :data:`replay.interference.INTERFERENCE_MODELS`
     (:func:`replay.interference.choose_interference` says how ``"auto"`` chooses).
     """
-    sched = schedule_full(graph)
+    reuse = getattr(baseline, "graph", None) is graph and baseline.schedule is not None
+    sched = baseline.schedule if reuse else schedule_full(graph)
     model = choose_interference(interference, run, graph, sched.start_ns, sched.end_ns)
     comm, fitted, notes = _comm_model(run, model.cost_fit_graph(graph), comm_model)
     notes += model.notes

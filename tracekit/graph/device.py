@@ -33,6 +33,7 @@ import re
 
 import numpy as np
 
+from tracekit.core.groups import groups
 from tracekit.core.schema import EventKind
 from tracekit.graph.arrays import kind_code
 from tracekit.graph.draft import GraphDraft
@@ -278,8 +279,8 @@ def _infer_stream_waits(d: GraphDraft, launch_end: np.ndarray, *,
     explained = np.maximum(prev_end[dev], launch_end[dev])
     late = dev[d.start[dev] - explained > STREAM_WAKE_NS]
     src, dst = [], []
-    by_rank = {r: dev[p] for r, p in _by_rank(d.rank[dev])}
-    for r, where in _by_rank(d.rank[late]):
+    by_rank = {r: dev[p] for r, p in groups(d.rank[dev])}
+    for r, where in groups(d.rank[late]):
         nodes = by_rank[r]
         o = np.argsort(d.end[nodes], kind="stable")
         nodes, ends = nodes[o], d.end[nodes][o]
@@ -305,7 +306,7 @@ def _ended_while_blocked(d: GraphDraft, calls: np.ndarray) -> np.ndarray:
         return out
     dev = dev[np.lexsort((d.end[dev], d.rank[dev]))]
     dev_rank, dev_end = d.rank[dev], d.end[dev]
-    for r, mine in _by_rank(d.rank[calls]):
+    for r, mine in groups(d.rank[calls]):
         lo, hi = np.searchsorted(dev_rank, [r, r + 1])
         if lo == hi:
             continue
@@ -317,18 +318,6 @@ def _ended_while_blocked(d: GraphDraft, calls: np.ndarray) -> np.ndarray:
         ok &= end - ended <= np.maximum(WAKE_TOLERANCE_NS, (end - start) // 10)
         out[mine[ok]] = dev[lo + i[ok]]
     return out
-
-
-def _by_rank(rank: np.ndarray):
-    """``(rank, positions)`` for every rank in ``rank``, ascending (one sort, no scan per
-    rank)."""
-    if len(rank) == 0:
-        return
-    o = np.argsort(rank, kind="stable")
-    r = rank[o]
-    cut = np.flatnonzero(np.concatenate([[True], r[1:] != r[:-1], [True]]))
-    for a, b in zip(cut[:-1], cut[1:]):
-        yield int(r[a]), o[a:b]
 
 
 def _shorten_all(d: GraphDraft, calls: np.ndarray, blocked_until: np.ndarray) -> None:
