@@ -60,11 +60,6 @@ class EventArrays:
     def __len__(self) -> int:
         return len(self.kind)
 
-    @property
-    def row(self) -> np.ndarray:
-        """Row index into Run.events of every entry (the identity)."""
-        return np.arange(len(self.kind), dtype=np.int64)
-
     def rows(self, lo: int, hi: int) -> EventArrays:
         """Rows ``lo..hi-1`` (views; entry ``i`` of the result is row ``lo + i``)."""
         sliced = {f.name: getattr(self, f.name)[lo:hi] for f in fields(self)

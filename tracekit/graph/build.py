@@ -136,7 +136,7 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
         wait_ns=d.wait,
         bytes=np.where(sel.kind == 1, ev.comm_bytes[sel.index], -1).astype(np.int64),
         coll_id=d.coll_id,
-        event_row=ev.row[sel.index].astype(np.int64),
+        event_row=sel.index.astype(np.int64),  # entry i of ev is row i of the table
         src=src, dst=dst, edge_kind=ekind, delay_ns=delay, inferred=inferred,
         names=[ev.names[c] for c in name_uniques],
         lanes=lanes,

@@ -219,7 +219,8 @@ def _blocking_sync_waits(d: GraphDraft, idx: _LaunchIndex, sync_sources: dict[in
     device_wide = ev.name_matches(_DEVICE_SYNC, d.index)
     calls = np.flatnonzero(is_sync_node & names)
     calls = calls[nxt_all[calls] >= 0]
-    known = np.fromiter((int(v) in sync_sources for v in calls), dtype=bool, count=len(calls))
+    known = (np.isin(calls, np.fromiter(sync_sources, dtype=np.int64, count=len(sync_sources)))
+             if sync_sources else np.zeros(len(calls), dtype=bool))
     told = known | device_wide[calls]
     exact_src, exact_dst = [], []
     for v in calls[told]:  # the calls whose trace says what they waited for (few)

@@ -49,7 +49,8 @@ class GraphDraft:
     # draft is made; edge modules read these inside loops over lanes, ranks and nodes)
     @cached_property
     def rank(self) -> np.ndarray:
-        return self.ev.rank[self.index]
+        # int64: searchsorted against an int32 array would copy it on every call
+        return self.ev.rank[self.index].astype(np.int64)
 
     @cached_property
     def is_gpu(self) -> np.ndarray:

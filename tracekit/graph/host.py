@@ -130,9 +130,11 @@ class _ResumeTimes:
     def __init__(self, d: GraphDraft) -> None:
         ev = d.ev
         host = np.flatnonzero(~ev.is_gpu & ev.in_graph)
-        key_rank, key_lane, ts = ev.rank[host], ev.lane[host], ev.ts[host]
-        order = np.lexsort((ts, key_lane, key_rank))
-        self._rank, self._lane, self._ts = key_rank[order], key_lane[order], ts[order]
+        key_rank, key_lane, ts = ev.rank[host].astype(np.int64), ev.lane[host], ev.ts[host]
+        if not _sorted_by(key_rank, key_lane, ts):  # a table as loaded is, by (rank, lane, ts)
+            order = np.lexsort((ts, key_lane, key_rank))
+            key_rank, key_lane, ts = key_rank[order], key_lane[order], ts[order]
+        self._rank, self._lane, self._ts = key_rank, key_lane, ts
         self._lanes = d.lanes
 
     def after(self, lane: int, t: np.ndarray) -> np.ndarray:
@@ -147,6 +149,14 @@ class _ResumeTimes:
         ok = i < len(ts)
         out[ok] = ts[i[ok]]
         return out
+
+
+def _sorted_by(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+    """Whether rows are sorted by (a, b, c)."""
+    if len(a) < 2:
+        return True
+    da, db, dc = a[1:] - a[:-1], b[1:] - b[:-1], c[1:] - c[:-1]
+    return bool(((da > 0) | ((da == 0) & ((db > 0) | ((db == 0) & (dc >= 0))))).all())
 
 
 def _long_gaps(d: GraphDraft, a: int, b: int, resumed: np.ndarray):

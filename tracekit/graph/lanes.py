@@ -62,7 +62,7 @@ def make_lanes(ev: EventArrays, index: np.ndarray, kind: np.ndarray,
         lane_kind = "gpu" if gpu else "cpu"
         if comm_count[i] == count[i]:
             lane_kind = "comm"
-        raw = str(lane_names.iat[int(ev.row[index[node]])])
+        raw = str(lane_names.iat[int(index[node])])
         r, local_id = int(rank[node]), int(local[node])
         lanes.append(Lane(id=i, rank=r, kind=lane_kind, local_id=local_id,
                           name=_pretty(raw, local_id, gpu),
