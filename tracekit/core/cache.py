@@ -58,10 +58,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 log = get_logger(__name__)
 
 #: bump when the file layout changes
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"TKCACHE1"
 FOLDER = ".tracekit-cache"
 SUFFIX = ".tkc"
+#: the extra column holding the compact table's rows (tracekit.core.reduce)
+GRAPH_ROWS = "__graph_rows__"
 _EDGE = 64 * 1024  # bytes of the trace's head and tail in the key
 _ALIGN = 64
 
@@ -152,6 +154,19 @@ class TraceCache:
     def load(self, trace: Path) -> tuple[pd.DataFrame, dict, list] | None:
         """``(events, meta fields, logged warnings)`` from a valid entry, else None (a
         damaged entry is logged and ignored; a stale one is silently ignored)."""
+        reader = self.open(trace)
+        if reader is None:
+            return None
+        try:
+            return reader.to_frame(), reader.meta, reader.logs
+        except DamagedEntry as exc:
+            log.warning("%s: damaged cache entry %s (%s); parsing the trace again",
+                        trace, reader.path, exc)
+            return None
+
+    def open(self, trace: Path) -> EntryReader | None:
+        """A reader of ``trace``'s valid entry (its header checked; columns are read and
+        checked on demand), else None. A damaged entry is logged and ignored."""
         try:
             key = trace_key(trace)
         except OSError:
@@ -161,18 +176,20 @@ class TraceCache:
             if not entry.is_file():
                 continue
             try:
-                got = read_entry(entry, key)
+                reader = EntryReader.open(entry, key)
             except DamagedEntry as exc:
                 log.warning("%s: damaged cache entry %s (%s); parsing the trace again",
                             trace, entry, exc)
                 continue
-            if got is not None:
-                return got
+            if reader is not None:
+                return reader
         return None
 
-    def store(self, trace: Path, events: pd.DataFrame, meta: dict, logs: list) -> Path | None:
+    def store(self, trace: Path, events: pd.DataFrame, meta: dict, logs: list, *,
+              graph_rows: np.ndarray | None = None) -> Path | None:
         """Write ``trace``'s entry into the first writable folder; None when none is (a cache
-        that cannot be written is not an error)."""
+        that cannot be written is not an error). ``graph_rows``: the rows of the compact
+        table (:mod:`tracekit.core.reduce`), kept beside the columns."""
         try:
             key = trace_key(trace)
         except OSError:
@@ -181,7 +198,7 @@ class TraceCache:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 entry = folder / (trace.name + SUFFIX)
-                write_entry(entry, key, events, meta, logs)
+                write_entry(entry, key, events, meta, logs, graph_rows=graph_rows)
                 return entry
             except OSError as exc:
                 log.debug("cannot write a cache entry in %s (%s)", folder, exc)
@@ -210,15 +227,24 @@ def _pad(n: int) -> int:
     return -n % _ALIGN
 
 
-def write_entry(entry: Path, key: dict, events: pd.DataFrame, meta: dict, logs: list) -> None:
+def write_entry(entry: Path, key: dict, events: pd.DataFrame, meta: dict, logs: list, *,
+                graph_rows: np.ndarray | None = None) -> None:
     """Write one entry atomically (a temporary file in the same folder, then a rename)."""
     specs, arrays = _encode_columns(events)
+    extra = {}
+    if graph_rows is not None:
+        mask = np.ascontiguousarray(graph_rows, dtype=np.uint8)
+        specs.append({"name": GRAPH_ROWS, "dtype": mask.dtype.str, "length": len(mask),
+                      "crc": _crc32(mask)})
+        arrays.append(mask)
+        extra["graph_rows"] = int(mask.sum())
     offset = 0
     for spec, arr in zip(specs, arrays):
         spec["offset"] = offset
         offset += arr.nbytes + _pad(arr.nbytes)
     header = json.dumps({"format": FORMAT, "key": key, "meta": meta, "logs": logs,
-                         "rows": len(events), "columns": specs, "data_bytes": offset}).encode()
+                         "rows": len(events), "columns": specs, "data_bytes": offset,
+                         **extra}).encode()
     head = MAGIC + len(header).to_bytes(8, "little") + header
     head += b"\0" * _pad(len(head))
     fd, tmp = tempfile.mkstemp(prefix=entry.name + ".", suffix=".tmp", dir=entry.parent)
@@ -258,55 +284,116 @@ def _read_header(f, entry: Path) -> tuple[dict, int]:
 def read_entry(entry: Path, key: dict) -> tuple[pd.DataFrame, dict, list] | None:
     """The entry's ``(events, meta, logs)``; None when its key differs from ``key``
     (stale). Raises :class:`DamagedEntry` when it cannot be read back exactly."""
-    try:
-        with open(entry, "rb") as f:
-            header, data_start = _read_header(f, entry)
-            if "format" not in header or not isinstance(header.get("key"), dict):
-                raise DamagedEntry("header lacks its format or key")
-            if header["format"] != FORMAT or header["key"] != key:
-                return None  # stale: written by another parser, or for another file
-            size = os.fstat(f.fileno()).st_size
-            try:
-                if size != data_start + int(header["data_bytes"]):
-                    raise DamagedEntry(f"{size} bytes, expected "
-                                       f"{data_start + int(header['data_bytes'])} (truncated?)")
-                columns = _read_columns(f, header, data_start)
-                events = pd.DataFrame(columns, copy=False)
-                meta, logs = dict(header["meta"]), list(header.get("logs", []))
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                raise DamagedEntry(f"{type(exc).__name__}: {exc}") from None
-    except OSError as exc:
-        raise DamagedEntry(f"cannot read ({exc.strerror or exc})") from None
-    if list(events.columns) != list(EVENT_COLUMNS):
-        raise DamagedEntry("columns differ from the event schema")
-    for col, (dt, _) in EVENT_COLUMNS.items():
-        if str(events[col].dtype) != dt:
-            raise DamagedEntry(f"column {col!r} is {events[col].dtype}, expected {dt}")
-    return events, meta, logs
+    reader = EntryReader.open(entry, key)
+    if reader is None:
+        return None
+    return reader.to_frame(), reader.meta, reader.logs
 
 
-def _read_columns(f, header: dict, data_start: int) -> dict:
-    rows = int(header["rows"])
-    columns = {}
-    for spec in header["columns"]:
+class EntryReader:
+    """One entry whose header was read and checked; each column is read (and its
+    checksum and category codes checked) when asked for, straight into a given array."""
+
+    def __init__(self, path: Path, header: dict, data_start: int) -> None:
+        self.path = path
+        self.rows = int(header["rows"])
+        self.meta = dict(header["meta"])
+        self.logs = list(header.get("logs", []))
+        graph_rows = header.get("graph_rows")
+        #: rows of the compact table, when the entry keeps its mask (else None)
+        self.graph_rows = int(graph_rows) if graph_rows is not None else None
+        self._specs = {spec["name"]: spec for spec in header["columns"]}
+        self._start = data_start
+
+    @classmethod
+    def open(cls, entry: Path, key: dict) -> EntryReader | None:
+        """The reader of ``entry``; None when stale (another key or format); raises
+        :class:`DamagedEntry` when the header or the file size is wrong."""
+        try:
+            with open(entry, "rb") as f:
+                header, data_start = _read_header(f, entry)
+                size = os.fstat(f.fileno()).st_size
+        except OSError as exc:
+            raise DamagedEntry(f"cannot read ({exc.strerror or exc})") from None
+        if "format" not in header or not isinstance(header.get("key"), dict):
+            raise DamagedEntry("header lacks its format or key")
+        if header["format"] != FORMAT or header["key"] != key:
+            return None  # stale: written by another parser, or for another file
+        try:
+            expected = data_start + int(header["data_bytes"])
+            if size != expected:
+                raise DamagedEntry(f"{size} bytes, expected {expected} (truncated?)")
+            reader = cls(entry, header, data_start)
+            reader._check(int(header["data_bytes"]))
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise DamagedEntry(f"{type(exc).__name__}: {exc}") from None
+        return reader
+
+    def _check(self, data_bytes: int) -> None:
+        names = [n for n in self._specs if n != GRAPH_ROWS]
+        if names != list(EVENT_COLUMNS):
+            raise DamagedEntry("columns differ from the event schema")
+        for name, spec in self._specs.items():
+            dtype = np.dtype(spec["dtype"])
+            if dtype.hasobject or int(spec["length"]) != self.rows:
+                raise DamagedEntry(f"column {name!r} has a bad type or length")
+            if int(spec["offset"]) + self.rows * dtype.itemsize > data_bytes:
+                raise DamagedEntry(f"column {name!r} lies outside the file")
+            want = EVENT_COLUMNS.get(name, ("uint8", ""))[0]
+            if want == "category":
+                if dtype.kind != "i" or not isinstance(spec.get("categories"), list):
+                    raise DamagedEntry(f"column {name!r} is not a categorical")
+            elif dtype != np.dtype(want):
+                raise DamagedEntry(f"column {name!r} is {dtype}, expected {want}")
+        if self.graph_rows is not None and GRAPH_ROWS not in self._specs:
+            raise DamagedEntry("the compact-table mask is missing")
+
+    def categories(self, name: str) -> list[str] | None:
+        """The categories of a categorical column (None for other columns)."""
+        cats = self._specs[name].get("categories")
+        return [str(c) for c in cats] if cats is not None else None
+
+    def dtype(self, name: str) -> np.dtype:
+        return np.dtype(self._specs[name]["dtype"])
+
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """Column ``name`` (category codes for a categorical), read into ``out`` when
+        given (its dtype and length must match); raises :class:`DamagedEntry`."""
+        spec = self._specs[name]
         dtype = np.dtype(spec["dtype"])
-        if dtype.hasobject or int(spec["length"]) != rows:
-            raise DamagedEntry(f"column {spec['name']!r} has a bad type or length")
-        arr = np.empty(rows, dtype=dtype)
-        f.seek(data_start + int(spec["offset"]))
+        arr = np.empty(self.rows, dtype=dtype) if out is None else out
+        if arr.dtype != dtype or len(arr) != self.rows:
+            raise ValueError(f"read {name!r}: out has the wrong type or length")
         buf = memoryview(arr).cast("B")
-        if f.readinto(buf) != arr.nbytes:
-            raise DamagedEntry(f"column {spec['name']!r} is truncated")
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._start + int(spec["offset"]))
+                got = f.readinto(buf)
+        except OSError as exc:
+            raise DamagedEntry(f"cannot read ({exc.strerror or exc})") from None
+        if got != arr.nbytes:
+            raise DamagedEntry(f"column {name!r} is truncated")
         if _crc32(buf) != int(spec["crc"]):
-            raise DamagedEntry(f"column {spec['name']!r} fails its checksum")
-        if "categories" in spec:
-            cats = spec["categories"]
-            if rows and (int(arr.min()) < -1 or int(arr.max()) >= len(cats)):
-                raise DamagedEntry(f"column {spec['name']!r} has a category code out of range")
-            columns[spec["name"]] = pd.Categorical.from_codes(arr, cats, validate=False)
-        else:
-            columns[spec["name"]] = arr
-    return columns
+            raise DamagedEntry(f"column {name!r} fails its checksum")
+        cats = spec.get("categories")
+        if cats is not None and self.rows and (int(arr.min()) < -1
+                                               or int(arr.max()) >= len(cats)):
+            raise DamagedEntry(f"column {name!r} has a category code out of range")
+        return arr
+
+    def mask(self) -> np.ndarray:
+        """Rows of the compact table (bool)."""
+        return self.read(GRAPH_ROWS).astype(bool)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Every column, as an event table."""
+        columns = {}
+        for name in EVENT_COLUMNS:
+            arr = self.read(name)
+            cats = self.categories(name)
+            columns[name] = (pd.Categorical.from_codes(arr, cats, validate=False)
+                             if cats is not None else arr)
+        return pd.DataFrame(columns, copy=False)
 
 
 def meta_fields(meta) -> dict:

@@ -30,16 +30,25 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tracekit.core.cache import TraceCache, cache_disabled_by_env, meta_fields
+from tracekit.core.assemble import Part, PartDamaged, assemble, part_rows
+from tracekit.core.cache import (
+    DamagedEntry,
+    EntryReader,
+    TraceCache,
+    cache_disabled_by_env,
+    meta_fields,
+    trace_key,
+)
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.parallel import available_cores, map_ordered
-from tracekit.core.reduce import reduce_events
+from tracekit.core.reduce import droppable, reduce_events
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -92,6 +101,9 @@ class _Task:
     parent_pid: int = 0
     #: return the compact table (tracekit.core.reduce); the cache keeps every event
     reduce: bool = False
+    #: once the cache entry is written, send back its path instead of the table (the
+    #: caller reads the entry straight into the run's columns)
+    entry_only: bool = False
 
 
 class _Capture(logging.Handler):
@@ -107,9 +119,10 @@ class _Capture(logging.Handler):
             self.records.append([record.name, record.levelno, record.getMessage()])
 
 
-def parse_task(task: _Task) -> tuple[pd.DataFrame, dict, list, int]:
+def parse_task(task: _Task) -> tuple[pd.DataFrame | None, dict, list, int, str | None]:
     """Parse one trace and write its cache entry: ``(events, meta fields, logged records,
-    pid of the process that parsed it)``. Runs in a worker process, a Dask worker or here."""
+    pid of the process that parsed it, entry path)``; ``events`` is None when only the
+    entry was asked for and written. Runs in a worker process, a Dask worker or here."""
     path = Path(task.path)
     root = logging.getLogger("tracekit")
     if os.getpid() != task.parent_pid:
@@ -121,11 +134,16 @@ def parse_task(task: _Task) -> tuple[pd.DataFrame, dict, list, int]:
     finally:
         root.removeHandler(capture)
     fields = meta_fields(meta)
+    entry = None
     if task.use_cache:
-        TraceCache(task.cache_dir).store(path, events, fields, capture.records)
+        keep = ~droppable(events)
+        entry = TraceCache(task.cache_dir).store(path, events, fields, capture.records,
+                                                 graph_rows=keep)
+        if entry is not None and task.entry_only:
+            return None, fields, capture.records, os.getpid(), str(entry)
     if task.reduce:
         events = reduce_events(events)
-    return events, fields, capture.records, os.getpid()
+    return events, fields, capture.records, os.getpid(), None
 
 
 def _quiet_worker() -> None:
@@ -145,43 +163,79 @@ def _meta(fields: dict, path: Path) -> TraceMeta:
 
 
 def load_traces(files: Sequence[Path], options: IngestOptions | None = None, *,
-                progress: bool = False) -> Iterator[tuple[Path, pd.DataFrame, TraceMeta]]:
-    """``(path, events, meta)`` for every file, in order (see the module doc)."""
+                progress: bool = False) -> Iterator[tuple[Path, Part, TraceMeta]]:
+    """``(path, part, meta)`` for every file, in order (see the module doc); a part is the
+    trace's table, or its cache entry (an :class:`~tracekit.core.cache.EntryReader`,
+    read by :func:`assemble_parts`)."""
     options = options or IngestOptions()
     files = [Path(f) for f in files]
     cache = TraceCache(options.cache_dir) if options.use_cache else None
+    compact = options.events == "graph"
     t0 = time.perf_counter()
-    done: dict[int, tuple[pd.DataFrame, TraceMeta, str]] = {}
+    done: dict[int, tuple[Part, TraceMeta, str]] = {}
     todo = []
     for i, f in enumerate(files):
-        hit = cache.load(f) if cache is not None else None
-        if hit is None:
+        reader = cache.open(f) if cache is not None else None
+        if reader is None or (compact and reader.graph_rows is None):
             todo.append(i)
             continue
-        events, fields, records = hit
-        _replay_logs(records)
-        if options.events == "graph":
-            events = reduce_events(events)
-        done[i] = (events, _meta(fields, f), "cache")
+        _replay_logs(reader.logs)
+        done[i] = (reader, _meta(reader.meta, f), "cache")
     level = logging.getLogger("tracekit").getEffectiveLevel()
     tasks = [_Task(str(files[i]), options.cache_dir, cache is not None, level, os.getpid(),
-                   options.events == "graph") for i in todo]
+                   compact, entry_only=options.dask is None) for i in todo]
     parsed = _parse_all(tasks, options)
     n_out = 0
     for i, f in enumerate(files):
         if i in done:
-            events, meta, how = done.pop(i)
+            part, meta, how = done.pop(i)
         else:
-            events, fields, records, pid = next(parsed)
+            events, fields, records, pid, entry = next(parsed)
             if pid != os.getpid():  # logged in another process: say it here
                 _replay_logs(records)
             meta, how = _meta(fields, f), "parsed"
+            part = events if events is not None else _reopen(f, Path(entry), options)
         n_out += 1
         if progress:
             log.info("parsed %s (rank %s, %d events%s) [%d/%d, %.1fs]", f.name, meta.rank,
-                     len(events), ", from the cache" if how == "cache" else "", n_out,
-                     len(files), time.perf_counter() - t0)
-        yield f, events, meta
+                     part_rows(part, compact), ", from the cache" if how == "cache" else "",
+                     n_out, len(files), time.perf_counter() - t0)
+        yield f, part, meta
+
+
+def _reopen(trace: Path, entry: Path, options: IngestOptions) -> Part:
+    """The entry a worker just wrote; if it is gone or changed since (the trace was
+    rewritten meanwhile), the trace parsed here."""
+    try:
+        reader = EntryReader.open(entry, trace_key(trace))
+    except (DamagedEntry, OSError):
+        reader = None
+    if reader is not None:
+        return reader
+    return _parse_here(trace, options)
+
+
+def _parse_here(trace: Path, options: IngestOptions) -> pd.DataFrame:
+    task = _Task(str(trace), options.cache_dir, options.use_cache, parent_pid=os.getpid(),
+                 reduce=options.events == "graph")
+    return parse_task(task)[0]
+
+
+def assemble_parts(parts: list[tuple[int, Path, Part]],
+                   options: IngestOptions | None = None) -> pd.DataFrame:
+    """The run's event table from ``(rank, path, part)`` in rank order
+    (:func:`tracekit.core.assemble.assemble`); an entry found damaged while it is read is
+    logged, its trace parsed again, and the table assembled anew."""
+    options = options or IngestOptions()
+    parts = list(parts)
+    while True:
+        try:
+            return assemble([(r, p) for r, _, p in parts], compact=options.events == "graph")
+        except PartDamaged as exc:
+            rank, path, part = parts[exc.index]
+            log.warning("%s: damaged cache entry %s (%s); parsing the trace again", path,
+                        getattr(part, "path", "?"), exc)
+            parts[exc.index] = (rank, path, _parse_here(path, options))
 
 
 def _parse_all(tasks: list[_Task], options: IngestOptions) -> Iterator:
@@ -194,4 +248,20 @@ def _parse_all(tasks: list[_Task], options: IngestOptions) -> Iterator:
     jobs = min(options.workers, len(tasks))
     if jobs <= 1:
         return (parse_task(t) for t in tasks)
-    return map_ordered(parse_task, tasks, jobs=jobs, initializer=_quiet_worker)
+    return _pooled(tasks, jobs)
+
+
+def _pooled(tasks: list[_Task], jobs: int) -> Iterator:
+    """:func:`map_ordered` over the tasks; if the pool cannot run (a worker died: killed,
+    out of memory, or a spawned worker that could not start its parent's script), the rest
+    is parsed in this process, with a warning."""
+    done = 0
+    try:
+        for result in map_ordered(parse_task, tasks, jobs=jobs, initializer=_quiet_worker):
+            done += 1
+            yield result
+    except BrokenProcessPool as exc:
+        log.warning("worker processes failed (%s); parsing the remaining %d trace(s) in "
+                    "this process (--jobs 1 does so from the start)", exc, len(tasks) - done)
+        for t in tasks[done:]:
+            yield parse_task(replace(t, parent_pid=os.getpid(), entry_only=False))

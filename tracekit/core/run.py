@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
+from tracekit.core.assemble import Part
 from tracekit.core.formats import foreign_files_hint
-from tracekit.core.ingest import IngestOptions, load_traces
+from tracekit.core.ingest import IngestOptions, assemble_parts, load_traces
 from tracekit.core.kineto import TraceMeta
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
 from tracekit.core.nccl_attach import attach_logs_to_events
@@ -173,9 +174,9 @@ def load_run(
     if manifest is not None:
         rank_from_manifest = {str(root / f): r for r, f in manifest.trace_files.items()}
 
-    tables: dict[int, pd.DataFrame] = {}
+    tables: dict[int, tuple[Path, Part]] = {}
     metas: dict[int, TraceMeta] = {}
-    for f, events, meta in load_traces(files, ingest, progress=progress):
+    for f, part, meta in load_traces(files, ingest, progress=progress):
         rank = rank_from_manifest.get(str(f), meta.rank)
         if rank is None:
             rank, meta = unranked_trace(f, meta, files)
@@ -187,12 +188,11 @@ def load_run(
                 "per rank (remove the duplicate or pass the files explicitly)",
                 path=str(f),
             )
-        if meta.rank != rank or (events["rank"].iloc[0] if len(events) else rank) != rank:
-            events["rank"] = np.full(len(events), rank, dtype=np.int32)
-        tables[rank] = events
+        tables[rank] = (f, part)
         metas[rank] = meta
 
-    events = concat_events([tables.pop(r) for r in sorted(tables)])
+    # every part's rank column is its rank here (manifest, file name, ... included)
+    events = assemble_parts([(r, *tables.pop(r)) for r in sorted(tables)], ingest)
     events, nccl_notes = attach_logs_to_events(root, events)  # <run>/nccl/rank*.log
     world = max(
         [m.world_size or 0 for m in metas.values()]
