@@ -34,12 +34,12 @@ place (atomic on POSIX), so a reader never sees half an entry.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 import zlib
 from pathlib import Path
@@ -72,6 +72,9 @@ class DamagedEntry(Exception):
     """A cache entry that cannot be read back exactly (internal: logged, then rebuilt)."""
 
 
+_CORE_IMPORT = re.compile(rb"^\s*(?:from|import)\s+tracekit\.core\.(\w+)", re.MULTILINE)
+
+
 def _parser_sources() -> list[Path]:
     """The source files the parser is made of: :mod:`tracekit.core.kineto` and every
     ``tracekit.core`` module it imports, transitively (read from the sources)."""
@@ -84,13 +87,9 @@ def _parser_sources() -> list[Path]:
             continue
         seen.add(name)
         try:
-            tree = ast.parse(src.read_text(encoding="utf-8"))
-        except (OSError, SyntaxError, ValueError):  # pragma: no cover - a broken install
+            todo += [m.decode() for m in _CORE_IMPORT.findall(src.read_bytes())]
+        except OSError:  # pragma: no cover - a broken install
             continue
-        for node in ast.walk(tree):
-            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            todo += [m.split(".")[2] for m in mods if m.startswith("tracekit.core.")]
     return sorted(folder / f"{n}.py" for n in seen)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.columns import equals, isin, matches
+from tracekit.core.groups import member_of
 from tracekit.core.schema import EventKind, LaneKind
 from tracekit.core.waits import WAIT_OP
 
@@ -56,7 +57,7 @@ def droppable(events: pd.DataFrame) -> np.ndarray:
     is_step = equals(kind, EventKind.STEP.value)
     ranks_with_steps = np.unique(events["rank"].to_numpy()[is_step])
     host = ~equals(events["lane_kind"], LaneKind.GPU.value) & isin(kind, _HOST_KINDS)
-    host &= np.isin(events["rank"].to_numpy(), ranks_with_steps)
+    host &= member_of(events["rank"].to_numpy(), ranks_with_steps)
     h = np.flatnonzero(host)
     if len(h) == 0:
         return out

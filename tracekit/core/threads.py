@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.columns import equals
+from tracekit.core.groups import member_of
 from tracekit.core.schema import EventKind, LaneKind
 
 #: Kineto's host thread label: ``thread 2394 (python3)`` or just ``thread 2394``
@@ -67,7 +68,7 @@ def main_lanes(*, rank: np.ndarray, lane: np.ndarray, is_host: np.ndarray,
         steps = steps[np.lexsort((np.asarray(ts)[steps], rank[steps]))]
         first = np.r_[True, rank[steps][1:] != rank[steps][:-1]]
         out = {int(rank[i]): int(lane[i]) for i in steps[first]}
-    host = is_host & ~np.isin(rank, list(out))
+    host = is_host & ~member_of(rank, list(out))
     if not host.any():
         return out
     frame = pd.DataFrame({"rank": rank[host], "lane": lane[host],

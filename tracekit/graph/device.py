@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from tracekit.core.groups import groups
+from tracekit.core.groups import groups, member_of
 from tracekit.core.schema import EventKind
 from tracekit.graph.arrays import kind_code
 from tracekit.graph.draft import GraphDraft
@@ -214,7 +214,7 @@ def _blocking_sync_waits(d: GraphDraft, idx: _LaunchIndex, sync_sources: dict[in
     ev = d.ev
     rank, is_gpu = d.rank, d.is_gpu
     gpu_ranks = {ln.rank for ln in idx.gpu_lanes}
-    is_sync_node = (d.kind == NodeKind.SYNC) & ~is_gpu & np.isin(rank, sorted(gpu_ranks))
+    is_sync_node = (d.kind == NodeKind.SYNC) & ~is_gpu & member_of(rank, gpu_ranks)
     names = ev.name_matches(SYNC_CALL, d.index)
     device_wide = ev.name_matches(_DEVICE_SYNC, d.index)
     calls = np.flatnonzero(is_sync_node & names)
@@ -271,7 +271,7 @@ def _infer_stream_waits(d: GraphDraft, launch_end: np.ndarray, *,
     started later than both its launch and its stream predecessor allow, within
     :data:`STREAM_WAKE_NS` of an op on another stream of its rank ending, waited for that
     op (``cudaStreamWaitEvent`` on an event recorded after it)."""
-    dev = np.flatnonzero(d.is_gpu & ~np.isin(d.rank, sorted(skip_ranks)))
+    dev = np.flatnonzero(d.is_gpu & ~member_of(d.rank, skip_ranks))
     if len(dev) == 0:
         return dev, dev
     prev_end = np.full(d.n, np.iinfo(np.int64).min, dtype=np.int64)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracekit.core.groups import member_of
 from tracekit.core.reduce import ANCHOR_RUNTIME
 from tracekit.core.schema import EventKind
 from tracekit.core.waits import WAIT_OP
@@ -158,7 +159,7 @@ def _select(ev: EventArrays, gpu_ranks: set[int]) -> SelectedNodes:
     host_kind = np.full(len(host), NodeKind.HOST, dtype=np.int8)
     m_sync = ev.name_matches(SYNC_CALL, host) & (is_launch | is_runtime_anchor)[mask]
     m_sync |= is_wait[mask]
-    host_kind[~np.isin(rank[host], sorted(gpu_ranks))] = NodeKind.COMPUTE
+    host_kind[~member_of(rank[host], gpu_ranks)] = NodeKind.COMPUTE
     host_kind[(is_launch | is_issue | is_runtime_anchor)[mask]] = NodeKind.LAUNCH
     host_kind[m_sync] = NodeKind.SYNC
     host_kind[is_comm[mask]] = NodeKind.COMM
