@@ -3,6 +3,7 @@ Holistic Trace Analysis.
 
     .venv/bin/python benchmarks/ingest.py ../shared/traces/gpu/world2_rank1_2020_allreduce_large.json.gz
     .venv/bin/python benchmarks/ingest.py TRACE --compare-hta /tmp/hta-venv/bin/python --rounds 5
+    .venv/bin/python benchmarks/ingest.py TRACE --compare-hta auto --whole-process --rounds 5
 
 Per file it prints: duration events, events/s, MB/s of decompressed JSON, wall seconds of
 ``parse_trace`` (median), and the peak RSS of a fresh process that imported tracekit and
@@ -15,6 +16,12 @@ with ``--compare-hta PYTHON``, one that times ``TraceAnalysis(trace_dir=<a folde
 only that file>)`` in that interpreter (install HTA in its own venv: it needs pandas < 3).
 Rounds alternate the two so that a busy machine slows both alike; the ratio reported is
 the median of the per-round ratios, beside the ratio of the medians.
+
+With ``--whole-process`` each round also times whole processes, one after the other:
+``tracekit summary TRACE --json`` with an empty cache folder (cold: import, parse, write
+the cache entry, summarize), the same command again (warm: the entry is read instead of
+the JSON), and a fresh interpreter importing HTA and running ``TraceAnalysis``; it
+prints HTA's time over each (median of the per-round ratios).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 _TRACEKIT_CHILD = r"""
@@ -68,6 +77,61 @@ with tempfile.TemporaryDirectory() as folder:
 cpu = sum(c2[:4]) - sum(c[:4])  # user + system, this process and its children
 print(json.dumps({"wall": wall, "cpu": cpu}))
 """
+
+
+_HTA_PROCESS = r"""
+import logging, os, sys, tempfile
+logging.disable(logging.CRITICAL)
+from hta.trace_analysis import TraceAnalysis
+path = os.path.abspath(sys.argv[1])
+with tempfile.TemporaryDirectory() as folder:
+    os.symlink(path, os.path.join(folder, os.path.basename(path)))
+    TraceAnalysis(trace_dir=folder)
+"""
+
+
+def _wall(cmd: list[str], env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd[:5])}\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def whole_process(path: Path, *, rounds: int, hta_python: str | None) -> dict:
+    """Wall time of whole processes, interleaved per round: ``tracekit summary PATH --json``
+    with an empty cache folder (cold: parses and writes the cache), the same again (warm:
+    reads the cache), and HTA's ``TraceAnalysis`` in a fresh interpreter."""
+    cold, warm, hta, r_cold, r_warm = [], [], [], [], []
+    root = str(Path(__file__).resolve().parents[1])
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "PYTHONPATH": root, "TRACEKIT_CACHE_DIR": cache}
+            env.pop("TRACEKIT_NO_CACHE", None)
+            cmd = [sys.executable, "-m", "tracekit", "summary", str(path), "--json"]
+            cold.append(_wall(cmd, env))
+            warm.append(_wall(cmd, env))
+        if hta_python:
+            hta.append(_wall([hta_python, "-c", _HTA_PROCESS, str(path)]))
+            r_cold.append(hta[-1] / cold[-1])
+            r_warm.append(hta[-1] / warm[-1])
+    out = {"summary_cold_s": statistics.median(cold), "summary_warm_s": statistics.median(warm),
+           "cold_walls": cold, "warm_walls": warm}
+    if hta:
+        out.update(hta_process_s=statistics.median(hta), hta_walls=hta,
+                   hta_over_cold=statistics.median(r_cold),
+                   hta_over_warm=statistics.median(r_warm))
+    return out
+
+
+def _hta_python(arg: str | None) -> str | None:
+    """``auto``: this interpreter when it can import HTA, else None."""
+    if arg != "auto":
+        return arg
+    ok = subprocess.run([sys.executable, "-c", "import hta.trace_analysis"],
+                        capture_output=True, check=False).returncode == 0
+    return sys.executable if ok else None
 
 
 def _child(python: str, code: str, *args: str) -> dict:
@@ -120,13 +184,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="fresh-process rounds, interleaved with HTA (default 1)")
     parser.add_argument("--compare-hta", metavar="PYTHON", default=None,
-                        help="python of a venv with HolisticTraceAnalysis installed")
+                        help="python of a venv with HolisticTraceAnalysis installed ('auto': "
+                             "this one, if it has HTA)")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="also time whole processes, interleaved: tracekit summary cold "
+                             "(empty cache) and warm, and HTA's TraceAnalysis (with "
+                             "--compare-hta)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     args = parser.parse_args(argv)
+    args.compare_hta = _hta_python(args.compare_hta)
     print(f"# machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
     for path in args.paths:
         r = bench_file(path, repeat=args.repeat, rounds=args.rounds,
                        hta_python=args.compare_hta)
+        if args.whole_process:
+            r["whole_process"] = whole_process(path, rounds=args.rounds,
+                                               hta_python=args.compare_hta)
         if args.json:
             print(json.dumps(r))
             continue
@@ -144,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['median_ratio']:.1f}x slower (median of per-round ratios; "
                   f"ratio of medians {r['ratio_of_medians']:.1f}x; CPU time "
                   f"{r['hta_cpu_s']:.2f} s, {r['cpu_ratio']:.1f}x)")
+        if "whole_process" in r:
+            w = r["whole_process"]
+            line = (f"  whole process: tracekit summary cold {w['summary_cold_s']:.2f} s, warm "
+                    f"{w['summary_warm_s']:.2f} s (median of {len(w['cold_walls'])})")
+            if "hta_process_s" in w:
+                line += (f"; HTA TraceAnalysis {w['hta_process_s']:.2f} s: "
+                         f"{w['hta_over_cold']:.1f}x slower than cold, "
+                         f"{w['hta_over_warm']:.1f}x slower than warm (median of per-round "
+                         "ratios; target >= 10x)")
+            print(line)
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py TRACE.json.gz                      # N = 4, 32, 128, 256
     python benchmarks/scale.py TRACE.json.gz --ranks 4,32 --out /tmp/scale
+    python benchmarks/scale.py TRACE.json.gz --ratio-rounds 3    # the 4/32-rank timing targets
 
 Builds an N-rank world from one real trace (each copy renumbered as rank r of N in its
 ``distributedInfo``, written as plain JSON like the profiler writes), then, each in a
@@ -32,6 +33,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -110,6 +112,44 @@ def measure(world: Path, scratch: Path) -> dict:
     return out
 
 
+def ratio_rounds(trace: Path, out: Path, rounds: int) -> None:
+    """The two timing targets on a shared machine: 4- and 32-rank ``tracekit replay
+    --json`` (cold and warm) and 32-rank ``tracekit summary --json`` (cold, then warm),
+    alternated round by round, so that a busy machine slows both alike; medians of the
+    per-round ratios."""
+    worlds = {n: out / f"world{n}" for n in (4, 32)}
+    for n, w in worlds.items():
+        build_world(trace, n, w)
+    ratios: dict[str, list[float]] = {"cold": [], "warm": [], "summary": []}
+    walls: dict[str, list[float]] = {}
+    for i in range(rounds):
+        t = {}
+        for n, w in worlds.items():
+            for name in ("replay", "summary") if n == 32 else ("replay",):
+                cache = Path(tempfile.mkdtemp(prefix="cache-", dir=out))
+                cmd = [PY, "-m", "tracekit", name, str(w), "--json"]
+                try:
+                    t[f"{name}{n}_cold"] = _run(cmd, cache)["wall_s"]
+                    t[f"{name}{n}_warm"] = _run(cmd, cache)["wall_s"]
+                finally:
+                    shutil.rmtree(cache, ignore_errors=True)
+        for k, v in t.items():
+            walls.setdefault(k, []).append(v)
+        ratios["cold"].append(t["replay32_cold"] / t["replay4_cold"])
+        ratios["warm"].append(t["replay32_warm"] / t["replay4_warm"])
+        ratios["summary"].append(t["summary32_cold"] / t["summary32_warm"])
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    print(f"tracekit replay --json over {rounds} rounds (medians): 4 ranks cold "
+          f"{med['replay4_cold']:.1f} s, warm {med['replay4_warm']:.1f} s; 32 ranks cold "
+          f"{med['replay32_cold']:.1f} s (target <= 60), warm {med['replay32_warm']:.1f} s")
+    print(f"t(32)/t(4), median of per-round ratios: cold {statistics.median(ratios['cold']):.2f}"
+          f", warm {statistics.median(ratios['warm']):.2f} (target <= 8.8)")
+    print(f"tracekit summary --json, 32 ranks: cold {med['summary32_cold']:.1f} s, warm "
+          f"{med['summary32_warm']:.2f} s: {statistics.median(ratios['summary']):.1f}x "
+          "(median of per-round ratios; target >= 10)")
+
+
 def _line(n: int, m: dict) -> str:
     sc, sw = m["stages_cold"], m["stages_warm"]
     mb = m["json_mb"]
@@ -135,8 +175,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/tracekit-scale"))
     ap.add_argument("--keep", action="store_true", help="keep the generated worlds")
     ap.add_argument("--json", action="store_true", help="also print every figure as JSON")
+    ap.add_argument("--ratio-rounds", type=int, default=0, metavar="R",
+                    help="instead: time only the 4- and 32-rank targets, alternating R rounds")
     args = ap.parse_args()
     print(f"# machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
+    if args.ratio_rounds:
+        try:
+            ratio_rounds(args.trace, args.out, args.ratio_rounds)
+        finally:
+            if not args.keep:
+                for n in (4, 32):
+                    shutil.rmtree(args.out / f"world{n}", ignore_errors=True)
+        return
     rows = {}
     for n in (int(x) for x in args.ranks.split(",")):
         world = args.out / f"world{n}"

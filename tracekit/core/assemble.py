@@ -72,7 +72,7 @@ class _Scratch:
 def _values(part: Part, i: int, col: str, masks: dict, scratch: _Scratch,
             out: np.ndarray | None = None) -> np.ndarray | None:
     """Part ``i``'s column ``col`` (codes for a categorical): an array, or None when it
-    was read straight into ``out``."""
+    was written straight into ``out`` (read there, or its compact rows selected there)."""
     if isinstance(part, pd.DataFrame):
         series = part[col]
         return (series.cat.codes.to_numpy() if isinstance(series.dtype, pd.CategoricalDtype)
@@ -85,7 +85,12 @@ def _values(part: Part, i: int, col: str, masks: dict, scratch: _Scratch,
         buf = part.read(col, out=scratch.get(part.dtype(col), part.rows))
     except DamagedEntry as exc:
         raise PartDamaged(i, str(exc)) from None
-    return buf if mask is None else buf[mask]
+    if mask is None:
+        return buf
+    if out is not None and out.dtype == buf.dtype:
+        np.compress(mask, buf, out=out)
+        return None
+    return buf[mask]
 
 
 def assemble(parts: Sequence[tuple[int, Part]], *, compact: bool) -> pd.DataFrame:
@@ -138,6 +143,13 @@ def _fill_categorical(tables: list, col: str, bounds: np.ndarray, masks: dict,
         remaps.append(np.array([union[c] for c in cats] + [-1], dtype=np.int64))
     codes = np.empty(int(bounds[-1]), dtype=_code_dtype(len(union)))
     for i, p in enumerate(tables):
+        dest = codes[bounds[i]:bounds[i + 1]]
+        if len(remaps[i]) - 1 == len(union) and (remaps[i][:-1] == np.arange(len(union))).all():
+            # the rank's categories are the union's, in order: its codes are already right
+            got = _values(p, i, col, masks, scratch, out=dest)
+            if got is not None:
+                dest[...] = got
+            continue
         got = _values(p, i, col, masks, scratch)
-        codes[bounds[i]:bounds[i + 1]] = remaps[i][got]
+        np.take(remaps[i].astype(codes.dtype), got, out=dest)
     return pd.Categorical.from_codes(codes, list(union), validate=False)

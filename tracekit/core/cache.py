@@ -28,7 +28,11 @@ Format (``.tkc``, little-endian)::
 The header holds the key, the :class:`~tracekit.core.kineto.TraceMeta`, the warnings
 the parse logged (repeated when the entry is used, so a cached trace warns like a parsed
 one), and per column its dtype, length, offset, CRC-32 and, for a categorical, its
-categories. Entries are written to a temporary file in the same folder and renamed into
+categories. One column more, ``__graph_rows__``, marks the rows of the compact table
+(:mod:`tracekit.core.reduce`), so one entry serves both tables. Columns are read
+straight into the run's arrays (:class:`EntryReader`, :mod:`tracekit.core.assemble`).
+(The temp + rename is this module's own minimal one: no shared atomic-write helper was on
+this branch.) Entries are written to a temporary file in the same folder and renamed into
 place (atomic on POSIX), so a reader never sees half an entry.
 """
 

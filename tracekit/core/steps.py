@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.columns import equals
+from tracekit.core.groups import member_of
 from tracekit.core.schema import EventKind, LaneKind
 
 #: the name of a step annotation is this prefix and the step number
@@ -92,15 +93,22 @@ def _windows(events: pd.DataFrame, device_tail: bool) -> pd.DataFrame:
     ann = pd.DataFrame({"rank": rank[st], "step": numbers, "start_ns": ts[st],
                         "end_ns": end[st]})
     ann = ann.drop_duplicates(["rank", "step"], keep="first")  # the earliest one counts
+    # one integer key per (rank, step) of the events that have a step
+    with_step = np.flatnonzero(step >= 0)
+    r0, s_max = (int(rank.min()), int(step.max())) if len(with_step) else (0, 0)
+    width = s_max + 1
+    key = (rank[with_step].astype(np.int64) - r0) * width + step[with_step]
+    ann_key = (ann["rank"].to_numpy().astype(np.int64) - r0) * width + ann["step"].to_numpy()
     if device_tail and len(ann):
-        gpu = equals(events["lane_kind"], LaneKind.GPU.value)
-        tail = pd.DataFrame({"rank": rank[gpu], "step": step[gpu], "tail": end[gpu]})
-        tail = tail.groupby(["rank", "step"], as_index=False)["tail"].max()
-        ann = ann.merge(tail, on=["rank", "step"], how="left")
-        ann["end_ns"] = np.maximum(ann["end_ns"].to_numpy(),
-                                   ann["tail"].fillna(-1).to_numpy().astype(np.int64))
-    spans = pd.DataFrame({"rank": rank, "step": step, "start_ns": ts, "end_ns": end})
-    spans = spans[spans["step"] >= 0].groupby(["rank", "step"], as_index=False).agg(
+        gpu = equals(events["lane_kind"], LaneKind.GPU.value)[with_step]
+        tail = pd.Series(end[with_step][gpu]).groupby(key[gpu]).max()
+        got = tail.reindex(ann_key).fillna(-1).to_numpy().astype(np.int64)
+        ann["end_ns"] = np.maximum(ann["end_ns"].to_numpy(), got)
+    # spans only for the steps without an annotation (usually none)
+    loose = with_step[~member_of(key, ann_key)] if len(ann_key) else with_step
+    spans = pd.DataFrame({"rank": rank[loose], "step": step[loose], "start_ns": ts[loose],
+                          "end_ns": end[loose]})
+    spans = spans.groupby(["rank", "step"], as_index=False).agg(
         start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
     have = pd.MultiIndex.from_frame(ann[["rank", "step"]])
     spans = spans[~pd.MultiIndex.from_frame(spans[["rank", "step"]]).isin(have)]
