@@ -19,7 +19,9 @@ from pandas.api.types import union_categoricals
 
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
+from tracekit.core.run_checks import check_run, check_trace_rank, missing_path_message
 from tracekit.core.schema import empty_events
+from tracekit.core.warnings import collecting
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -51,6 +53,9 @@ class Run:
     backend: str = ""
     #: statements about how the run was interpreted (missing steps, incomplete world, ...).
     notes: list[str] = field(default_factory=list)
+    #: what was left out or doubted while reading it (dropped events, incomplete steps,
+    #: steps some rank lacks, ...): :mod:`tracekit.core.warnings`; every ``--json`` has it
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ranks(self) -> list[int]:
@@ -122,7 +127,7 @@ def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, li
             raise TracekitError("pass either one folder or a list of trace files, not both",
                                 path=str(s))
         if not s.exists():
-            raise TracekitError("no such file; check the path", path=str(s))
+            raise TracekitError(missing_path_message(s), path=str(s))
     return sources[0], sources, None
 
 
@@ -136,7 +141,18 @@ def load_run(
     Args:
         source: a folder (with or without ``manifest.json``), one file, or a list of files.
         progress: log one line per file parsed (the CLI turns this on for big runs).
+
+    What was left out or doubted on the way is logged as warnings and kept in
+    :attr:`Run.warnings` (:mod:`tracekit.core.run_checks`, :mod:`tracekit.core.validate`).
     """
+    with collecting() as found:
+        run = _load_run(source, progress=progress)
+        check_run(run)
+    run.warnings = found
+    return run
+
+
+def _load_run(source: str | Path | Sequence[str | Path], *, progress: bool) -> Run:
     root, files, manifest = _resolve_inputs(source)
     rank_from_manifest = {}
     if manifest is not None:
@@ -155,6 +171,7 @@ def load_run(
                 path=str(f),
             )
         if str(f) in rank_from_manifest:
+            check_trace_rank(meta, rank)
             meta = replace(meta, rank=rank, rank_source="manifest")
         if rank in metas:
             raise TracekitError(
