@@ -36,8 +36,9 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
   {"world_size": 2, "ranks_present": [0, 1], "step_ms": 23.6,
    "ranks": [{"rank": 0, "steps": [{"step": 2, "ms": 23.56, "compute_ms": 4.81,
      "comm_ms": 19.31, "exposed_comm_ms": 17.14, "idle_ms": 1.61,
-     "overlap_ms": 2.17}]}], "notes": [...]}
-  step_ms is the median over steps of the slowest rank's step time.
+     "overlap_ms": 2.17}]}], "notes": [...], "warnings": [...]}
+  step_ms is the median over steps of the slowest rank's step time. warnings: what
+  was left out reading the run (dropped events, incomplete steps, ...), also on stderr.
 """
 
 
@@ -50,7 +51,7 @@ def summary(path: tuple[str, ...], as_json: bool) -> None:
     run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
     result = summarize(run)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        click.echo(json.dumps({**result.to_json(), "warnings": list(run.warnings)}))
     else:
         click.echo(format_summary(result))
 

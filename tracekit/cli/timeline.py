@@ -84,6 +84,7 @@ def timeline(path, what_if, ranks, output, measured_only, export_trace, steps, c
             "speedup": chosen.speedup if chosen else None,
             "baseline_error_pct": baseline.error_pct if baseline else None,
             "export_trace": trace_path,
+            "warnings": list(run.warnings),
         }))
         return
     click.echo(f"wrote {output} ({size / 1e6:.1f} MB, opens offline): "
