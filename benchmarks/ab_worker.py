@@ -15,8 +15,12 @@ and data, trained side by side in the same processes, in the step order A B B A 
 - ``bucket:MB``: DDP with ``bucket_cap_mb=MB`` (``samples/train_ddp.py --bucket-mb MB``);
 - ``no-overlap``: DDP under ``no_sync()``, then DDP's buckets all-reduced after the
   backward (``train_ddp.py --no-overlap``);
-- ``dear``: the DeAR trainer (``samples/train_dear.py``): reduce-scatter in backward,
-  all-gather + update in the next forward.
+- ``dear`` / ``dear:MB``: the DeAR trainer (``samples/train_dear.py``, DDP's default
+  buckets or ``MB`` buckets): reduce-scatter in backward, all-gather + update in the next
+  forward;
+- ``link:RATE``: the baseline trainer again, its steps run with the emulated link
+  re-shaped to ``RATE`` (under ``benchmarks/cluster.py``; the baseline's steps run at the
+  job's own rate, ``TRACEKIT_LINK``): what ``bandwidth=`` what-ifs predict.
 
 Rank 0 prints ``ab baseline_ms=... variant_ms=... speedup=... n=...``: each side's median
 step time over its steps after the first ``--skip``, and their ratio (baseline / variant,
@@ -26,6 +30,7 @@ step time over its steps after the first ``--skip``, and their ratio (baseline /
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -38,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
 from train_ddp import train_step  # noqa: E402
 from train_dear import DearTrainer  # noqa: E402
-from workloads import build_workload, ddp_style_buckets, init_distributed  # noqa: E402
+from workloads import MODELS, build_workload, ddp_style_buckets, init_distributed  # noqa: E402
 
 
 class DDPSide:
@@ -60,12 +65,12 @@ class DDPSide:
 class DearSide:
     """The DeAR-trained copy (``samples/train_dear.py``'s trainer)."""
 
-    def __init__(self, work, *, world: int, lr: float) -> None:
+    def __init__(self, work, *, world: int, lr: float, bucket_mb: float | None = None) -> None:
         self.work = work
         with torch.no_grad():  # start from rank 0's weights, as DDP does
             for p in work.model.parameters():
                 dist.broadcast(p, 0)
-        buckets = ddp_style_buckets(list(work.model.parameters()), None)
+        buckets = ddp_style_buckets(list(work.model.parameters()), bucket_mb)
         self.trainer = DearTrainer(work.model, buckets, world=world, lr=lr, momentum=0.0)
 
     def step(self, x, y) -> None:
@@ -89,12 +94,39 @@ def make_side(variant: str, args, world: int, device):
         return DDPSide(work, bucket_mb=None, no_overlap=False, world=world, lr=args.lr)
     if variant == "no-overlap":
         return DDPSide(work, bucket_mb=None, no_overlap=True, world=world, lr=args.lr)
-    if variant == "dear":
-        return DearSide(work, world=world, lr=args.lr)
+    if variant == "dear" or variant.startswith("dear:"):
+        mb = variant.partition(":")[2]
+        return DearSide(work, world=world, lr=args.lr, bucket_mb=float(mb) if mb else None)
+    if variant.startswith("link:"):
+        return DDPSide(work, bucket_mb=None, no_overlap=False, world=world, lr=args.lr)
     if variant.startswith("bucket:"):
         return DDPSide(work, bucket_mb=float(variant.partition(":")[2]), no_overlap=False,
                        world=world, lr=args.lr)
-    raise SystemExit(f"--variant must be bucket:MB, no-overlap or dear, not {variant!r}")
+    raise SystemExit(f"--variant must be bucket:MB, no-overlap, dear, dear:MB or link:RATE, "
+                     f"not {variant!r}")
+
+
+def link_switcher(variant: str, rank: int):
+    """For ``link:RATE``: a function ``switch(side)`` that re-shapes the emulated link to
+    the job's rate (side 0) or to RATE (side 1) before that side's steps; else None."""
+    if not variant.startswith("link:"):
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cluster
+
+    rates = (os.environ.get("TRACEKIT_LINK", ""), variant.partition(":")[2])
+    if not rates[0] or not os.environ.get("TRACEKIT_NETNS"):
+        raise SystemExit("--variant link:RATE runs under benchmarks/cluster.py (it re-shapes "
+                         "the emulated link); e.g. python benchmarks/cluster.py --link 4gbit "
+                         "-- torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant "
+                         "link:8gbit")
+
+    def switch(side: int) -> None:
+        if rank == 0:
+            cluster.shape(rates[side])
+        dist.barrier()
+
+    return switch
 
 
 def order(steps: int) -> list[int]:
@@ -104,8 +136,9 @@ def order(steps: int) -> list[int]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variant", required=True, help="bucket:MB, no-overlap or dear")
-    ap.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
+    ap.add_argument("--variant", required=True,
+                    help="bucket:MB, no-overlap, dear, dear:MB or link:RATE")
+    ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=120, help="steps in all (both sides)")
     ap.add_argument("--skip", type=int, default=4, help="first steps of each side left out")
     ap.add_argument("--lr", type=float, default=0.01)
@@ -116,8 +149,11 @@ def main(argv=None) -> None:
                                                                     device)]
     times: list[list[float]] = [[], []]
     plan = order(args.steps)
+    switch = link_switcher(args.variant, rank)
     for i, which in enumerate(plan):
         side = sides[which]
+        if switch is not None and (i == 0 or plan[i - 1] != which):
+            switch(which)
         x, y = side.work.batch_for(i // 2, rank, args.seed, device)
         t0 = time.perf_counter()
         side.step(x, y)

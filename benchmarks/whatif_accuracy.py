@@ -1,30 +1,28 @@
-"""What-if accuracy: predicted speedups vs speedups measured on real runs (2 ranks, gloo).
+"""What-if accuracy on the emulated cluster link: predicted vs measured speedups.
 
-    .venv/bin/python benchmarks/whatif_accuracy.py                 # everything (~15 min)
-    .venv/bin/python benchmarks/whatif_accuracy.py --repeats 3 --steps 20   # quicker, noisier
-    .venv/bin/python benchmarks/whatif_accuracy.py --out /tmp/wa --reuse   # keep comm.json / run
+    python benchmarks/whatif_accuracy.py                                  # all models, 2/4/8 Gbit/s + loopback
+    python benchmarks/whatif_accuracy.py --models mlp --links 4gbit       # one cell
+    python benchmarks/whatif_accuracy.py --out /tmp/wa --reuse            # keep runs / measurements
 
-1. calibrate the collectives once: ``tracekit calibrate -- torchrun --nproc_per_node 2``;
-2. profile a baseline: ``tracekit profile -- torchrun ... samples/train_ddp.py`` (DDP's
-   default 25 MB buckets, the first one 1 MB);
-3. predict, from that one run, ``fusion=1MB``, ``fusion=4MB``, ``fusion=16MB``,
-   ``fusion=64MB``, ``fusion=100MB`` (an explicit ``bucket_cap_mb``: every bucket, the
-   first included, capped there), ``overlap=off`` and ``dear`` (twice: collective
-   costs from the calibration file, and fitted from the run alone), and the sweep
-   ``fusion=1MB,4MB,16MB,64MB,100MB``;
-4. measure each variant for real, against the baseline configuration:
-   ``--interleave steps`` (default): ``benchmarks/ab_worker.py`` trains the baseline and
-   the variant side by side in one job (the real code of ``train_ddp.py --bucket-mb X``,
-   ``--no-overlap`` and ``samples/train_dear.py``), steps interleaved A B B A ...; the
-   speedup is the ratio of their median step times, and the median over ``--repeats``
-   jobs. Separate jobs of one configuration differ by 5-10% here (placement, memory), so
-   ``--interleave runs`` (separate jobs A B A B ..., the median of per-pair ratios) needs
-   many more pairs for the same precision;
-5. print predicted vs measured speedup and the error for each, and for the sweep the
-   measured step time of the predicted best against the measured best's.
+Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link rate
+(``benchmarks/cluster.py``: a fresh network namespace whose loopback is shaped with tbf;
+``loopback`` = unshaped, printed for reference, not a target):
 
-Targets (issue 5): every predicted speedup within 5% of the measured one; the sweep's best
-within 3% of the measured best's step time.
+1. calibrate the collectives on that link (``tracekit calibrate``);
+2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB);
+3. predict, from that one run and the calibration, every what-if below, each with its
+   95% prediction interval (``tracekit.api.Session``);
+4. measure each for real with ``benchmarks/ab_worker.py``: the baseline and the variant
+   trained side by side in one job, steps interleaved A B B A; ``bandwidth=`` variants run
+   the baseline again with the link re-shaped between blocks. Jobs are repeated until the
+   95% bootstrap interval of the median per-job speedup is within ``--ci`` (default
+   ±1.5%), or ``--max-jobs``;
+5. print predicted [interval], measured [CI] and the error per what-if, then per cell
+   the mean and worst |error|, the interval coverage and the sweep's gap (the measured
+   step of the predicted best bucket size vs the measured best's).
+
+Targets (issue 11), on the shaped links: mean |predicted/measured - 1| <= 3% and worst
+<= 5% per model and rate; sweep gap <= 2%; coverage >= 80%; baseline replay error <= 2%.
 """
 
 from __future__ import annotations
@@ -34,194 +32,238 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from replay.timeline import replay  # noqa: E402
-from replay.whatif import evaluate  # noqa: E402
-from tracekit.core.run import load_run  # noqa: E402
-from tracekit.graph.build import build_graph  # noqa: E402
+import cluster  # noqa: E402
+
+from tracekit.api import PredictionOptions, Session  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
-#: the baseline: DDP's defaults (bucket_cap_mb None: 25 MB buckets, the first one 1 MB;
-#: an explicit 25 would make the first bucket 25 MB too in torch 2.13)
-BASE = ["samples/train_ddp.py"]
-FUSIONS = (1, 4, 16, 64, 100)
-_STEP = re.compile(r"step_ms median=([0-9.]+)")
+#: spec -> ab_worker --variant ("" for the link what-ifs: derived from the rate)
+WHAT_IFS = {
+    **{f"fusion={mb}MB": f"bucket:{mb}" for mb in (1, 4, 16, 64, 100)},
+    "overlap=off": "no-overlap", "dear": "dear", "dear+fusion=4MB": "dear:4",
+    "bandwidth=2x": "", "bandwidth=0.5x": "",
+}
+SWEEP = "fusion=1MB..128MB"
+_AB = re.compile(r"ab variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
 
 
-def variants() -> dict[str, list[str]]:
-    """spec -> training command arguments (after the script) of the real variant."""
-    out = {f"fusion={mb}MB": ["samples/train_ddp.py", "--bucket-mb", str(mb)] for mb in FUSIONS}
-    out["overlap=off"] = [*BASE, "--no-overlap"]
-    out["dear"] = ["samples/train_dear.py"]
-    return out
+@dataclass(kw_only=True)
+class Row:
+    """One what-if in one cell: prediction, measurement, error."""
+
+    spec: str
+    predicted: float
+    lo: float
+    hi: float
+    measured: float = float("nan")
+    ci_lo: float = float("nan")
+    ci_hi: float = float("nan")
+    jobs: int = 0
+
+    @property
+    def error(self) -> float:
+        return self.predicted / self.measured - 1.0
+
+    @property
+    def covered(self) -> bool:
+        return self.lo <= self.measured <= self.hi
 
 
-def torchrun(args: list[str], steps: int) -> list[str]:
-    return [str(VENV / "torchrun"), "--nproc_per_node", "2", *args, "--steps", str(steps)]
+def scaled_rate(rate: str, factor: float) -> str:
+    """``'4gbit'`` x 2 -> ``'8gbit'`` (in mbit when not whole)."""
+    m = _RATE.match(rate)
+    if not m:
+        raise SystemExit(f"cannot scale rate {rate!r}")
+    mbit = float(m.group(1)) * {"bit": 1e-6, "kbit": 1e-3, "mbit": 1, "gbit": 1e3,
+                                "tbit": 1e6}[m.group(2)] * factor
+    return f"{mbit / 1e3:g}gbit" if mbit >= 1e3 and (mbit / 1e3).is_integer() else f"{mbit:g}mbit"
 
 
-def _torchrun_match(args: list[str], steps: int, pattern: re.Pattern) -> tuple:
-    """Run one real job; the groups of ``pattern``'s last match in its output."""
-    cmd = torchrun(args, steps)
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=600)
-    m = pattern.findall(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not m:
-        raise SystemExit(f"run failed ({proc.returncode}): {' '.join(cmd)}\n"
-                         f"{proc.stderr[-2000:]}")
-    return m[-1] if isinstance(m[-1], tuple) else (m[-1],)
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run_step_ms(args: list[str], steps: int) -> float:
-    """Run one real configuration; its median step time (ms, rank 0's report)."""
-    return float(_torchrun_match(args, steps, _STEP)[0])
+def _in_link(name: str, rate: str, cmd: list[str], *, timeout: int = 1200
+             ) -> subprocess.CompletedProcess:
+    return cluster.run_in(name, cmd, rate=rate, env=_env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
 
 
-def calibrate(out: Path, reuse: bool) -> Path:
-    path = out / "comm.json"
-    if reuse and path.exists():
-        return path
-    subprocess.run([str(VENV / "tracekit"), "calibrate", "--out", str(path), "--sizes",
-                    "1KB..128MB", "--iters", "30", "--", str(VENV / "torchrun"),
-                    "--nproc_per_node", "2"], cwd=ROOT, check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+def _torchrun(*args: str) -> list[str]:
+    return [str(VENV / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            *args]
+
+
+def calibrate(name: str, rate: str, cell: Path, reuse: bool) -> Path:
+    path = cell / "comm.json"
+    if not (reuse and path.exists()):
+        res = _in_link(name, rate, [str(VENV / "tracekit"), "calibrate", "--out", str(path),
+                                    "--sizes", "1KB..128MB", "--iters", "20", "--",
+                                    *_torchrun()])
+        if res.returncode != 0:
+            raise SystemExit(f"calibration failed on {rate}:\n{res.stderr[-2000:]}")
     return path
 
 
-def profile(out: Path, steps: int, reuse: bool) -> Path:
-    run = out / "baseline"
+def profile(name: str, rate: str, model: str, cell: Path, reuse: bool) -> Path:
+    run = cell / "baseline"
     if reuse and (run / "manifest.json").exists():
         return run
     if run.exists():
         shutil.rmtree(run)
-    subprocess.run([str(VENV / "tracekit"), "profile", "--out", str(run), "--wait", "2",
-                    "--warmup", "2", "--steps", "10", "--",
-                    *torchrun(BASE, max(steps, 12))],
-                   cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = _in_link(name, rate, [str(VENV / "tracekit"), "profile", "--out", str(run),
+                                "--wait", "2", "--warmup", "2", "--steps", "10", "--",
+                                *_torchrun("samples/train_ddp.py", "--model", model,
+                                           "--steps", "16")])
+    if res.returncode != 0:
+        raise SystemExit(f"profiling {model} on {rate} failed:\n{res.stderr[-2000:]}")
     return run
 
 
-def predict(loaded: tuple, comm: Path | None, interference: str = "auto"
-            ) -> tuple[float, dict[str, float], tuple]:
-    """``loaded``: the baseline's (run, graph, baseline replay), built once for both models."""
-    run, graph, base = loaded
-    specs = [*variants(), "fusion=" + ",".join(f"{mb}MB" for mb in FUSIONS)]
-    res = evaluate(run, graph, base, specs, comm_model=str(comm) if comm else None,
-                   interference=interference)
-    pred = {r.spec: r.speedup for r in res[:-1]}
-    sweep = res[-1]
-    return base.error_pct, pred, (sweep.best_spec, dict(sweep.sweep), res[0].notes)
+def predict(run: Path, comm: Path) -> tuple[Session, dict[str, Row], tuple[str, dict]]:
+    """Every what-if's predicted speedup with its interval, and the sweep."""
+    session = Session(run, PredictionOptions(comm_model=str(comm)))
+    results = session.what_ifs([*WHAT_IFS, SWEEP])
+    rows = {r.spec: Row(spec=r.spec, predicted=r.speedup, lo=r.speedup_lo, hi=r.speedup_hi)
+            for r in results[:-1]}
+    sweep = results[-1]
+    return session, rows, (sweep.best_spec, dict(sweep.sweep))
 
 
-#: spec -> the variant as ``benchmarks/ab_worker.py --variant`` names it
-AB_VARIANTS = {**{f"fusion={mb}MB": f"bucket:{mb}" for mb in FUSIONS},
-               "overlap=off": "no-overlap", "dear": "dear"}
-_AB = re.compile(r"ab variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
+def ab_variant(spec: str, rate: str) -> str:
+    if spec.startswith("bandwidth="):
+        return f"link:{scaled_rate(rate, float(spec.split('=')[1].rstrip('x')))}"
+    if spec.startswith("fusion=") and spec not in WHAT_IFS:
+        return f"bucket:{spec.split('=')[1].removesuffix('MB')}"
+    return WHAT_IFS[spec]
 
 
-def one_job(spec: str, i: int, steps: int) -> tuple[float, float]:
-    """(baseline ms, variant ms) from one job training both side by side, steps
-    interleaved (``benchmarks/ab_worker.py``)."""
-    a, b, _ = _torchrun_match(["benchmarks/ab_worker.py", "--variant", AB_VARIANTS[spec]],
-                              2 * steps, _AB)
-    return float(a), float(b)
+def one_job(name: str, rate: str, model: str, variant: str, steps: int) -> float:
+    """The variant's speedup over the baseline in one interleaved job."""
+    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--variant", variant,
+                                         "--model", model, "--steps", str(2 * steps)))
+    m = _AB.findall(res.stdout + res.stderr)
+    if res.returncode != 0 or not m:
+        raise SystemExit(f"ab job {variant} failed ({res.returncode}):\n{res.stderr[-2000:]}")
+    return float(m[-1][2])
 
 
-def separate_jobs(spec: str, i: int, steps: int) -> tuple[float, float]:
-    """(baseline ms, variant ms) from two jobs, one after the other; which goes first
-    alternates with ``i``, so a slow drift cancels."""
-    pair = [(BASE, "A"), (variants()[spec], "B")]
-    if i % 2:
-        pair.reverse()
-    times = {tag: run_step_ms(args, steps) for args, tag in pair}
-    return times["A"], times["B"]
+def median_ci(values: list[float], n_boot: int = 2000) -> tuple[float, float, float]:
+    """Median and its 95% bootstrap interval."""
+    x = np.asarray(values, dtype=float)
+    idx = np.random.default_rng(0).integers(0, len(x), size=(n_boot, len(x)))
+    lo, hi = np.percentile(np.median(x[idx], axis=1), [2.5, 97.5])
+    return float(np.median(x)), float(lo), float(hi)
 
 
-def measure(steps: int, repeats: int, job=one_job) -> dict[str, tuple[float, float, float, float]]:
-    """spec -> (median speedup, min, max, median variant step ms) over ``repeats`` calls
-    of ``job`` (:func:`one_job` or :func:`separate_jobs`) per variant."""
-    out = {}
-    for spec in variants():
-        ratios, var_ms = [], []
-        for i in range(repeats):
-            a, b = job(spec, i, steps)
-            ratios.append(a / b)
-            var_ms.append(b)
-            print(f"  {spec:<14} {i + 1}: baseline {a:.1f} ms, variant {b:.1f} ms, "
-                  f"speedup {ratios[-1]:.3f}", flush=True)
-        out[spec] = (statistics.median(ratios), min(ratios), max(ratios),
-                     statistics.median(var_ms))
-    return out
+def measure(name: str, rate: str, model: str, spec: str, args) -> tuple[float, float, float, int]:
+    """Interleaved jobs until the median speedup's 95% CI is within ``args.ci`` %."""
+    speedups: list[float] = []
+    med = lo = hi = float("nan")
+    while len(speedups) < args.max_jobs:
+        speedups.append(one_job(name, rate, model, ab_variant(spec, rate), args.steps))
+        if len(speedups) >= args.min_jobs:
+            med, lo, hi = median_ci(speedups)
+            if max(med - lo, hi - med) / med * 100 <= args.ci:
+                break
+    if len(speedups) < args.min_jobs:
+        med, lo, hi = median_ci(speedups)
+    return med, lo, hi, len(speedups)
+
+
+def run_cell(model: str, rate: str, args) -> dict:
+    """Calibrate, profile, predict and measure one model on one link."""
+    cell = args.out / f"{model}-{rate}"
+    cell.mkdir(parents=True, exist_ok=True)
+    cache = cell / "measured.json"
+    measured = json.loads(cache.read_text()) if args.reuse and cache.exists() else {}
+    with cluster.namespace(rate) as name:
+        comm = calibrate(name, rate, cell, args.reuse)
+        session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
+                                               comm)
+        wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
+        for spec in [*wanted, best]:
+            if spec not in measured:
+                measured[spec] = measure(name, rate, model, spec, args)
+                cache.write_text(json.dumps(measured))
+                print(f"    {model} {rate} {spec}: {measured[spec][0]:.3f} "
+                      f"[{measured[spec][1]:.3f}-{measured[spec][2]:.3f}] "
+                      f"({measured[spec][3]} jobs)", flush=True)
+    for spec in wanted:
+        r = rows[spec]
+        r.measured, r.ci_lo, r.ci_hi, r.jobs = measured[spec]
+    fusions = {s: measured[s][0] for s in measured if s.startswith("fusion=")}
+    measured_best = max(fusions, key=fusions.get)
+    gap = (fusions[measured_best] / measured[best][0] - 1.0) * 100
+    return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
+            "baseline_error_pct": session.baseline.error_pct, "sweep_best": best,
+            "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep}
+
+
+def print_cell(c: dict) -> dict:
+    print(f"\n{c['model']} on {c['rate']} (baseline replay error "
+          f"{c['baseline_error_pct']:+.2f}%)")
+    print(f"  {'what-if':<18} {'predicted [95% interval]':>26} {'measured [95% CI]':>26} "
+          f"{'error':>8} {'in':>3}")
+    errs = []
+    for r in c["rows"]:
+        errs.append(abs(r.error) * 100)
+        print(f"  {r.spec:<18} {f'{r.predicted:.3f} [{r.lo:.3f}-{r.hi:.3f}]':>26} "
+              f"{f'{r.measured:.3f} [{r.ci_lo:.3f}-{r.ci_hi:.3f}]':>26} "
+              f"{r.error * 100:>+7.1f}% {'y' if r.covered else 'n':>3}")
+    cov = sum(r.covered for r in c["rows"]) / len(c["rows"]) * 100
+    summary = {"mean_abs_error_pct": float(np.mean(errs)), "worst_abs_error_pct": max(errs),
+               "coverage_pct": cov, "sweep_gap_pct": c["sweep_gap_pct"]}
+    print(f"  mean |error| {summary['mean_abs_error_pct']:.1f}% (target 3), worst "
+          f"{summary['worst_abs_error_pct']:.1f}% (target 5), coverage {cov:.0f}% (target 80); "
+          f"sweep: predicted best {c['sweep_best']}, measured best {c['measured_best']}, "
+          f"gap {c['sweep_gap_pct']:.1f}% (target 2)")
+    return summary
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--out", type=Path, default=Path("/tmp/tracekit-whatif-accuracy"))
-    ap.add_argument("--steps", type=int, default=60, help="training steps per real run")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved A/B pairs per variant")
-    ap.add_argument("--interference", choices=("auto", "factor", "cores"), default="auto",
-                    help="interference model: auto (default: cores on these CPU runs), "
-                         "the fitted compute factor, or core sharing (replay.interference.cores)")
-    ap.add_argument("--interleave", choices=("steps", "runs"), default="steps",
-                    help="steps (default): baseline and variant trained side by side in "
-                         "one job, steps interleaved A B B A (benchmarks/ab_worker.py); "
-                         "runs: separate jobs A B A B (5-10%% noisier per pair here)")
+    ap.add_argument("--models", default="mlp,transformer,embed_mlp,cnn")
+    ap.add_argument("--links", default="2gbit,4gbit,8gbit,loopback")
+    ap.add_argument("--steps", type=int, default=30, help="steps per side in one A/B job")
+    ap.add_argument("--ci", type=float, default=1.5, help="stop when the 95%% CI is within "
+                    "this many %% of the median speedup")
+    ap.add_argument("--min-jobs", type=int, default=3)
+    ap.add_argument("--max-jobs", type=int, default=12)
     ap.add_argument("--reuse", action="store_true",
-                    help="reuse comm.json, the baseline run and measured speedups in --out")
+                    help="reuse calibrations, baselines and measurements in --out")
     args = ap.parse_args()
+    why = cluster.available()
+    if why:
+        raise SystemExit(f"error: {why}")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    print("1. calibrating collectives", flush=True)
-    comm = calibrate(args.out, args.reuse)
-    print("2. profiling the baseline (DDP defaults: 25 MB buckets, first 1 MB)", flush=True)
-    run_dir = profile(args.out, args.steps, args.reuse)
-    print("3. predicting", flush=True)
-    run = load_run(run_dir)
-    graph = build_graph(run)
-    loaded = (run, graph, replay(run, graph))
-    err, pred_cal, (best_cal, sweep_cal, notes) = predict(loaded, comm, args.interference)
-    _, pred_fit, (best_fit, _, _) = predict(loaded, None, args.interference)
-    print(f"   baseline replay error {err:+.2f}%")
-    for n in notes:
-        print(f"   note: {n}")
-    cache = args.out / f"measured-{args.interleave}.json"
-    if args.reuse and cache.exists():
-        print(f"4. measured speedups from {cache} (--reuse)", flush=True)
-        meas = {k: tuple(v) for k, v in json.loads(cache.read_text()).items()}
-    else:
-        print(f"4. measuring real runs, interleaved with the baseline ({args.interleave})",
-              flush=True)
-        meas = measure(args.steps, args.repeats,
-                       one_job if args.interleave == "steps" else separate_jobs)
-        cache.write_text(json.dumps(meas))
-    print()
-    print(f"{'what-if':<14} {'predicted':>10} {'(fitted)':>9} {'measured':>9} "
-          f"{'[min..max]':>15} {'error':>8}")
-    worst = 0.0
-    for spec, (m, lo, hi, _) in meas.items():
-        p = pred_cal[spec]
-        e = (p - m) / m * 100
-        worst = max(worst, abs(e))
-        print(f"{spec:<14} {p:>10.3f} {pred_fit[spec]:>9.3f} {m:>9.3f} "
-              f"{f'[{lo:.3f}..{hi:.3f}]':>15} {e:>+7.1f}%")
-    measured_best = max((s for s in meas if s.startswith("fusion=")), key=lambda s: meas[s][0])
-    pb = meas[best_cal][0]
-    mb = meas[measured_best][0]
-    gap = (mb / pb - 1) * 100  # step time of the predicted best vs the measured best
-    print()
-    print(f"sweep: predicted best {best_cal} (fitted-only: {best_fit}), measured best "
-          f"{measured_best}; the predicted best's measured step is {gap:.1f}% slower than "
-          "the measured best's")
-    print(f"worst speedup error {worst:.1f}% (target 5%); sweep gap {gap:.1f}% (target 3%); "
-          f"{time.time() - t0:.0f} s")
+    report = []
+    for model in args.models.split(","):
+        for rate in args.links.split(","):
+            print(f"== {model} on {rate}", flush=True)
+            cell = run_cell(model, rate, args)
+            summary = print_cell(cell)
+            report.append({**{k: v for k, v in cell.items() if k != "rows"}, **summary,
+                           "rows": [asdict(r) for r in cell["rows"]]})
+            (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"\n{time.time() - t0:.0f} s; report in {args.out / 'report.json'}")
 
 
 if __name__ == "__main__":

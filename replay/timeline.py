@@ -11,12 +11,14 @@
 - ``step_ms`` / ``measured_step_ms``: per step, the slowest rank.
 - ``critical_path``: the critical paths of all replayed steps, merged.
 
-Step time, measured: the ``ProfilerStep#N`` window on the rank's main thread. Predicted,
-the same way: the window starts where it started relative to the first node of the step
-on the main thread (same offset), and ends where the next step's window starts (the
-measured gap between windows kept); the last replayed step ends at its last main-thread
-node's predicted end plus the measured offset. A trace without step annotations is one
-window per rank: first node start to last node end, on any lane.
+Step time, measured: the rank's step window (:func:`tracekit.core.steps.step_windows`,
+the host ``ProfilerStep#N`` window without the device tail; a trace without step
+annotations is one window per rank, its first event to its last, widened to cover its
+graph nodes where a hand-built graph has nodes no event covers). Predicted, the same way:
+the window starts where it started relative to the first node of the step on the main
+thread (on any lane without a step annotation; same offset), and ends where the next
+step's window starts (the measured gap between windows kept); the last replayed step ends
+at its last such node's predicted end plus the measured offset.
 
 Example::
 
@@ -36,28 +38,13 @@ from replay.result import ReplayResult
 from tracekit.core.collectives import normalize_collective
 from tracekit.core.run import Run
 from tracekit.core.schema import EVENT_COLUMNS, EventKind
-from tracekit.errors import TracekitError
+from tracekit.core.steps import step_windows as measured_windows
 from tracekit.graph.model import Graph, NodeKind
 
 
-def replay(run: Run, graph: Graph, *, start: np.ndarray | None = None,
-           end: np.ndarray | None = None, schedule: Schedule | None = None) -> ReplayResult:
-    """Replay ``graph`` (built from ``run``, possibly edited) and package the result.
-
-    ``start``/``end`` (from :func:`replay.engine.schedule`) or ``schedule`` (from
-    :func:`replay.engine.schedule_full`) reuse a schedule already computed instead of
-    replaying again; without them the graph is scheduled here.
-    """
-    if schedule is None:
-        if start is not None and end is not None:
-            start = np.asarray(start, dtype=np.int64)
-            schedule = Schedule(start_ns=start, end_ns=np.asarray(end, dtype=np.int64),
-                                ready_ns=start, rounds=0)
-        else:
-            schedule = schedule_full(graph)
-    if len(schedule.start_ns) != graph.n_nodes:
-        raise TracekitError(f"the schedule has {len(schedule.start_ns)} nodes but the graph "
-                            f"has {graph.n_nodes}: replay the graph it came from")
+def replay(run: Run, graph: Graph) -> ReplayResult:
+    """Replay ``graph`` (built from ``run``, possibly edited) and package the result."""
+    schedule = schedule_full(graph)
     windows = step_windows(run, graph, schedule)
     measured = windows.groupby("step")["measured_ns"].max()
     predicted = windows.groupby("step")["predicted_ns"].max()
@@ -85,11 +72,8 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
     Columns: rank, step, lane (graph lane of the window), measured_start, measured_end,
     predicted_start, predicted_end, measured_ns, predicted_ns.
     """
-    ev = run.events
-    is_step = (ev["kind"] == EventKind.STEP.value).to_numpy()
-    st = ev.loc[is_step, ["rank", "lane", "step", "ts_ns", "end_ns"]]
-    step_win = {(int(r), int(s)): (int(a), int(b), int(ln))
-                for r, ln, s, a, b in st.itertuples(index=False)}
+    step_win = {(int(r), int(s)): (int(a), int(b), bool(ann))
+                for r, s, a, b, ann in measured_windows(run.events).itertuples(index=False)}
     mend = np.asarray(graph.start_ns) + np.asarray(graph.wait_ns) + np.asarray(graph.dur_ns)
     main_lane = {ln.rank: ln.id for ln in graph.lanes if ln.is_main}
     rows = []
@@ -103,14 +87,15 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
             nodes = np.flatnonzero(of_rank & (step_arr == s))
             win = step_win.get((r, s))
             on_main = nodes[lane_arr[nodes] == main_lane.get(r, -1)]
-            if win is not None and len(on_main):
+            if win is not None and win[2] and len(on_main):
                 nodes = on_main
             a = nodes[np.argmin(graph.start_ns[nodes])]
             z = nodes[np.argmax(mend[nodes])]
-            if win is None:
-                w_s, w_e = int(graph.start_ns[a]), int(mend[z])
-            else:
+            w_s, w_e = int(graph.start_ns[a]), int(mend[z])  # without events: the nodes
+            if win is not None and win[2]:
                 w_s, w_e = win[0], win[1]
+            elif win is not None:  # no annotation: the step's events and its nodes
+                w_s, w_e = min(w_s, win[0]), max(w_e, win[1])
             p_s = int(sched.ready_ns[a]) - (int(graph.start_ns[a]) - w_s)
             p_e = int(sched.end_ns[z]) + (w_e - int(mend[z]))
             rows.append((r, s, int(graph.lane[a]), w_s, w_e, p_s, p_e))

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from workloads import (
+    MODELS,
     build_workload,
     ddp_style_buckets,
     init_distributed,
@@ -41,7 +42,7 @@ from workloads import (
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
+    ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=None, help="per-rank batch (mlp 32)")
     ap.add_argument("--hidden", type=int, default=None)

@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from workloads import (
+    MODELS,
     ForwardOrder,
     build_workload,
     ddp_style_buckets,
@@ -182,7 +183,7 @@ class DearTrainer:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
+    ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--hidden", type=int, default=None)

@@ -6,6 +6,11 @@ Standalone (torch only, no tracekit), so the samples can be copied elsewhere.
   16-layer, 512-wide MLP of tracekit's design notes.
 - ``transformer``: token embedding + ``nn.TransformerEncoder`` (pre-norm off, no dropout)
   + a vocabulary head, cross-entropy on random tokens.
+- ``embed_mlp``: a recommendation-style model: a large embedding table (one 5 MB
+  gradient, sum-pooled over 8 ids) feeding an MLP of uneven widths (64 -> 1024 -> 256 ->
+  2048 -> 128 -> 1), MSE loss: buckets of very different sizes.
+- ``cnn``: a small convolutional net on 3x32x32 images (three conv + pool blocks, two
+  linear layers), cross-entropy over 10 classes.
 
 Data is synthetic and reproducible: batch ``(step, rank)`` is drawn from its own
 generator, so every run (DDP, DeAR, no-overlap) sees the same numbers.
@@ -23,6 +28,8 @@ from torch import nn
 
 MB = 1024 * 1024
 VOCAB = 1000
+#: rows of ``embed_mlp``'s table (x 64 floats: a 5 MB gradient)
+EMBED_ROWS = 20_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,14 +46,22 @@ class Workload:
         if self.name == "mlp":
             x = torch.randn(self.batch, self.hidden, generator=g)
             y = torch.randn(self.batch, self.hidden, generator=g)
+        elif self.name == "embed_mlp":
+            x = torch.randint(0, EMBED_ROWS, (self.batch, 8), generator=g)
+            y = torch.randn(self.batch, 1, generator=g)
+        elif self.name == "cnn":
+            x = torch.randn(self.batch, 3, 32, 32, generator=g)
+            y = torch.randint(0, 10, (self.batch,), generator=g)
         else:
             x = torch.randint(0, VOCAB, (self.batch, self.seq), generator=g)
             y = torch.randint(0, VOCAB, (self.batch, self.seq), generator=g)
         return x.to(device), y.to(device)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.name == "mlp":
+        if self.name in ("mlp", "embed_mlp"):
             return nn.functional.mse_loss(out, target)
+        if self.name == "cnn":
+            return nn.functional.cross_entropy(out, target)
         return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
 
 
@@ -63,6 +78,34 @@ class TokenTransformer(nn.Module):
         return self.head(self.encoder(self.embed(tokens)))
 
 
+class EmbedMLP(nn.Module):
+    """Sum-pooled embedding lookups, then an MLP of uneven widths."""
+
+    def __init__(self, widths: tuple[int, ...] = (64, 1024, 256, 2048, 128, 1)) -> None:
+        super().__init__()
+        self.embed = nn.EmbeddingBag(EMBED_ROWS, widths[0], mode="sum")
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers[:-1])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embed(ids))
+
+
+def small_cnn() -> nn.Module:
+    """Three conv + pool blocks (32, 64, 128 channels) and two linear layers."""
+    blocks: list[nn.Module] = []
+    for a, b in ((3, 32), (32, 64), (64, 128)):
+        blocks += [nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*blocks, nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(),
+                         nn.Linear(256, 10))
+
+
+#: every model the sample trainers take (``--model``)
+MODELS = ("mlp", "transformer", "embed_mlp", "cnn")
+
+
 def build_workload(name: str, *, hidden: int | None = None, layers: int | None = None,
                    batch: int | None = None, seed: int = 0) -> Workload:
     """The model (same initial weights on every rank, from ``seed``) and its data shape."""
@@ -77,7 +120,11 @@ def build_workload(name: str, *, hidden: int | None = None, layers: int | None =
         hidden, layers = hidden or 128, layers or 4
         return Workload(model=TokenTransformer(hidden, layers), name=name, batch=batch or 16,
                         hidden=hidden)
-    raise SystemExit(f"unknown model {name!r}; choose mlp or transformer")
+    if name == "embed_mlp":
+        return Workload(model=EmbedMLP(), name=name, batch=batch or 64, hidden=64)
+    if name == "cnn":
+        return Workload(model=small_cnn(), name=name, batch=batch or 16, hidden=0)
+    raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
 def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device]:

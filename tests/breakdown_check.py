@@ -20,7 +20,7 @@ Plain Python over the event table (sort-and-merge of intervals, no numpy, none o
 
 from __future__ import annotations
 
-from tracekit.analysis.breakdown import WAIT_OPS
+from tracekit.core.waits import waits_for_comm
 
 Interval = tuple[int, int]
 
@@ -100,7 +100,8 @@ def expected_rank(ev) -> dict[int, dict[str, int]]:
         main = _main_lane(rows, steps)
         on_main = [r for r in rows if r["lane"] == main and r["lane_kind"] != "gpu"]
         compute = [(r["ts_ns"], r["end_ns"]) for r in on_main if r["kind"] == "cpu_op"]
-        waits = [(r["ts_ns"], r["end_ns"]) for r in on_main if r["name"] in WAIT_OPS]
+        waits = [(r["ts_ns"], r["end_ns"]) for r in on_main
+                 if r["kind"] == "cpu_op" and waits_for_comm([r["name"]])[0]]
 
     windows: dict[int, Interval] = {}
     if not steps:

@@ -8,11 +8,9 @@ import pytest
 
 from replay.interference.factor import (
     apply_interference,
-    covered_ns,
     deflate,
     fit_from_instances,
     inflate,
-    merge_intervals,
     overlap_fraction,
     solve_factor,
 )
@@ -28,13 +26,6 @@ def op(name, dur, frac=0.0, rank=0):
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def test_merge_and_cover():
-    ms, me = merge_intervals(np.array([10, 0, 5, 30]), np.array([20, 8, 12, 40]))
-    assert list(ms) == [0, 30] and list(me) == [20, 40]
-    got = covered_ns(np.array([0, 15, 25, 35]), np.array([5, 35, 28, 100]), ms, me)
-    assert list(got) == [5, 10, 0, 5]
 
 
 def test_overlap_fraction_is_per_rank():

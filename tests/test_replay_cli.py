@@ -80,11 +80,15 @@ def test_replay_evaluates_what_ifs(capsys, recording_machine_cores):
         assert w["speedup"] == pytest.approx(doc["baseline"]["step_ms"] / w["step_ms"],
                                              rel=1e-12)
     # the default on a CPU-only run is the core-sharing model, and it says so
-    assert any(n.startswith("CPU contention (processor sharing)") for n in half["notes"])
+    # (said once, for every what-if)
+    assert any(n.startswith("CPU contention (processor sharing)") for n in doc["what_if_notes"])
+    assert "notes" not in half  # compute-scale assumes nothing of its own
+    assert half["speedup_lo"] <= half["speedup"] <= half["speedup_hi"]
     code, text, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "compute-scale=0.5")
-    assert code == 0 and "baseline error" in text
+    assert code == 0 and "per-step error" in text and "every what-if above assumes" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("compute-scale=0.5"))
-    assert f"{half['step_ms']:.3f} ms" in line and f"speedup {half['speedup']:.3f}x" in line
+    assert f"{half['step_ms']:.3f} [" in line and f"{half['speedup']:.3f}x [" in line
+    assert text.count("CPU contention (processor sharing)") == 1
 
 
 def test_replay_interference_option_reaches_the_prediction(capsys, recording_machine_cores):
@@ -99,8 +103,9 @@ def test_replay_interference_option_reaches_the_prediction(capsys, recording_mac
     assert docs["auto"] == docs["cores"]
     cores, factor = docs["cores"]["what_ifs"][0], docs["factor"]["what_ifs"][0]
     assert factor["step_ms"] != pytest.approx(cores["step_ms"], rel=1e-3)
-    assert any(n.startswith("interference: compute runs") for n in factor["notes"])
-    assert not any(n.startswith("CPU contention") for n in factor["notes"])
+    shared = docs["factor"]["what_if_notes"]
+    assert any(n.startswith("interference: compute runs") for n in shared)
+    assert not any(n.startswith("CPU contention") for n in shared)
     assert docs["factor"]["baseline"] == docs["cores"]["baseline"]  # what-ifs only
 
 

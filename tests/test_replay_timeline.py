@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from replay.critical_path import binding_predecessors, critical_paths
-from replay.engine import schedule, schedule_full
+from replay.engine import schedule_full
 from replay.timeline import replay
+from tracekit.analysis.breakdown import summarize
 from tracekit.core.run import load_run
 from tracekit.core.schema import check_schema
 from tracekit.graph.build import build_graph
@@ -108,16 +109,11 @@ def test_binding_predecessor_of_a_late_collective_is_the_last_arrival(probe):
         assert pred[v] == pred[last]
 
 
-def test_replay_accepts_a_schedule_computed_elsewhere(probe):
-    run, graph, res = probe
-    start, end = schedule(graph)
-    again = replay(run, graph, start=start, end=end)
-    assert again.step_ms == pytest.approx(res.step_ms)
-
-
 def test_gpu_trace_without_steps_is_one_window(alexnet_trace):
     run = load_run(alexnet_trace)
     res = replay(run, build_graph(run, delays="measured"))
     assert list(res.step_ms) == [0]
     assert res.step_ms[0] == pytest.approx(res.measured_step_ms[0])
+    # the measured window is the summary's: the whole trace, first event to last
+    assert res.measured_step_ms[0] == pytest.approx(summarize(run).steps["ms"].iloc[0])
     check_schema(res.timeline)

@@ -13,16 +13,11 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracekit.analysis.breakdown import (
-    WAIT_OPS,
-    breakdown,
-    difference,
-    summarize,
-    union,
-    union_length,
-)
+from tracekit.analysis.breakdown import breakdown, summarize
 from tracekit.cli import cli, main
+from tracekit.core.intervals import difference, union, union_length
 from tracekit.core.run import load_run
+from tracekit.core.waits import waits_for_comm
 
 # --- interval arithmetic against a brute-force grid ----------------------------------------
 
@@ -163,7 +158,7 @@ def test_three_event_gpu_trace_window_extends_to_the_last_kernel(write_trace):
 def test_wait_only_ops_are_not_compute(write_trace):
     """main thread: aten::mm [100, 500) and c10d::barrier [600, 900) (waits); gloo:barrier
     [650, 880). compute 400 (the barrier op is excluded), comm 230, all exposed."""
-    assert "c10d::barrier" in WAIT_OPS
+    assert waits_for_comm(["c10d::barrier"]).all()
     doc = trace([
         x("ProfilerStep#1", 0, 1000, cat="user_annotation"),
         x("aten::mm", 100, 400),
@@ -176,6 +171,20 @@ def test_wait_only_ops_are_not_compute(write_trace):
     assert row["comm_ns"] == row["exposed_comm_ns"] == 230_000
     assert row["overlap_ns"] == 0
     assert row["idle_ns"] == 1_000_000 - 400_000 - 230_000
+
+
+def test_every_wait_op_on_the_main_thread_is_not_compute(write_trace):
+    """The same wait ops as the graph's SYNC nodes (tracekit.core.waits): aten::wait and
+    the functional collectives' wait_tensor, not just c10d::wait."""
+    doc = trace([
+        x("ProfilerStep#1", 0, 1000, cat="user_annotation"),
+        x("aten::mm", 0, 100),
+        x("aten::wait", 100, 200),
+        x("_c10d_functional::wait_tensor", 300, 100),
+        x("aten::add", 400, 100),
+    ])
+    row = only_step(load_run(write_trace(doc)))
+    assert row["compute_ns"] == 200_000
 
 
 def test_nested_ops_and_annotations_count_once(write_trace):
@@ -254,7 +263,7 @@ def test_independent_recomputation_of_one_gloo_step_by_hand(gloo_2rank_dir):
     win = ev[(ev["kind"] == "step") & (ev["name"] == "ProfilerStep#3")].iloc[0]
     lo, hi = int(win["ts_ns"]), int(win["end_ns"])
     ops = ev[(ev["lane"] == win["lane"]) & (ev["kind"] == "cpu_op")]
-    waits = ops[ops["name"].isin(list(WAIT_OPS))]
+    waits = ops[waits_for_comm(ops["name"].to_numpy())]
     comm = ev[ev["kind"] == "comm"]
 
     def spans(df):

@@ -59,16 +59,17 @@ def test_bar_mask_matches_brute_force_and_bars_never_overlap(rows):
 
 
 def test_rows_order_main_thread_first_then_gpu_and_disambiguate_names():
+    # no step rows: the main thread is the busiest operator thread running no comm
     ev = events_table([
         {"name": "a", "rank": 1, "lane": 50, "lane_name": "thread 50 (pt_gloo_runloop)",
-         "ts_ns": 0, "dur_ns": 1},
+         "kind": "comm", "ts_ns": 0, "dur_ns": 9},
         {"name": "b", "rank": 1, "lane": 51, "lane_name": "thread 51 (pt_gloo_runloop)",
-         "ts_ns": 0, "dur_ns": 1},
-        {"name": "k", "rank": 0, "lane_kind": "gpu", "lane": 7, "ts_ns": 0, "dur_ns": 1},
+         "kind": "comm", "ts_ns": 0, "dur_ns": 9},
+        {"name": "k", "rank": 0, "lane_kind": "gpu", "lane": 7, "ts_ns": 0, "dur_ns": 9},
         {"name": "c", "rank": 0, "lane": 99, "lane_name": "thread 99 (pt_autograd_0)",
          "ts_ns": 0, "dur_ns": 1},
         {"name": "d", "rank": 0, "lane": 200, "lane_name": "thread 200 (pt_main_thread)",
-         "ts_ns": 0, "dur_ns": 1},
+         "ts_ns": 0, "dur_ns": 2},
         {"name": "e", "rank": 1, "lane": 300, "lane_name": "thread 300 (python3)",
          "ts_ns": 0, "dur_ns": 1},
     ])
@@ -82,6 +83,26 @@ def test_rows_order_main_thread_first_then_gpu_and_disambiguate_names():
         "r1 pt_gloo_runloop 50", "r1 pt_gloo_runloop 51", "r0 stream 7",
         "r0 pt_autograd_0", "r0 pt_main_thread", "r1 python3"]
     assert (row_index(ev, rows[:1]) == np.array([-1, -1, -1, -1, 0, -1])).all()
+
+
+def test_the_main_thread_row_is_the_step_holder_not_a_thread_named_main():
+    # three threads named pt_main_thread (as in a real 300-rank gloo trace): the one holding
+    # ProfilerStep comes first, even with less operator time; names only label rows
+    ev = events_table([
+        {"name": "ProfilerStep#1", "kind": "step", "lane": 30, "ts_ns": 0, "dur_ns": 50,
+         "step": 1, "lane_name": "thread 30 (pt_main_thread)"},
+        {"name": "aten::mm", "lane": 30, "ts_ns": 0, "dur_ns": 5, "step": 1,
+         "lane_name": "thread 30 (pt_main_thread)"},
+        {"name": "aten::add", "lane": 10, "ts_ns": 0, "dur_ns": 40, "step": 1,
+         "lane_name": "thread 10 (pt_main_thread)"},
+        {"name": "aten::copy_", "lane": 20, "ts_ns": 0, "dur_ns": 40, "step": 1,
+         "lane_name": "thread 20 (python3)"},
+    ])
+    assert [r.label for r in lane_rows([ev])] == [
+        "r0 pt_main_thread 30", "r0 pt_main_thread 10", "r0 python3"]
+    # the bars alone (no step row): the busiest operator thread
+    assert [r.label for r in lane_rows([ev[bar_mask(ev)]])] == [
+        "r0 pt_main_thread 10", "r0 python3", "r0 pt_main_thread 30"]
 
 
 def test_step_span_starts_at_profiler_step_and_covers_late_gpu_work():

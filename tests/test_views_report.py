@@ -85,8 +85,9 @@ def test_whatif_table_marks_the_best_and_repeats_the_baseline_error(run):
                                     "fusion=1MB..8MB (best: fusion=4MB)"]
     assert best == [False, False, True]
     assert rows[2][1] == 22.0 and rows[2][2] == pytest.approx(26 / 22)
-    assert rows[2][3] == pytest.approx(22.0 - 26.0)
-    assert [r[4] for r in rows] == pytest.approx([(26.0 - 25.0) / 25.0 * 100] * 3)
+    assert cols[3] == "speedup, 95% interval" and rows[0][3] == ""
+    assert rows[2][4] == pytest.approx(22.0 - 26.0)
+    assert [r[5] for r in rows] == pytest.approx([(26.0 - 25.0) / 25.0 * 100] * 3)
     html = html_table(cols, rows, highlight=best)
     assert html.count('class="best"') == 1
 

@@ -95,8 +95,8 @@ def test_auto_is_the_core_model_on_a_cpu_run(ddp, recording_machine_cores):
     auto = predict(ddp, specs, "auto")
     cores = predict(ddp, specs, "cores")
     assert [r.result.step_ms for r in auto] == [r.result.step_ms for r in cores]
-    assert any("CPU contention (processor sharing)" in n for n in auto[0].notes)
-    assert "2 core(s)" in auto[0].notes[-1]
+    assert any("CPU contention (processor sharing)" in n for n in auto[0].shared_notes)
+    assert "2 core(s)" in auto[0].shared_notes[-1]
 
 
 @pytest.mark.parametrize("run_name", ["whatif_ddp_2rank", "gloo_2rank"])
@@ -126,8 +126,8 @@ def test_core_sharing_with_enough_cores_is_no_interference(ddp_on_a_big_host):
     off = predict(ddp_on_a_big_host, specs, "cores", applied=False)
     for a, b in zip(cores, off):
         assert a.result.step_ms == b.result.step_ms, a.spec
-    assert "share 64 core(s)" in cores[0].notes[-1]
-    assert not any("this machine's" in n for n in cores[0].notes)  # read from the manifest
+    assert "share 64 core(s)" in cores[0].shared_notes[-1]
+    assert not any("this machine's" in n for n in cores[0].shared_notes)  # from the manifest
 
 
 def test_core_sharing_on_two_cores_is_not_no_interference(ddp, recording_machine_cores):

@@ -48,6 +48,7 @@ import pandas as pd
 
 from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
+from tracekit.core.intervals import covered_length, union
 from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
 
@@ -105,36 +106,6 @@ NO_INTERFERENCE = InterferenceFit(factor=1.0, per_rank={}, per_op=pd.DataFrame(
 # --------------------------------------------------------------------------- geometry
 
 
-def merge_intervals(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Union of intervals: sorted, non-overlapping ``(start, end)`` arrays."""
-    if len(start) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    order = np.argsort(start, kind="stable")
-    s, e = np.asarray(start)[order], np.asarray(end)[order]
-    run_end = np.maximum.accumulate(e)
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = s[1:] > run_end[:-1]
-    group = np.cumsum(new) - 1
-    ms = s[new]
-    me = np.zeros(len(ms), dtype=run_end.dtype)
-    np.maximum.at(me, group, run_end)
-    return ms, me
-
-
-def covered_ns(a: np.ndarray, b: np.ndarray, ms: np.ndarray, me: np.ndarray) -> np.ndarray:
-    """Length of ``[a, b)`` covered by the merged intervals ``(ms, me)``, vectorized."""
-    if len(ms) == 0:
-        return np.zeros(len(a), dtype=np.int64)
-    cum = np.concatenate([[0], np.cumsum(me - ms)])
-
-    def upto(x):
-        i = np.searchsorted(ms, x, side="right") - 1
-        inside = np.where(i >= 0, np.minimum(x, me[np.maximum(i, 0)]) - ms[np.maximum(i, 0)], 0)
-        return np.where(i >= 0, cum[np.maximum(i, 0)] + inside, 0)
-
-    return upto(np.asarray(b)) - upto(np.asarray(a))
-
-
 def overlap_fraction(start: np.ndarray, end: np.ndarray, rank: np.ndarray,
                      comm_start: np.ndarray, comm_end: np.ndarray,
                      comm_rank: np.ndarray) -> np.ndarray:
@@ -144,8 +115,8 @@ def overlap_fraction(start: np.ndarray, end: np.ndarray, rank: np.ndarray,
     for r in np.unique(rank):
         sel = rank == r
         c = comm_rank == r
-        ms, me = merge_intervals(comm_start[c], comm_end[c])
-        frac[sel] = covered_ns(start[sel], end[sel], ms, me) / dur[sel]
+        ms, me = union(comm_start[c], comm_end[c])
+        frac[sel] = covered_length(start[sel], end[sel], ms, me) / dur[sel]
     return np.clip(frac, 0.0, 1.0)
 
 

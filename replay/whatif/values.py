@@ -1,4 +1,4 @@
-"""Values in what-if specs: sizes, rates and factors.
+"""Values in what-if specs: sizes and rates (:mod:`tracekit.core.units`) and factors.
 
 Sizes (``fusion``) are binary like DDP's ``bucket_cap_mb``: ``1MB`` = ``1MiB`` = 1048576
 bytes, ``KB`` = 1024, ``GB`` = 2**30; a bare number is bytes (``1048576``). Rates
@@ -9,7 +9,7 @@ numbers with an optional ``x``.
 Every value is range-checked, so no arithmetic downstream can overflow into a plausible
 number (an error names the accepted range):
 
-- sizes: 1 byte .. 1 TiB (:data:`MAX_SIZE`). One byte puts every gradient in its own
+- sizes: 1 byte .. 1 TiB, ``1024GB`` (:data:`MAX_SIZE`). One byte puts every gradient in its own
   bucket; no model has a gradient bucket of more than a TiB per rank.
 - rates: 1 Mbps .. 1 Pbps (:data:`MIN_RATE`, :data:`MAX_RATE`): from a slow WAN link to
   a hundred times today's fastest GPU interconnects.
@@ -29,7 +29,12 @@ import re
 
 import numpy as np
 
+from tracekit.core import units
+from tracekit.core.units import NUMBER, SIZE_UNITS, format_rate, format_size
 from tracekit.errors import TracekitError
+
+__all__ = ["format_float", "format_rate", "format_size", "is_factor", "parse_factor",
+           "parse_rate", "parse_size", "parse_workers", "duration_ns", "check_total_ns"]
 
 #: bytes: the largest size (``fusion=``), 1 TiB
 MAX_SIZE = 2**40
@@ -44,69 +49,31 @@ MAX_WORKERS = 1_000_000
 MAX_DURATION_NS = 2**56
 MAX_TOTAL_NS = 2**60
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "kb": 1024, "kib": 1024,
-    "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-    "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
-    "t": 1024**4, "tb": 1024**4, "tib": 1024**4,
-}
-#: bytes per second per unit
-_RATE_UNITS = {
-    "bps": 1 / 8, "kbps": 1e3 / 8, "mbps": 1e6 / 8, "gbps": 1e9 / 8, "tbps": 1e12 / 8,
-    "b/s": 1.0, "kb/s": 1e3, "mb/s": 1e6, "gb/s": 1e9, "tb/s": 1e12,
-    "kib/s": 1024.0, "mib/s": 1024.0**2, "gib/s": 1024.0**3, "tib/s": 1024.0**4,
-}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_SIZE_RE = re.compile(rf"^({_NUMBER})\s*([a-z]*)$", re.IGNORECASE)
-_RATE_RE = re.compile(rf"^({_NUMBER})\s*([a-z/]+)$", re.IGNORECASE)
-_FACTOR_RE = re.compile(rf"^({_NUMBER})\s*x?$", re.IGNORECASE)
+_FACTOR_RE = re.compile(rf"^({NUMBER})\s*x?$", re.IGNORECASE)
+_SIZE_RE = re.compile(rf"^({NUMBER})\s*([a-z]*)$", re.IGNORECASE)
 
 
 def format_float(x: float) -> str:
     return f"{x:g}"
 
 
-def format_size(nbytes: int) -> str:
-    """Bytes -> the spelling in the spec's binary units: the largest unit that keeps the
-    value >= 1 and exact to 3 decimals (``4194304`` -> ``4MB``, ``524288`` -> ``512KB``)."""
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        value = nbytes / scale
-        if value >= 1 and math.isclose(value * 1000, round(value * 1000), abs_tol=1e-6):
-            return f"{value:g}{unit}"
-    return f"{nbytes}B"
-
-
 def parse_size(text: str, key: str = "fusion") -> int:
-    """``'4MB'`` -> 4194304, ``'0.5MB'`` -> 524288, ``'1048576'`` -> 1048576 (binary units),
-    within 1 byte .. :data:`MAX_SIZE`."""
+    """:func:`tracekit.core.units.parse_size` within 1 byte .. :data:`MAX_SIZE`."""
     m = _SIZE_RE.match(text.strip())
-    unit = m.group(3).lower() if m else None
-    if not m or unit not in _SIZE_UNITS:
-        raise TracekitError(
-            f"cannot read size {text!r}; expected a number with an optional unit "
-            "B, KB, MB or GB (binary, as DDP's bucket_cap_mb), e.g. fusion=25MB or fusion=0.5MB"
-        )
-    value = float(m.group(1)) * _SIZE_UNITS[unit]
-    if not 1 <= value <= MAX_SIZE:
-        raise TracekitError(f"{key}={text.strip()} is out of range: sizes go from 1B to "
-                            "1TB (1 TiB); e.g. fusion=25MB")
-    return int(round(value))
+    if m and m.group(3).lower() in SIZE_UNITS:
+        value = float(m.group(1)) * SIZE_UNITS[m.group(3).lower()]
+        if not 1 <= value <= MAX_SIZE:
+            raise TracekitError(f"{key}={text.strip()} is out of range: sizes go from 1B to "
+                                "1024GB (1 TiB); e.g. fusion=25MB")
+    return units.parse_size(text)
 
 
 def parse_rate(text: str) -> float:
-    """``'100Gbps'`` -> 1.25e10 bytes/s, ``'10GB/s'`` -> 1e10 (decimal units)."""
-    m = _RATE_RE.match(text.strip())
-    unit = m.group(3).lower() if m else None
-    if not m or unit not in _RATE_UNITS:
-        raise TracekitError(
-            f"cannot read bandwidth {text!r}; expected a factor like 2x or a rate like "
-            "100Gbps, 400Mbps or 10GB/s, e.g. bandwidth=2x"
-        )
-    value = float(m.group(1)) * _RATE_UNITS[unit]
+    """:func:`tracekit.core.units.parse_rate` within :data:`MIN_RATE` .. :data:`MAX_RATE`."""
+    value = units.parse_rate(text)
     if not MIN_RATE <= value <= MAX_RATE:
-        raise TracekitError(f"bandwidth {text!r} is out of range: rates go from 1Mbps to "
-                            "1000Tbps; e.g. bandwidth=100Gbps")
+        raise TracekitError(f"bandwidth={text.strip()} is out of range: rates go from 1Mbps "
+                            "to 1000Tbps; e.g. bandwidth=100Gbps")
     return value
 
 
@@ -173,13 +140,6 @@ def _years(ns: float) -> str:
         return "forever"
     years = ns / (365.25 * 86400e9)
     return f"{years:.3g} years" if years >= 1 else f"{ns / 86400e9:.3g} days"
-
-
-def format_rate(bps: float) -> str:
-    for unit, scale in (("Tbps", 1e12 / 8), ("Gbps", 1e9 / 8), ("Mbps", 1e6 / 8)):
-        if bps >= scale:
-            return f"{bps / scale:g}{unit}"
-    return f"{bps:g}B/s"
 
 
 def is_factor(text: str) -> bool:

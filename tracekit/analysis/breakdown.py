@@ -1,21 +1,22 @@
 """Per-rank, per-step time breakdown: step time, compute, communication, exposed
 communication, overlap and idle. This is what ``tracekit summary`` prints.
 
-Definitions (all are lengths of unions of intervals, so nothing is counted twice when
-streams or threads run at once):
+Definitions (all are lengths of unions of intervals, :mod:`tracekit.core.intervals`, so
+nothing is counted twice when streams or threads run at once):
 
-- **step window**: the ``ProfilerStep#N`` annotation on the host. On a GPU rank it is
-  extended to the end of the last GPU event launched in that step (a step's kernels
-  often finish after its host window closed). A trace without ``ProfilerStep`` is one
-  window, step 0, from its first event to its last. Every interval below is clipped to
-  the window.
+- **step window**: the ``ProfilerStep#N`` annotation on the host, extended to the end
+  of the last GPU event launched in that step (a step's kernels often finish after its
+  host window closed); see :mod:`tracekit.core.steps`. A trace without ``ProfilerStep``
+  is one window, step 0, from its first event to its last. Every interval below is
+  clipped to the window.
 - **compute**: GPU rank: kernels, memcpys and memsets on any stream, NCCL kernels
   excluded. CPU rank: the operators (``cpu_op``) on the main training thread (the one
-  holding ``ProfilerStep``; without steps the thread with the most operator time),
-  minus time inside operators that only wait for communication
-  (:data:`WAIT_OPS`). In torch 2.13 gloo traces DDP's reducer waits for its buckets and
-  ``Work.wait()`` record no operator at all: they are gaps on the main thread, so they are
-  not compute either. Python time between operators is not compute.
+  holding ``ProfilerStep``; without steps the thread with the most operator time, see
+  :mod:`tracekit.core.threads`), minus time inside operators that only wait for
+  communication (wait ops and blocking collectives, :mod:`tracekit.core.waits`). In
+  torch 2.13 gloo traces DDP's reducer waits for its buckets and ``Work.wait()`` record
+  no operator at all: they are gaps on the main thread, so they are not compute either.
+  Python time between operators is not compute.
 - **comm**: the transfer events of collectives (NCCL kernels; ``gloo:*`` events on
   ``pt_gloo_runloop`` threads), on any stream or thread.
 - **exposed comm** = comm minus compute: time communication runs while nothing computes.
@@ -43,22 +44,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tracekit.core.intervals import clip, difference, union, union_length
 from tracekit.core.run import Run
 from tracekit.core.schema import EventKind, LaneKind
+from tracekit.core.steps import step_windows
+from tracekit.core.threads import main_threads
+from tracekit.core.waits import waits_for_comm
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
-
-#: Operators on the main thread that only wait for communication: their time is not
-#: compute. (Found in real torch 2.13 gloo traces: ``c10d::barrier`` blocks in the op;
-#: DDP's bucket waits and ``Work.wait()`` record no op and show up as gaps.)
-WAIT_OPS: frozenset[str] = frozenset({
-    "c10d::barrier",
-    "c10d::monitored_barrier_",
-    "c10d::wait",
-    "_c10d_functional::wait_tensor",
-    "c10d_functional::wait_tensor",
-})
 
 _GPU_COMPUTE_KINDS = (EventKind.KERNEL.value, EventKind.MEMCPY.value, EventKind.MEMSET.value)
 
@@ -68,66 +62,6 @@ STEP_COLUMNS = [
     "exposed_comm_ns", "overlap_ns", "idle_ns",
     "ms", "compute_ms", "comm_ms", "exposed_comm_ms", "overlap_ms", "idle_ms",
 ]
-
-
-# --- interval arithmetic (numpy, no Python loop over intervals) ---------------------------
-
-def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge intervals ``[start, end)`` into sorted, disjoint ones.
-
-    >>> union(np.array([5, 0, 2]), np.array([7, 3, 4]))
-    (array([0, 5]), array([4, 7]))
-    """
-    starts = np.asarray(starts, dtype=np.int64)
-    ends = np.asarray(ends, dtype=np.int64)
-    keep = ends > starts
-    starts, ends = starts[keep], ends[keep]
-    if len(starts) == 0:
-        return starts, ends
-    order = np.argsort(starts, kind="stable")
-    s, e = starts[order], ends[order]
-    reach = np.maximum.accumulate(e)
-    new = np.empty(len(s), dtype=bool)
-    new[0] = True
-    new[1:] = s[1:] > reach[:-1]
-    first = np.flatnonzero(new)
-    last = np.append(first[1:] - 1, len(s) - 1)
-    return s[first], reach[last]
-
-
-def union_length(starts: np.ndarray, ends: np.ndarray) -> int:
-    """Total length covered by the intervals (overlaps counted once)."""
-    s, e = union(starts, ends)
-    return int((e - s).sum())
-
-
-def difference(a: tuple[np.ndarray, np.ndarray],
-               b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``a`` minus ``b``, both sorted disjoint interval sets (as :func:`union` returns).
-
-    >>> difference((np.array([0]), np.array([10])), (np.array([2, 6]), np.array([4, 7])))
-    (array([0, 4, 7]), array([ 2,  6, 10]))
-    """
-    (a_s, a_e), (b_s, b_e) = a, b
-    if len(a_s) == 0 or len(b_s) == 0:
-        return a_s, a_e
-    cuts = np.unique(np.concatenate([a_s, a_e, b_s, b_e]))
-    left, right = cuts[:-1], cuts[1:]
-    keep = _covered(left, a_s, a_e) & ~_covered(left, b_s, b_e)
-    return union(left[keep], right[keep])
-
-
-def _covered(points: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Per point: is it inside one of the sorted disjoint intervals ``[s, e)``?"""
-    idx = np.searchsorted(s, points, side="right") - 1
-    inside = idx >= 0
-    inside[inside] = points[inside] < e[idx[inside]]
-    return inside
-
-
-def clip(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int):
-    """Intervals cut to the window ``[lo, hi)``; empty ones disappear in :func:`union`."""
-    return np.clip(starts, lo, hi), np.clip(ends, lo, hi)
 
 
 # --- the breakdown ----------------------------------------------------------------------
@@ -243,7 +177,6 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
     lane_kind = ev["lane_kind"].to_numpy().astype(str)
     ts = ev["ts_ns"].to_numpy()
     end = ev["end_ns"].to_numpy()
-    step = ev["step"].to_numpy()
     is_gpu = lane_kind == LaneKind.GPU.value
     is_comm = kind == EventKind.COMM.value
     basis = "gpu" if is_gpu.any() else "cpu"
@@ -253,12 +186,11 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
         wait_mask = np.zeros(len(ev), dtype=bool)
     else:
         lane = ev["lane"].to_numpy()
-        main = _main_thread(ev, kind, is_comm)
+        main = main_threads(ev).get(rank, -1)
         on_main = (lane == main) & ~is_gpu
         is_op = kind == EventKind.CPU_OP.value
         compute_mask = on_main & is_op
-        names = ev["name"].to_numpy().astype(str)
-        wait_mask = on_main & np.isin(names, list(WAIT_OPS))
+        wait_mask = compute_mask & waits_for_comm(ev["name"].to_numpy())
         if not compute_mask.any():
             notes.append(f"rank {rank}: no operators on the main thread; compute is 0")
         elif not (kind == EventKind.STEP.value).any():
@@ -266,12 +198,13 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
             notes.append(f"rank {rank}: no ProfilerStep; main thread taken to be {label!r} "
                          "(the most operator time)")
 
-    windows = _step_windows(kind, ev["name"], ts, end, step, is_gpu)
+    windows = step_windows(ev, device_tail=True)
     c_s, c_e = ts[compute_mask], end[compute_mask]
     w_s, w_e = ts[wait_mask], end[wait_mask]
     m_s, m_e = ts[is_comm], end[is_comm]
     rows = []
-    for n, (lo, hi) in windows:
+    for n, lo, hi in zip(windows["step"].tolist(), windows["start_ns"].tolist(),
+                         windows["end_ns"].tolist()):
         compute = union(*clip(c_s, c_e, lo, hi))
         if len(w_s):
             compute = difference(compute, union(*clip(w_s, w_e, lo, hi)))
@@ -286,39 +219,3 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
             "overlap_ms": b.overlap_ns / 1e6, "idle_ms": b.idle_ns / 1e6,
         })
     return rows, notes
-
-
-def _main_thread(ev: pd.DataFrame, kind: np.ndarray, is_comm: np.ndarray) -> int:
-    """The lane holding ``ProfilerStep``; without steps, the host thread with the most
-    operator time that runs no collective transfer (not a gloo worker)."""
-    lane = ev["lane"].to_numpy()
-    is_step = kind == EventKind.STEP.value
-    if is_step.any():
-        return int(lane[is_step][0])
-    cpu = (ev["lane_kind"].to_numpy().astype(str) == LaneKind.CPU.value)
-    comm_lanes = set(lane[is_comm & cpu].tolist())
-    ops = cpu & (kind == EventKind.CPU_OP.value) & ~np.isin(lane, list(comm_lanes))
-    if not ops.any():
-        ops = cpu
-    busy = pd.Series(ev["dur_ns"].to_numpy()[ops]).groupby(lane[ops]).sum()
-    return int(busy.idxmax()) if len(busy) else -1
-
-
-def _step_windows(kind: np.ndarray, names: pd.Series, ts: np.ndarray, end: np.ndarray,
-                  step: np.ndarray, is_gpu: np.ndarray) -> list[tuple[int, tuple[int, int]]]:
-    """``[(step, (start_ns, end_ns)), ...]`` in time order (see the module docstring)."""
-    is_step = kind == EventKind.STEP.value
-    if not is_step.any():
-        return [(0, (int(ts.min()), int(end.max())))]
-    numbers = [int(str(nm).rpartition("#")[2]) for nm in names.to_numpy()[is_step]]
-    starts, ends = ts[is_step], end[is_step]
-    out: dict[int, tuple[int, int]] = {}
-    for i in np.argsort(starts, kind="stable").tolist():
-        n, lo, hi = numbers[i], int(starts[i]), int(ends[i])
-        if n in out:
-            continue  # the parser keeps the earliest window of a repeated step number
-        gpu_of_step = is_gpu & (step == n)
-        if gpu_of_step.any():
-            hi = max(hi, int(end[gpu_of_step].max()))
-        out[n] = (int(lo), int(hi))
-    return sorted(out.items(), key=lambda kv: kv[1][0])

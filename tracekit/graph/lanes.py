@@ -2,8 +2,9 @@
 
 A lane is ``'gpu'`` for a device stream, ``'comm'`` when every node on it is
 communication (a ``pt_gloo_runloop`` thread, a dedicated NCCL stream), else ``'cpu'``.
-The rank's main thread (the one carrying ``ProfilerStep#N``) is marked ``is_main``; when
-a trace has no step annotations, it is the host lane with the most nodes.
+The rank's main training thread (:func:`tracekit.core.threads.main_lanes`: the one
+carrying ``ProfilerStep#N``; without step annotations the host thread with the most
+operator time that runs no collective transfer) is marked ``is_main``.
 
 Before: nodes sorted by (rank, lane kind, lane id, start). After::
 
@@ -14,26 +15,32 @@ Before: nodes sorted by (rank, lane kind, lane id, start). After::
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from tracekit.core.schema import EventKind
+from tracekit.core.threads import main_lanes, split_thread_name
 from tracekit.graph.arrays import EventArrays, kind_code
 from tracekit.graph.model import Lane, NodeKind
 from tracekit.graph.select import segment_ids
 
-_THREAD_NAME = re.compile(r"^thread (\d+) \((.*)\)$")
-
 
 def _pretty(name: str, local_id: int, is_gpu: bool) -> str:
+    """'python3 2394' for 'thread 2394 (python3)'; GPU lanes and unnamed threads as named."""
     if is_gpu:
         return name or f"stream {local_id}"
-    m = _THREAD_NAME.match(name)
-    if m:
-        return f"{m.group(2)} {m.group(1)}"
+    parsed = split_thread_name(name)
+    if parsed is not None and parsed[1] is not None:
+        return f"{parsed[1]} {parsed[0]}"
     return name or f"thread {local_id}"
+
+
+def _main_lanes(ev: EventArrays) -> dict[int, int]:
+    """``{rank: thread id}`` of every rank's main training thread among ``ev``."""
+    K = kind_code
+    return main_lanes(rank=ev.rank, lane=ev.lane, is_host=~ev.is_gpu,
+                      is_step=ev.kind == K(EventKind.STEP), is_op=ev.kind == K(EventKind.CPU_OP),
+                      is_comm=ev.kind == K(EventKind.COMM), ts=ev.ts, end=ev.end)
 
 
 def make_lanes(ev: EventArrays, index: np.ndarray, kind: np.ndarray,
@@ -46,8 +53,7 @@ def make_lanes(ev: EventArrays, index: np.ndarray, kind: np.ndarray,
     count = np.bincount(lane_of, minlength=n_lanes)
     comm_count = np.bincount(lane_of, weights=(kind == NodeKind.COMM), minlength=n_lanes)
     lane_names = events["lane_name"]
-    steps = np.flatnonzero(ev.kind == kind_code(EventKind.STEP))
-    step_lanes = {(int(ev.rank[i]), int(ev.lane[i])) for i in steps if not ev.is_gpu[i]}
+    main = _main_lanes(ev)
 
     lanes: list[Lane] = []
     for i in range(n_lanes):
@@ -57,16 +63,8 @@ def make_lanes(ev: EventArrays, index: np.ndarray, kind: np.ndarray,
         if comm_count[i] == count[i]:
             lane_kind = "comm"
         raw = str(lane_names.iat[int(ev.row[index[node]])])
-        lanes.append(Lane(id=i, rank=int(rank[node]), kind=lane_kind, local_id=int(local[node]),
-                          name=_pretty(raw, int(local[node]), gpu),
-                          is_main=(int(rank[node]), int(local[node])) in step_lanes and not gpu))
-    # ranks without step annotations: the busiest host lane is the main one
-    with_main = {ln.rank for ln in lanes if ln.is_main}
-    for r in sorted({ln.rank for ln in lanes} - with_main):
-        host = [ln for ln in lanes if ln.rank == r and ln.kind == "cpu"]
-        if not host:
-            host = [ln for ln in lanes if ln.rank == r]
-        best = max(host, key=lambda ln: count[ln.id])
-        lanes[best.id] = Lane(id=best.id, rank=best.rank, kind=best.kind,
-                              local_id=best.local_id, name=best.name, is_main=True)
+        r, local_id = int(rank[node]), int(local[node])
+        lanes.append(Lane(id=i, rank=r, kind=lane_kind, local_id=local_id,
+                          name=_pretty(raw, local_id, gpu),
+                          is_main=not gpu and main.get(r) == local_id))
     return lane_of, lanes

@@ -9,14 +9,15 @@ Node granularity (the rule every other graph module relies on):
   CUDA runtime calls that queue device work or synchronize (launches, memcpy / memset,
   ``cud*Synchronize``, ``cudaStreamWaitEvent``), collective issue ops (``c10d::allreduce_``,
   ``record_param_comms``), gloo work (``gloo:*`` on ``pt_gloo_runloop`` threads) and
-  blocking waits (``*wait_tensor``, ``c10d::wait``). Annotations (``ProfilerStep#N``,
-  ``record_function`` ranges, python frames) are containers, never nodes. So on a
-  CPU-only run the nodes of the main thread are the top-level ops (``aten::linear``,
-  ``autograd::engine::evaluate_function: AddmmBackward0``, ...) except where an op issues
-  a collective, which is split down to the issue op; on a GPU run they are the launches
-  and syncs plus the host ops between them that launch nothing. Host time that no node
-  covers (python, a parent op's own time around its children) becomes the delay of the
-  lane-order edge into the next node (see :mod:`tracekit.graph.delays`).
+  wait ops (``*wait_tensor``, ``c10d::wait``: :data:`tracekit.core.waits.WAIT_OP`; a
+  blocking collective such as ``c10d::barrier`` is an issue op here). Annotations
+  (``ProfilerStep#N``, ``record_function`` ranges, python frames) are containers, never
+  nodes. So on a CPU-only run the nodes of the main thread are the top-level ops
+  (``aten::linear``, ``autograd::engine::evaluate_function: AddmmBackward0``, ...) except
+  where an op issues a collective, which is split down to the issue op; on a GPU run they
+  are the launches and syncs plus the host ops between them that launch nothing. Host
+  time that no node covers (python, a parent op's own time around its children) becomes
+  the delay of the lane-order edge into the next node (see :mod:`tracekit.graph.delays`).
 
 Before (one host thread, indented by nesting)::
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracekit.core.schema import EventKind
+from tracekit.core.waits import WAIT_OP
 from tracekit.graph.arrays import EventArrays, kind_code
 from tracekit.graph.model import NodeKind
 
@@ -47,8 +49,6 @@ from tracekit.graph.model import NodeKind
 _ANCHOR_RUNTIME = re.compile(r"Synchronize|WaitEvent|Memcpy|Memset", re.IGNORECASE)
 #: host calls that synchronize (become SYNC nodes)
 SYNC_CALL = re.compile(r"Synchronize|WaitEvent", re.IGNORECASE)
-#: host ops that block until communication finished
-WAIT_OP = re.compile(r"wait_tensor|^c10d::wait|^aten::wait|::_wait", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)

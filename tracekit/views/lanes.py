@@ -19,7 +19,6 @@ After :func:`bar_mask`: ``aten::linear`` and ``evaluate_function: AddmmBackward0
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,13 +26,15 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.schema import EventKind
+from tracekit.core.steps import step_windows
+from tracekit.core.threads import main_threads, split_thread_name
 from tracekit.errors import TracekitError
 from tracekit.views.classify import outermost_mask_sorted
 
 _NOT_BARS = (EventKind.STEP.value, EventKind.ANNOTATION.value)
 _LANE_KIND_ORDER = {"cpu": 0, "gpu": 1, "comm": 2}
-_THREAD_NAME = re.compile(r"^thread (-?\d+)(?: \((.*)\))?$")
-_MAIN_HINTS = ("main", "python")
+#: columns :func:`tracekit.core.threads.main_threads` reads
+_MAIN_COLUMNS = ["rank", "lane_kind", "lane", "kind", "ts_ns", "end_ns"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,32 +80,36 @@ def _short_lane_name(lane_kind: str, lane: int, lane_name: str) -> tuple[str, bo
 
     The flag says whether the name is a thread name that may repeat within a rank.
     """
-    m = _THREAD_NAME.match(lane_name)
-    if lane_kind == "cpu" and m:
-        return (m.group(2) or f"thread {lane}"), m.group(2) is not None
+    parsed = split_thread_name(lane_name)
+    if lane_kind == "cpu" and parsed is not None:
+        return (parsed[1] or f"thread {lane}"), parsed[1] is not None
     return (lane_name or f"{lane_kind} {lane}"), False
 
 
 def lane_rows(tables: Iterable[pd.DataFrame]) -> list[Row]:
     """The rows for every lane with at least one bar in any of ``tables``, in display order.
 
-    Order: by rank; within a rank CPU threads (the main / python thread first), then GPU
+    Order: by rank; within a rank CPU threads (the main training thread first, as
+    :func:`tracekit.core.threads.main_threads` finds it in ``tables``: the one holding
+    ``ProfilerStep`` when they have step rows, else the busiest operator thread), then GPU
     streams, then comm lanes, then anything else; by lane id within a kind.
     """
-    frames = []
+    frames, events = [], []
     for t in tables:
         if t is None or not len(t):
             continue
         f = lane_key_frame(t)
         f["lane_name"] = t["lane_name"].astype(str).to_numpy()
         frames.append(f.drop_duplicates(["rank", "lane_kind", "lane"]))
+        events.append(pd.DataFrame({c: t[c].to_numpy() for c in _MAIN_COLUMNS}))
     if not frames:
         return []
     lanes = pd.concat(frames).drop_duplicates(["rank", "lane_kind", "lane"])
+    main = main_threads(pd.concat(events, ignore_index=True))
     rows: list[tuple] = []
     for rank, lk, lane, lname in lanes.itertuples(index=False):
         short, is_thread = _short_lane_name(lk, lane, lname)
-        is_main = lk == "cpu" and any(h in short.lower() for h in _MAIN_HINTS)
+        is_main = lk == "cpu" and main.get(int(rank)) == int(lane)
         rows.append((rank, _LANE_KIND_ORDER.get(lk, 9), not is_main, lane, lk, short, is_thread))
     rows.sort()
     counts: dict[tuple[int, str], int] = {}
@@ -133,35 +138,28 @@ def row_index(events: pd.DataFrame, rows: Sequence[Row]) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class StepSpan:
-    """Where one step lies on one timeline's clock (ns)."""
+    """Where one step lies on one timeline's clock (ns), over every rank drawn."""
 
     step: int
-    #: the step's boundary: its ``ProfilerStep#N`` start (earliest rank), else its first op
+    #: the step's boundary: the earliest rank's step window start (its ``ProfilerStep#N``)
     start_ns: int
-    #: the end of the step's last op on any rank (device work can outlast the host window)
+    #: the latest rank's step window end (device work can outlast the host window)
     end_ns: int
 
 
 def step_spans(events: pd.DataFrame) -> list[StepSpan]:
-    """One :class:`StepSpan` per step number >= 0 present in ``events``, by start."""
+    """One :class:`StepSpan` per step number >= 0 present in ``events``, by start: the
+    earliest start and latest end of the ranks' step windows
+    (:func:`tracekit.core.steps.step_windows` with the device tail, as the summary counts
+    a step)."""
     if not len(events):
         return []
-    step = events["step"].to_numpy()
-    kind = events["kind"].astype(str).to_numpy()
-    ts = events["ts_ns"].to_numpy()
-    end = events["end_ns"].to_numpy()
-    valid = step >= 0
-    if not valid.any():
+    win = step_windows(events, device_tail=True)
+    if not len(win):
         return []
-    df = pd.DataFrame({"step": step[valid], "ts": ts[valid], "end": end[valid],
-                       "is_step": kind[valid] == EventKind.STEP.value})
-    first = df.groupby("step")["ts"].min()
-    last = df.groupby("step")["end"].max()
-    marked = df[df["is_step"]].groupby("step")["ts"].min()
-    spans = [
-        StepSpan(step=int(s), start_ns=int(marked.get(s, first[s])), end_ns=int(last[s]))
-        for s in first.index
-    ]
+    per = win.groupby("step").agg(start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
+    spans = [StepSpan(step=int(s), start_ns=int(r.start_ns), end_ns=int(r.end_ns))
+             for s, r in per.iterrows()]
     return sorted(spans, key=lambda sp: sp.start_ns)
 
 

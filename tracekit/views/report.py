@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 
 from replay.result import ReplayResult, WhatIfResult
 from tracekit.core.run import Run
+from tracekit.core.units import MIB, SIZE_UNITS
 from tracekit.log import get_logger
 from tracekit.views.html import Section, html_table, render_page, write_page
 from tracekit.views.styling import BAR_COLORS, CRITICAL_COLOR, FONT_FAMILY, BarKind
@@ -53,8 +54,6 @@ _SUMMARY_ALIASES = {
 _COLUMN_TITLES = {"rank": "rank", "step_ms": "step", "compute_ms": "compute",
                   "comm_ms": "communication", "exposed_comm_ms": "exposed comm",
                   "overlap_ms": "overlapped comm", "idle_ms": "idle"}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2,
-               "mb": 1024**2, "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
 
 def summary_frame(summary: Any) -> pd.DataFrame | None:
@@ -139,9 +138,9 @@ def sweep_axis(specs: Sequence[str]) -> tuple[str, list[float] | None, list[str]
             return key, None, written
         num, unit = float(m.group(1)), m.group(2).lower()
         if key == "fusion":
-            if unit not in _SIZE_UNITS:
+            if unit not in SIZE_UNITS:
                 return key, None, written
-            num = num * _SIZE_UNITS[unit] / 1024**2
+            num = num * SIZE_UNITS[unit] / MIB
         values.append(num)
     title = "fusion (DDP bucket size)" if key == "fusion" else key
     return title, values, written
@@ -191,17 +190,19 @@ def sweep_figure(w: WhatIfResult, *, baseline: ReplayResult | None) -> go.Figure
 def whatif_rows(baseline: ReplayResult | None,
                 whatifs: Sequence[WhatIfResult]) -> tuple[list[str], list[list], list[bool]]:
     """The what-if table: columns, rows, and which row is the best prediction."""
-    cols = ["what-if", "predicted step (ms)", "speedup", "change (ms)", "baseline error (%)"]
+    cols = ["what-if", "predicted step (ms)", "speedup", "speedup, 95% interval", "change (ms)",
+            "baseline error (%)"]
     err = baseline.error_pct if baseline is not None else float("nan")
     base_ms = baseline.median_step_ms if baseline is not None else float("nan")
     rows: list[list] = []
     if baseline is not None:
         rows.append(["baseline replay (measured "
-                     f"{baseline.median_measured_ms:.2f} ms)", base_ms, 1.0, 0.0, err])
+                     f"{baseline.median_measured_ms:.2f} ms)", base_ms, 1.0, "", 0.0, err])
     for w in whatifs:
         label = w.spec + (f" (best: {w.best_spec})" if w.best_spec else "")
         ms = w.result.median_step_ms
-        rows.append([label, ms, w.speedup, ms - base_ms, err])
+        band = f"{w.speedup_lo:.3f}-{w.speedup_hi:.3f}"
+        rows.append([label, ms, w.speedup, band, ms - base_ms, err])
     best = [False] * len(rows)
     if whatifs:
         i = max(range(len(whatifs)), key=lambda j: whatifs[j].speedup)
@@ -264,8 +265,10 @@ def build_report(
         cols, rows, best = whatif_rows(baseline, whatifs)
         sections.append(Section(heading="What-ifs", html=html_table(cols, rows, highlight=best)
                                 + '<p class="note">speedup = baseline replay / variant '
-                                  "(&gt; 1 is faster); baseline error = baseline replay vs "
-                                  "measured step, the accuracy to expect.</p>"))
+                                  "(&gt; 1 is faster), with its 95% prediction interval "
+                                  "(step-to-step spread and cost-model residuals); baseline "
+                                  "error = baseline replay vs measured step, the accuracy "
+                                  "to expect.</p>"))
     sweeps = [w for w in whatifs if w.sweep]
     for i, w in enumerate(sweeps):
         sections.append(Section(heading=f"Sweep: {w.spec}",
@@ -302,6 +305,8 @@ def _notes_html(run: Run, baseline: ReplayResult | None,
     sources = [("run", run.notes)]
     if baseline is not None:
         sources.append(("baseline replay", baseline.notes))
+    if whatifs:
+        sources.append(("every what-if", whatifs[0].shared_notes))
     sources += [(w.spec, [*w.notes, *w.result.notes]) for w in whatifs]
     for label, notes in sources:
         for n in notes:
