@@ -155,7 +155,8 @@ def test_odd_field_types_are_dropped_with_a_warning(write_trace, caplog):
     events, meta = parse_trace(write_trace(doc))
     check_schema(events)
     assert len(events) == n_good - 2
-    assert "2 events dropped (1 with tid not an integer, 1 with ts not a number)" in caplog.text
+    assert ("2 events dropped (1 with tid missing or not an integer, 1 with ts not a "
+            "number)") in caplog.text
 
 
 # --- property-based: damaged real traces -------------------------------------------------------

@@ -38,7 +38,7 @@ def report(path, what_ifs, timeline_spec, ranks, output, measured_only, steps, c
     from tracekit.views.report import build_report, write_report
 
     if measured_only and what_ifs:
-        raise click.UsageError("--measured-only predicts nothing: drop --what-if or "
+        raise click.UsageError("--measured-only predicts nothing; drop --what-if or "
                                "--measured-only")
     session = open_session(path, steps, comm_model, interference)
     baseline = None

@@ -48,7 +48,7 @@ def timeline(path, what_if, ranks, output, measured_only, export_trace, steps, c
     )
 
     if measured_only and (what_if or export_trace):
-        raise click.UsageError("--measured-only draws no prediction: drop --what-if / "
+        raise click.UsageError("--measured-only draws no prediction; drop --what-if / "
                                "--export-trace, or drop --measured-only")
     session = open_session(path, steps, comm_model, interference)
     run = session.run

@@ -77,8 +77,8 @@ class Event(msgspec.Struct, gc=False, tag_field="ph", tag="X"):
 
     name: str = ""
     cat: str = ""
-    pid: Any = 0
-    tid: Any = 0
+    pid: Any = None
+    tid: Any = None
     ts: Any = None
     dur: Any = None
     args: Args | None = None

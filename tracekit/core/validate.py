@@ -9,7 +9,7 @@ the drops of one file are said in one warning (:func:`tracekit.core.warnings.war
 An event is dropped when
 
 - ``ts``, ``dur``, ``pid`` or ``tid`` is missing or not a number (``"ts": "12"`` is a
-  string, not a time; ``pid``/``tid`` must be integers);
+  string, not a time; ``pid``/``tid`` must be integers: a missing one is not thread 0);
 - ``ts`` is not finite or beyond any clock (:data:`MAX_ABS_TS_US`, or its nanoseconds
   on the trace's base time beyond int64's comfortable range);
 - ``dur`` is NaN or infinite, negative, longer than a day (:data:`MAX_DUR_US`), or longer
@@ -47,7 +47,7 @@ _SPAN_PID = "Spans"
 _OK, _SKIP = 0, 1
 #: reason code -> how the warning names it ("N with <reason>")
 _REASONS = {
-    2: "pid not an integer", 3: "tid not an integer", 4: "no ts", 5: "ts not a number",
+    2: "pid missing or not an integer", 3: "tid missing or not an integer", 4: "no ts", 5: "ts not a number",
     6: "no dur (a complete 'X' event needs one)", 7: "dur not a number",
     8: "ts not finite or beyond any clock", 9: "dur NaN or infinite", 10: "a negative dur",
     11: "dur longer than a day", 12: "a start far outside the trace's time range",
@@ -106,19 +106,25 @@ def _check_ints(values: list[Any], code: int, codes: np.ndarray, spans: bool = F
     """Mark values that are not integers within ±2**62 (bools are not integers); with
     ``spans``, Kineto's ``"Spans"`` pid is skipped silently instead."""
     kinds = set(map(type, values))
-    if kinds <= {int}:
-        try:
-            arr = np.fromiter(values, dtype=np.int64, count=len(values))
-        except OverflowError:
-            pass
-        else:
-            _mark(codes, np.abs(arr) > 2**62, code)
-            return
-    for i, v in enumerate(values):
-        if type(v) is int and -(2**62) <= v <= 2**62:
-            continue
-        if codes[i] == _OK:
-            codes[i] = _SKIP if spans and v == _SPAN_PID else code
+    if not kinds <= {int}:  # usually one "Spans" event: look at the odd ones only
+        odd = [i for i, v in enumerate(values) if v.__class__ is not int]
+        for i in odd:
+            if codes[i] == _OK:
+                codes[i] = _SKIP if spans and values[i] == _SPAN_PID else code
+        values = [v if v.__class__ is int else 0 for v in values]
+    try:
+        arr = np.fromiter(values, dtype=np.int64, count=len(values))
+    except OverflowError:  # an int beyond int64: find it
+        for i, v in enumerate(values):
+            if not -(2**62) <= v <= 2**62:
+                _mark_one(codes, i, code)
+        return
+    _mark(codes, (arr > 2**62) | (arr < -(2**62)), code)
+
+
+def _mark_one(codes: np.ndarray, i: int, code: int) -> None:
+    if codes[i] == _OK:
+        codes[i] = code
 
 
 def _floats(values: list[Any], missing: int, wrong: int, codes: np.ndarray) -> np.ndarray:
