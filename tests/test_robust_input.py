@@ -373,6 +373,13 @@ def test_symlink_loop_is_not_no_such_file(tmp_path, capsys):
     assert code == 2 and "which does not exist" in err
 
 
+def test_unreadable_trace_in_a_folder_is_said(tmp_path, capsys):
+    shutil.copy(GLOO / "rank0.json.gz", tmp_path / "rank0.json.gz")
+    (tmp_path / "rank1.json.gz").symlink_to(tmp_path / "rank1.json.gz")
+    doc, err = summary_json(capsys, tmp_path)
+    assert doc["warnings"] == [f"{tmp_path / 'rank1.json.gz'}: left out: it is a symlink loop"]
+
+
 # --- what-if values ----------------------------------------------------------------------------
 
 WHAT_IF_CASES = {

@@ -17,10 +17,13 @@ Only the fields tracekit reads are kept. The event phase is a msgspec tag, so fl
 instant events decode to empty structs; nested args (``Input Dims``, ``Input type``,
 ``Process Group Ranks``) stay raw JSON until a collective needs them. A gzip file is
 inflated with ISA-L when the optional ``isal`` package is installed (zlib otherwise),
-into one buffer sized from its trailer. A file with an odd field (``"ts": "12"``) fails
-the typed decode and is decoded again leniently (types coerced where possible, events
-that still do not fit skipped with a warning); anything else wrong raises
-:class:`~tracekit.errors.TracekitError` naming the file.
+into one buffer sized from its trailer. A file with an odd field (``"correlation": "5"``)
+fails the typed decode and is decoded again leniently (types coerced where possible, events
+that still do not fit dropped with a warning); ``ts``/``dur``/``pid``/``tid`` are decoded
+as they are, and :mod:`tracekit.core.validate` drops the events whose values are not
+usable numbers. JSON with NaN or Infinity (Python's json writes them) is read with
+Python's json. Anything else wrong raises :class:`~tracekit.errors.TracekitError` naming
+the file.
 """
 
 from __future__ import annotations
@@ -214,7 +217,7 @@ def _decode_nonstandard(raw: bytes, path: Path, exc: Exception) -> Trace | None:
     """JSON with NaN, Infinity or numbers beyond float64 (Python's json writes them):
     decoded by Python's json, the odd numbers become NaN / inf for the event checks to
     drop. None when that fails too."""
-    if "truncated" in str(exc).lower():
+    if "out of range" not in str(exc) and b"NaN" not in raw and b"Infinity" not in raw:
         return None
     try:
         generic = json.loads(raw)

@@ -19,7 +19,12 @@ from pandas.api.types import union_categoricals
 
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
-from tracekit.core.run_checks import check_run, check_trace_rank, missing_path_message
+from tracekit.core.run_checks import (
+    check_run,
+    check_trace_rank,
+    missing_path_message,
+    warn_unreadable_traces,
+)
 from tracekit.core.schema import empty_events
 from tracekit.core.warnings import collecting
 from tracekit.errors import TracekitError
@@ -89,6 +94,7 @@ def discover_trace_files(folder: Path) -> list[Path]:
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name.endswith(_TRACE_SUFFIXES) and p.name not in _NOT_TRACES
     ]
+    warn_unreadable_traces(folder, files, _TRACE_SUFFIXES)
     return files
 
 

@@ -48,6 +48,15 @@ def missing_path_message(path: Path) -> str:
     return "no such file; check the path"
 
 
+def warn_unreadable_traces(folder: Path, found: list[Path], suffixes: tuple[str, ...]) -> None:
+    """Warn about trace-named entries of ``folder`` that are left out because they cannot
+    be read as files (a symlink loop, a dangling symlink)."""
+    kept = set(found)
+    for p in sorted(folder.iterdir()):
+        if p not in kept and p.name.endswith(suffixes) and p.is_symlink():
+            warn(f"{p}: left out: it {missing_path_message(p).split(';')[0]}")
+
+
 def check_trace_rank(meta: TraceMeta, rank: int) -> None:
     """Warn when the trace's own ``distributedInfo.rank`` is not ``rank``, the manifest's."""
     if meta.rank_source == "distributedInfo" and meta.rank is not None and meta.rank != rank:
