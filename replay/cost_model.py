@@ -260,16 +260,6 @@ class FittedCostModel(CommCostModel):
     def notes(self) -> list[str]:
         return [f.describe() for f in self.fits.values()] + list(self.sample_notes)
 
-    def extrapolated(self, collectives) -> list[str]:
-        """Lines saying which of ``collectives`` the run never issued and where their costs
-        come from, e.g. ``reduce_scatter: extrapolated from all_reduce by formula``."""
-        out = []
-        issued = {c for _, c in self.fits}
-        for coll in collectives:
-            if coll not in issued:
-                out.append(f"{coll}: {self.fit_for(coll).source}")
-        return out
-
 
 # --------------------------------------------------------------------------- samples
 
@@ -400,7 +390,7 @@ def comm_samples_from_graph(graph, events: pd.DataFrame | None = None) -> pd.Dat
         "pg": g["pg"].first(), "collective": g["collective"].first(),
         "nbytes": g["nbytes"].max().astype(np.int64), "group_size": size.astype(np.int64),
         "transfer_ns": g["dur"].median().astype(np.int64), "step": g["step"].first(),
-    }).reset_index(drop=True)
+    }).reset_index()
     out.attrs["notes"] = []
     return out
 
@@ -512,9 +502,13 @@ def fit_run_cost_model(run, graph=None, *, algorithm: Algorithm | str = Algorith
     if graph is not None:
         samples = comm_samples_from_graph(graph, run.events)
         samples["pg"] = samples["pg"].astype(str)
-        model = fit_cost_model(samples, backend=run.backend, algorithm=algorithm)
+        model = fit_cost_model(samples.drop(columns="coll_id"), backend=run.backend,
+                               algorithm=algorithm)
         if model.fits:
-            return model
+            from replay.nccl_variants import variant_samples, with_variants
+
+            return with_variants(model, variant_samples(samples, graph, run.events),
+                                 backend=run.backend)
     # no graph, or its comm nodes gave nothing to fit (e.g. one rank of a larger world)
     samples = comm_samples(run.events, world_size=run.world_size)
     return fit_cost_model(samples, backend=run.backend, algorithm=algorithm)

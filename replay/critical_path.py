@@ -79,17 +79,21 @@ def summarize_path(graph: Graph, sched: Schedule, path: list[int]) -> CriticalPa
     """Accounting of one path (see module doc)."""
     by_kind: dict[str, int] = {}
     by_lane: dict[str, int] = {}
+    by_rank: dict[int, int] = {}
     for i, v in enumerate(path):
         dur = int(sched.end_ns[v] - sched.start_ns[v])
         k = _KIND_NAMES[int(graph.kind[v])]
         by_kind[k] = by_kind.get(k, 0) + dur
         label = graph.lanes[int(graph.lane[v])].label
         by_lane[label] = by_lane.get(label, 0) + dur
+        gap = int(sched.start_ns[v] - sched.end_ns[path[i - 1]]) if i else 0
         if i:
-            gap = int(sched.start_ns[v] - sched.end_ns[path[i - 1]])
             by_kind["gap"] = by_kind.get("gap", 0) + gap
+        r = int(graph.rank[v])  # a gap belongs to the rank of the node it delays
+        by_rank[r] = by_rank.get(r, 0) + dur + gap
     total = int(sched.end_ns[path[-1]] - sched.start_ns[path[0]]) if path else 0
-    return CriticalPath(nodes=path, by_kind_ns=by_kind, by_lane_ns=by_lane, total_ns=total)
+    return CriticalPath(nodes=path, by_kind_ns=by_kind, by_lane_ns=by_lane, total_ns=total,
+                        by_rank_ns=by_rank)
 
 
 def critical_paths(graph: Graph, sched: Schedule) -> dict[int, CriticalPath]:
@@ -108,12 +112,14 @@ def merge_paths(paths: list[CriticalPath]) -> CriticalPath:
     nodes: list[int] = []
     by_kind: dict[str, int] = {}
     by_lane: dict[str, int] = {}
+    by_rank: dict[int, int] = {}
     total = 0
     for p in paths:
         nodes.extend(p.nodes)
-        for k, v in p.by_kind_ns.items():
-            by_kind[k] = by_kind.get(k, 0) + v
-        for k, v in p.by_lane_ns.items():
-            by_lane[k] = by_lane.get(k, 0) + v
+        for acc, part in ((by_kind, p.by_kind_ns), (by_lane, p.by_lane_ns),
+                          (by_rank, p.by_rank_ns)):
+            for k, v in part.items():
+                acc[k] = acc.get(k, 0) + v
         total += p.total_ns
-    return CriticalPath(nodes=nodes, by_kind_ns=by_kind, by_lane_ns=by_lane, total_ns=total)
+    return CriticalPath(nodes=nodes, by_kind_ns=by_kind, by_lane_ns=by_lane, total_ns=total,
+                        by_rank_ns=by_rank)

@@ -28,6 +28,9 @@ class CriticalPath:
     #: ns on the path per lane name, e.g. {'rank0 cpu main': 41_000_000}
     by_lane_ns: dict[str, int]
     total_ns: int
+    #: ns on the path per rank (a gap between two path nodes counts for the later one's
+    #: rank), summing to ``total_ns``: through which rank the path runs
+    by_rank_ns: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

@@ -96,8 +96,11 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
                 w_s, w_e = win[0], win[1]
             elif win is not None:  # no annotation: the step's events and its nodes
                 w_s, w_e = min(w_s, win[0]), max(w_e, win[1])
-            p_s = int(sched.ready_ns[a]) - (int(graph.start_ns[a]) - w_s)
-            p_e = int(sched.end_ns[z]) + (w_e - int(mend[z]))
+            # predicted: the window's earliest predicted start and latest predicted end
+            # (without ProfilerStep the window spans every lane, and the node that ended
+            # last as measured need not end last as predicted)
+            p_s = int(sched.ready_ns[nodes].min()) - (int(graph.start_ns[a]) - w_s)
+            p_e = int(sched.end_ns[nodes].max()) + (w_e - int(mend[z]))
             rows.append((r, s, int(graph.lane[a]), w_s, w_e, p_s, p_e))
     df = pd.DataFrame(rows, columns=["rank", "step", "lane", "measured_start", "measured_end",
                                      "predicted_start", "predicted_end"])

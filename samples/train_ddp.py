@@ -57,7 +57,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--backend", choices=["gloo", "nccl"], default=None)
     ap.add_argument("--record-buckets", metavar="FILE", default=None)
     ap.add_argument("--save-params", metavar="FILE", default=None)
+    ap.add_argument("--imbalance", metavar="RANK:FACTOR", default=None,
+                    help="give one rank FACTOR times the batch (a straggler), e.g. 1:3")
     return ap.parse_args(argv)
+
+
+def rank_batch(args, rank: int) -> int | None:
+    """The per-rank batch: ``--batch``, scaled by ``--imbalance`` on its rank."""
+    if not args.imbalance:
+        return args.batch
+    who, _, factor = args.imbalance.partition(":")
+    base = args.batch or build_workload(args.model, hidden=args.hidden,
+                                        layers=args.layers).batch
+    return int(round(base * float(factor))) if int(who) == rank else base
 
 
 def allreduce_after_backward(params, buckets, world: int) -> None:
@@ -108,7 +120,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     rank, world, device = init_distributed(args.backend)
     work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
-                          batch=args.batch, seed=args.seed)
+                          batch=rank_batch(args, rank), seed=args.seed)
     model = work.model.to(device)
     ddp = DDP(model, bucket_cap_mb=args.bucket_mb) if args.bucket_mb is not None else DDP(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=args.momentum)

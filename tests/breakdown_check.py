@@ -20,6 +20,9 @@ Plain Python over the event table (sort-and-merge of intervals, no numpy, none o
 
 from __future__ import annotations
 
+import numpy as np
+from hypothesis import strategies as st
+
 from tracekit.core.waits import waits_for_comm
 
 Interval = tuple[int, int]
@@ -155,3 +158,23 @@ def summarized_rows(steps) -> dict[tuple[int, int], dict[str, int]]:
     """``summarize(run).steps`` in the same shape."""
     return {(int(r["rank"]), int(r["step"])): {f: int(r[f]) for f in FIELDS}
             for r in steps.to_dict("records")}
+
+
+# --- brute force, for property tests of interval code -------------------------------------
+
+#: lists of (start, end) pairs on a 64-slot grid (some empty or reversed)
+interval_lists = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=12)
+
+
+def grid(pairs) -> np.ndarray:
+    """The slots of 0..63 that any ``[start, end)`` of ``pairs`` covers."""
+    cover = np.zeros(64, dtype=bool)
+    for s, e in pairs:
+        cover[s:e] = True
+    return cover
+
+
+def as_arrays(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """``[(s, e), ...]`` -> (starts, ends) int64 arrays."""
+    return (np.array([p[0] for p in pairs], dtype=np.int64),
+            np.array([p[1] for p in pairs], dtype=np.int64))

@@ -55,7 +55,6 @@ BAD_FILES = {
     "no events": ("rank0.json", json.dumps({"traceEvents": []}).encode()),
     "only metadata events": ("rank0.json", json.dumps({"traceEvents": [
         {"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "x"}}]}).encode()),
-    "no rank anywhere": ("trace.json", json.dumps(_doc_without_rank()).encode()),
 }
 
 
@@ -95,7 +94,6 @@ def test_specific_messages(write_trace):
         "JSON, not Kineto": "not a Kineto trace",
         "empty file": "empty",
         "no events": "no duration events",
-        "no rank anywhere": "cannot tell which rank",
     }
     for case, words in cases.items():
         name, data = BAD_FILES[case]
@@ -310,3 +308,21 @@ def test_fields_of_the_wrong_type(data):
     if data.draw(st.booleans()):
         _set(doc, data.draw(st.sampled_from(TOP_FIELDS)), data.draw(odd_values))
     check_parse_or_user_error(json.dumps(doc).encode())
+
+
+def test_one_trace_without_rank_is_rank_0_of_1(tmp_path):
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(_doc_without_rank()))
+    run = load_run(path)
+    assert run.ranks == [0] and run.world_size == 1
+    assert run.traces[0].rank_source == "assumed"
+    assert any("no rank information" in n and "rank 0 of a world of 1" in n for n in run.notes)
+
+
+def test_several_traces_without_rank_say_how_to_name_them(tmp_path):
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text(json.dumps(_doc_without_rank()))
+    with pytest.raises(TracekitError, match="cannot tell which rank") as info:
+        load_run(tmp_path)
+    assert_one_line_naming(info.value, tmp_path / "a.json")
+    assert "rank0.json.gz, rank1.json.gz" in str(info.value) and "b.json" in str(info.value)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import breakdown_check as bc
 import numpy as np
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tracekit.core.intervals import clip, covered_length, difference, union, union_length
 
@@ -54,18 +54,7 @@ def test_covered_length_of_queries():
     assert covered_length(a(0, 3), a(9, 4), a(), a()).tolist() == [0, 0]
 
 
-intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=12)
-
-
-def grid(pairs) -> np.ndarray:
-    cover = np.zeros(64, dtype=bool)
-    for s, e in pairs:
-        cover[s:e] = True
-    return cover
-
-
-def arrays(pairs):
-    return a(*[p[0] for p in pairs]), a(*[p[1] for p in pairs])
+intervals, grid, arrays = bc.interval_lists, bc.grid, bc.as_arrays
 
 
 @settings(max_examples=200, deadline=None)

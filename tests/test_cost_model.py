@@ -104,8 +104,7 @@ def test_other_types_are_extrapolated_by_formula_and_say_so():
     assert rs.total_ns == pytest.approx(3 * 50_000 + 0.75 * 8 * MB / 2e9 * 1e9, rel=1e-6)
     # by formula, a ring reduce-scatter costs half an all-reduce
     assert rs.total_ns == pytest.approx(model.time_ns("all_reduce", 8 * MB, 4) / 2, rel=1e-6)
-    assert model.extrapolated(["all_reduce", "all_gather"]) == [
-        "all_gather: extrapolated from all_reduce by formula"]
+    assert model.fit_for("all_gather").source == "extrapolated from all_reduce by formula"
 
 
 def test_single_size_borrows_latency_from_another_type():

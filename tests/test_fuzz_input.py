@@ -16,6 +16,7 @@ import copy
 import gzip
 import json
 import math
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -207,13 +208,19 @@ def _valid_number(v) -> bool:
     return type(v) in (int, float) and math.isfinite(v)
 
 
+def _valid_id(v) -> bool:
+    """An integer, or the strings old Kineto wrote for ids ("1890023232", "stream 7")."""
+    return type(v) is int or (isinstance(v, str)
+                              and re.fullmatch(r"(?:stream )?-?[0-9]{1,18}", v) is not None)
+
+
 def _valid_ts_ns(doc: dict) -> np.ndarray:
     """The ns timestamps of the events whose ts, dur, pid and tid are valid numbers (an
     independent oracle: the table may hold only these)."""
     base = doc.get("baseTimeNanoseconds") or 0
     ts = [e["ts"] for e in doc["traceEvents"]
           if e.get("ph") == "X" and _valid_number(e.get("ts")) and _valid_number(e.get("dur"))
-          and e["dur"] >= 0 and type(e.get("pid")) is int and type(e.get("tid")) is int
+          and e["dur"] >= 0 and _valid_id(e.get("pid")) and _valid_id(e.get("tid"))
           and abs(e["ts"]) < 9e15]
     return np.unique(_times_ns(np.array(ts, dtype=np.float64), base))
 

@@ -61,8 +61,6 @@ def test_fit_recovers_the_design_example():
     row = fit.per_op.iloc[0]
     assert (row["name"], row["n_alone"], row["n_beside"]) == ("aten::mm", 4, 4)
     assert fit.n_samples == 8
-    assert fit.factor_for("aten::mm", 0) == pytest.approx(5.6 / 1.2)
-    assert fit.factor_for("aten::relu", 0) == fit.per_rank[0]
     assert "4.67x slower" in fit.describe()
 
 

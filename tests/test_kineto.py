@@ -168,13 +168,20 @@ def test_a100_nccl_kernels_carry_bytes_from_their_args(a100_trace):
     assert (reduces["comm_bytes"] == reduces["in_nelems"] * 4).all()
 
 
-def test_old_nccl_kernels_are_comm_without_bytes(world128_rank0_trace):
+def test_old_nccl_kernels_take_collective_and_bytes_from_their_launching_op(
+        world128_rank0_trace):
     events, _ = parse_trace(world128_rank0_trace)
     comm = events[events["kind"] == "comm"]
     assert len(comm) > 0
     assert (comm["lane_kind"] == "gpu").all()
-    assert set(comm["collective"].astype(str)) == {"send_recv"}
-    assert (comm["comm_bytes"] == -1).all()  # the kernels carry no args
+    # the kernels are all ncclKernel_SendRecv_* and carry no args: what they ran and its
+    # size come from the nccl:* / record_param_comms op around each kernel's launch
+    assert comm["name"].astype(str).str.startswith("ncclKernel_SendRecv").all()
+    host = events[(events["lane_kind"] == "cpu")
+                  & events["name"].astype(str).str.startswith("nccl:")]
+    assert set(comm["collective"].astype(str)) <= set(host["collective"].astype(str))
+    assert (comm["comm_bytes"] > 0).all()
+    assert set(comm["comm_bytes"]) <= set(host["comm_bytes"])
     # the host-side annotations do carry sizes, from Input Dims / Input type
     ann = events[events["name"] == "nccl:all_reduce"]
     raw = [e for e in raw_x_events(world128_rank0_trace) if e["name"] == "nccl:all_reduce"]

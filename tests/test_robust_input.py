@@ -226,7 +226,7 @@ EVENT_DAMAGE = {
     "no dur": (lambda e: e.pop("dur"), "no dur"),
     "string dur": (lambda e: e.__setitem__("dur", "300"), "dur not a number"),
     "string ts": (lambda e: e.__setitem__("ts", "1010"), "ts not a number"),
-    "string pid": (lambda e: e.__setitem__("pid", "1"), "pid missing or not an integer"),
+    "string pid": (lambda e: e.__setitem__("pid", "main"), "pid missing or not an integer"),
     "bool tid": (lambda e: e.__setitem__("tid", True), "tid missing or not an integer"),
     "far away": (lambda e: e.__setitem__("ts", e["ts"] + 1e13), "a start far outside"),
     "ts beyond any clock": (lambda e: e.__setitem__("ts", 1e17), "ts not finite or beyond"),

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tracekit.analysis.breakdown import breakdown, summarize
 from tracekit.cli import cli, main
@@ -21,19 +20,7 @@ from tracekit.core.waits import waits_for_comm
 
 # --- interval arithmetic against a brute-force grid ----------------------------------------
 
-intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=12)
-
-
-def grid(pairs) -> np.ndarray:
-    cover = np.zeros(64, dtype=bool)
-    for s, e in pairs:
-        cover[s:e] = True
-    return cover
-
-
-def arrays(pairs):
-    return (np.array([p[0] for p in pairs], dtype=np.int64),
-            np.array([p[1] for p in pairs], dtype=np.int64))
+intervals, grid, arrays = bc.interval_lists, bc.grid, bc.as_arrays
 
 
 @settings(max_examples=200, deadline=None)
@@ -317,7 +304,8 @@ def test_json_output_shape(gloo_2rank_dir):
     result = CliRunner().invoke(cli, ["summary", str(gloo_2rank_dir), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert set(doc) == {"world_size", "ranks_present", "step_ms", "ranks", "notes", "warnings"}
+    assert set(doc) == {"world_size", "ranks_present", "step_ms", "ranks", "stragglers", "notes",
+                        "warnings"}
     assert doc["warnings"] == []
     assert doc["world_size"] == 2 and doc["ranks_present"] == [0, 1]
     assert [r["rank"] for r in doc["ranks"]] == [0, 1]

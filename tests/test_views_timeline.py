@@ -32,7 +32,8 @@ def events_table(rows: list[dict]) -> pd.DataFrame:
             "kind": "cpu_op", "step": 0, "correlation": -1, "external_id": -1,
             "collective": "", "comm_bytes": -1, "in_nelems": -1, "out_nelems": -1,
             "dtype": "", "group_size": -1, "pg_name": "", "pg_ranks": "", "seq": -1,
-            "wait_on_stream": -1, "wait_on_corr": -1}
+            "wait_on_stream": -1, "wait_on_corr": -1, "nccl_algo": "", "nccl_proto": "",
+            "nccl_channels": -1, "nccl_comm": ""}
     recs = []
     for r in rows:
         rec = {**base, **r}

@@ -79,19 +79,6 @@ class InterferenceFit:
     def n_ops(self) -> int:
         return len(self.per_op)
 
-    def factor_for(self, name: str, rank: int | None = None) -> float:
-        """The op's own ratio on that rank when it was measured, else the rank's factor,
-        else the overall one."""
-        ops = self.per_op
-        if len(ops):
-            hit = ops[(ops["name"] == name) & ((ops["rank"] == rank) if rank is not None
-                                               else True)]
-            if len(hit):
-                return float(np.average(hit["ratio"], weights=hit["weight_ns"]))
-        if rank is not None and rank in self.per_rank:
-            return self.per_rank[rank]
-        return self.factor
-
     def describe(self) -> str:
         ranks = ", ".join(f"rank {r}: {f:.2f}x" for r, f in sorted(self.per_rank.items()))
         return (f"interference: compute runs {self.factor:.2f}x slower beside communication "

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tracekit.analysis.stragglers import Straggler, find_stragglers
 from tracekit.core.intervals import clip, difference, union, union_length
 from tracekit.core.run import Run
 from tracekit.core.schema import EventKind, LaneKind
@@ -107,6 +108,9 @@ class Summary:
     #: one row per rank and step, columns :data:`STEP_COLUMNS`; ``basis`` is 'gpu' or 'cpu'
     steps: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: ranks whose compute per step exceeds the fastest rank's by more than 5%, largest
+    #: excess first (:mod:`tracekit.analysis.stragglers`)
+    stragglers: list[Straggler] = field(default_factory=list)
 
     @property
     def step_ms(self) -> float:
@@ -144,6 +148,7 @@ class Summary:
             "ranks_present": [int(r) for r in self.ranks_present],
             "step_ms": round(self.step_ms, 6),
             "ranks": ranks,
+            "stragglers": [s.to_json() for s in self.stragglers],
             "notes": list(self.notes),
         }
 
@@ -166,7 +171,7 @@ def summarize(run: Run) -> Summary:
         if col.endswith("_ns") or col in ("rank", "step"):
             steps[col] = steps[col].astype(np.int64)
     return Summary(world_size=run.world_size, ranks_present=run.ranks, steps=steps,
-                   notes=notes)
+                   notes=notes, stragglers=find_stragglers(run, steps))
 
 
 def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]:

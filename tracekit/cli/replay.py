@@ -92,6 +92,8 @@ def _path_json(cp: CriticalPath | None, n_steps: int) -> dict:
         "nodes": len(cp.nodes),
         "by_kind_ms": {k: v / 1e6 for k, v in sorted(cp.by_kind_ns.items(), key=lambda kv: -kv[1])},
         "by_lane_ms": {k: v / 1e6 for k, v in lanes[:8]},
+        "by_rank_ms": {str(r): v / 1e6 for r, v in sorted(cp.by_rank_ns.items(),
+                                                          key=lambda kv: -kv[1])},
     }
 
 
@@ -185,6 +187,10 @@ def format_replay(doc: dict) -> str:
                            for k, v in cp["by_kind_ms"].items() if v > 0)
         top = next(iter(cp["by_lane_ms"].items()), None)
         where = f"; busiest lane {top[0]} {top[1] / cp['total_ms'] * 100:.0f}%" if top else ""
+        rank = next(iter(cp.get("by_rank_ms", {}).items()), None)
+        if rank is not None and len(doc["ranks_present"]) > 1:
+            where += (f"; runs through rank {rank[0]} for "
+                      f"{rank[1] / cp['total_ms'] * 100:.0f}% of it")
         lines.append("")
         lines.append(f"critical path ({cp['per_step_ms']:.3f} ms per step): {parts}{where}")
     if doc["what_ifs"]:

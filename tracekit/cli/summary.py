@@ -7,6 +7,7 @@ import json
 import click
 
 from tracekit.analysis.breakdown import Summary, summarize
+from tracekit.analysis.collectives import collective_table, format_collective_table
 from tracekit.core.run import load_run
 
 _EPILOG = """\b
@@ -36,9 +37,19 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
   {"world_size": 2, "ranks_present": [0, 1], "step_ms": 23.6,
    "ranks": [{"rank": 0, "steps": [{"step": 2, "ms": 23.56, "compute_ms": 4.81,
      "comm_ms": 19.31, "exposed_comm_ms": 17.14, "idle_ms": 1.61,
-     "overlap_ms": 2.17}]}], "notes": [...], "warnings": [...]}
-  step_ms is the median over steps of the slowest rank's step time. warnings: what
-  was left out reading the run (dropped events, incomplete steps, ...), also on stderr.
+     "overlap_ms": 2.17}]}],
+   "stragglers": [{"rank": 1, "excess_ms": 8.1, "excess_pct": 16.8, "compute_ms": 56.2,
+     "fastest_rank": 0, "fastest_ms": 48.1,
+     "top_ops": [{"name": "aten::addmm", "excess_ms": 6.2}]}],
+   "notes": [...], "warnings": [...]}
+  step_ms is the median over steps of the slowest rank's step time. A straggler is a
+  rank whose median compute per step exceeds the fastest rank's by more than 5%; its
+  top_ops are the ops with the most excess time per step. warnings: what was left out
+  reading the run (dropped events, incomplete steps, ...), also on stderr.
+  "collectives" (runs with NCCL kernels): one row per collective, algorithm and protocol:
+  {"collective": "all_reduce", "algorithm": "ring", "protocol": "ll", "calls": 36,
+   "median_bytes": 1048576, "channels": 16, "total_ms": 12.5, "source": "NCCL log"}
+  (algorithm / protocol from NCCL's log in the run folder, else the kernel name).
 """
 
 
@@ -50,10 +61,20 @@ def summary(path: tuple[str, ...], as_json: bool) -> None:
     per rank and step of PATH: a run folder, a folder of Kineto traces, or trace files."""
     run = load_run(list(path) if len(path) > 1 else path[0], progress=True)
     result = summarize(run)
+    collectives = collective_table(run)
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "warnings": list(run.warnings)}))
+        doc = result.to_json()
+        if collectives:
+            doc["collectives"] = collectives
+        doc["warnings"] = list(run.warnings)
+        click.echo(json.dumps(doc))
     else:
-        click.echo(format_summary(result))
+        text = format_summary(result)
+        if collectives:
+            head, sep, notes = text.partition("\nnote: ")
+            text = "\n".join([head, *format_collective_table(collectives)]) + (
+                sep + notes if sep else "")
+        click.echo(text)
 
 
 def format_summary(result: Summary) -> str:
@@ -75,6 +96,11 @@ def format_summary(result: Summary) -> str:
     lines.append("")
     lines.append("times in ms; compute + exposed + idle = step; comm = exposed + overlap "
                  "(tracekit summary --help for the definitions)")
+    for s in result.stragglers:
+        ops = ", ".join(f"{name} +{ms:.2f}" for name, ms in s.top_ops) or "no single op"
+        lines.append(f"straggler: rank {s.rank} computes {s.excess_ms:.2f} ms per step more "
+                     f"than rank {s.fastest_rank} (+{s.excess_ms / s.fastest_ms * 100:.0f}%); "
+                     f"most of it in {ops}")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 

@@ -34,6 +34,7 @@ from math import prod
 import msgspec
 import numpy as np
 
+from tracekit.core.nccl_kernels import is_nccl_kernel
 from tracekit.core.schema import Collective, dtype_bytes
 
 _KEYWORDS = [
@@ -173,6 +174,25 @@ def _raw(value: msgspec.Raw):
     return msgspec.json.decode(value) if len(value) else None
 
 
+def _name_classes(name_uniques: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct name: its collective code, and 1 for an NCCL kernel, 2 for a gloo
+    event (the transfers), else 0."""
+    coll_of_name = np.zeros(len(name_uniques), dtype=np.int8)
+    transfer_name = np.zeros(len(name_uniques), dtype=np.int8)
+    unknown = _COLLECTIVE_CODE[Collective.UNKNOWN.value]
+    for code, nm in enumerate(name_uniques):
+        nccl_kernel = is_nccl_kernel(nm)
+        if nm.startswith(_COMM_PREFIXES) or nccl_kernel:
+            coll_of_name[code] = _COLLECTIVE_CODE[normalize_collective(nm)]
+            if nm.startswith("gloo:"):
+                transfer_name[code] = 2
+            elif nccl_kernel:
+                transfer_name[code] = 1
+                # ncclDevKernel_Generic: a collective, which one the launching op says
+                coll_of_name[code] = coll_of_name[code] or unknown
+    return coll_of_name, transfer_name
+
+
 def comm_fields(
     name_codes: np.ndarray,
     name_uniques: list[str],
@@ -188,16 +208,7 @@ def comm_fields(
     a Python-level look.
     """
     n_names = len(name_uniques)
-    coll_of_name = np.zeros(n_names, dtype=np.int8)
-    transfer_name = np.zeros(n_names, dtype=np.int8)  # 1: NCCL kernel name, 2: gloo event
-    for code, nm in enumerate(name_uniques):
-        if nm.startswith(_COMM_PREFIXES):
-            coll_of_name[code] = _COLLECTIVE_CODE[normalize_collective(nm)]
-            if nm.startswith("gloo:"):
-                transfer_name[code] = 2
-            elif nm.startswith(_NCCL_KERNEL_PREFIXES):
-                transfer_name[code] = 1
-
+    coll_of_name, transfer_name = _name_classes(name_uniques)
     cand = coll_of_name[name_codes] > 0 if n_names else np.zeros(len(args), dtype=bool)
     with_arg = [i for i, a in enumerate(args) if a.collective_name is not None]
     if with_arg:

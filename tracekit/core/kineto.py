@@ -40,6 +40,7 @@ import pandas as pd
 
 from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
 from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
+from tracekit.core.nccl_kernels import link_host_collectives, nccl_kernel_columns
 from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
 from tracekit.core.validate import usable_events
 from tracekit.errors import TracekitError
@@ -77,7 +78,8 @@ class TraceMeta:
     path: str
     #: global rank, from ``distributedInfo``, else the file name; None when neither says.
     rank: int | None
-    #: where ``rank`` came from: 'distributedInfo', 'filename', 'manifest' or 'none'.
+    #: where ``rank`` came from: 'distributedInfo', 'filename', 'manifest', 'none', or
+    #: 'assumed' (a lone trace without rank information: rank 0, see core.unranked).
     rank_source: str
     #: world size from ``distributedInfo``, None when absent.
     world_size: int | None
@@ -238,6 +240,7 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
         rank_source = "filename" if rank is not None else "none"
 
     events = _columns(xs, base_ns, _thread_names(metas), rank if rank is not None else -1, path)
+    link_host_collectives(events)  # Generic NCCL kernels, sizes from record_param_comms
     steps = _assign_steps(events)
     if not steps:
         log.info("%s: no ProfilerStep#N annotations; the whole trace is one window (step 0)",
@@ -419,6 +422,7 @@ def _columns(xs: list[Event], base_ns: int, thread_names: dict, rank: int,
         "seq": _sparse_int(comm.index, comm.seq, n)[o],
         "wait_on_stream": wait_stream[o],
         "wait_on_corr": wait_corr[o],
+        **nccl_kernel_columns(name_codes[o], name_uniques, is_kernel[o]),
     }
     assert list(columns) == list(EVENT_COLUMNS)
     return pd.DataFrame(columns, copy=False)

@@ -35,6 +35,7 @@ from typing import Any, Union
 
 import msgspec
 
+from tracekit.core.formats import check_foreign
 from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -57,7 +58,8 @@ class Args(msgspec.Struct, gc=False):
     # to _decode_leniently, which coerces (strict=False) and skips events that still fail.
     external_id: int = msgspec.field(default=-1, name="External id")
     correlation: int = -1
-    stream: int = -1
+    #: ROCm runtime calls record their stream as a pointer string ('0x0'): read as absent
+    stream: int | str = -1
     collective_name: str | None = msgspec.field(default=None, name="Collective name")
     in_nelems: int = msgspec.field(default=-1, name="In msg nelems")
     out_nelems: int = msgspec.field(default=-1, name="Out msg nelems")
@@ -181,6 +183,7 @@ def decode_trace(path: Path) -> Trace:
     """Read, inflate and decode one trace file (see the module docstring)."""
     data = _read_file(path)
     raw = _gunzip(data, path) if data[:2] == _GZIP_MAGIC else data
+    check_foreign(raw[:4096], path)  # rocprofv3, nsys, Perfetto, ...: say so, in one line
     if len(raw) < 256 and not raw.strip():
         raise TracekitError("file is empty; re-export the trace", path=str(path))
     for attempt in (1, 2):

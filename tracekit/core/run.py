@@ -2,7 +2,9 @@
 one trace file, or a list of files. Every command starts here.
 
 Ranks come from the manifest, else each trace's ``distributedInfo.rank``, else the file
-name (``rank3``, ``rank-3``, ``worker3``). Problems a user can fix raise
+name (``rank3``, ``rank-3``, ``worker3``); a lone trace without any is rank 0. A run
+folder's ``nccl/rank<N>.log`` (NCCL's own log, captured by ``tracekit profile``) is attached
+to the NCCL kernels (:mod:`tracekit.core.nccl_attach`). Problems a user can fix raise
 :class:`~tracekit.errors.TracekitError` with a one-line message naming the file.
 """
 
@@ -17,8 +19,10 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
+from tracekit.core.formats import foreign_files_hint
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
+from tracekit.core.nccl_attach import attach_logs_to_events
 from tracekit.core.run_checks import (
     check_run,
     check_trace_rank,
@@ -26,6 +30,7 @@ from tracekit.core.run_checks import (
     warn_unreadable_traces,
 )
 from tracekit.core.schema import empty_events
+from tracekit.core.unranked import unranked_note, unranked_trace
 from tracekit.core.warnings import collecting
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -123,6 +128,7 @@ def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, li
             nested = sorted({p.parent for p in folder.glob("*/*")
                              if p.is_file() and p.name.endswith(_TRACE_SUFFIXES)})
             hint = (f"its subfolder {nested[0]} has some: pass that folder" if nested else
+                    foreign_files_hint(folder) or
                     "point at the folder torch.profiler wrote, or record one with "
                     "'tracekit profile'")
             raise TracekitError(f"folder holds no trace files (*.json or *.json.gz); {hint}",
@@ -171,11 +177,7 @@ def _load_run(source: str | Path | Sequence[str | Path], *, progress: bool) -> R
         events, meta = parse_trace(f)
         rank = rank_from_manifest.get(str(f), meta.rank)
         if rank is None:
-            raise TracekitError(
-                "cannot tell which rank this trace is: it has no distributedInfo.rank and "
-                "its name has no rank number; rename it to include one, e.g. rank0.json",
-                path=str(f),
-            )
+            rank, meta = unranked_trace(f, meta, files)
         if str(f) in rank_from_manifest:
             check_trace_rank(meta, rank)
             meta = replace(meta, rank=rank, rank_source="manifest")
@@ -194,6 +196,7 @@ def _load_run(source: str | Path | Sequence[str | Path], *, progress: bool) -> R
                      len(events), i + 1, len(files), time.perf_counter() - t0)
 
     events = concat_events([tables[r] for r in sorted(tables)])
+    events, nccl_notes = attach_logs_to_events(root, events)  # <run>/nccl/rank*.log
     world = max(
         [m.world_size or 0 for m in metas.values()]
         + [manifest.world_size if manifest else 0, len(metas)]
@@ -209,6 +212,8 @@ def _load_run(source: str | Path | Sequence[str | Path], *, progress: bool) -> R
         world_size=world,
         backend=backend,
     )
+    run.notes.extend(unranked_note(metas))
+    run.notes.extend(nccl_notes)
     if not run.complete:
         run.notes.append(
             f"incomplete world: traces for {len(metas)} of {world} ranks "

@@ -80,6 +80,9 @@ class Collective(str, Enum):
     RECV = "recv"
     SEND_RECV = "send_recv"
     BARRIER = "barrier"
+    #: an NCCL kernel that does not say which collective it runs (``ncclDevKernel_Generic``)
+    #: and whose launching op does not either
+    UNKNOWN = "unknown"
 
 
 #: Column name -> (dtype, meaning). The order is the table's column order. Stable: new
@@ -110,6 +113,12 @@ EVENT_COLUMNS: dict[str, tuple[str, str]] = {
     "seq": ("int64", "collective sequence number within its process group, -1 unknown"),
     "wait_on_stream": ("int64", "SYNC: the stream waited on ('Stream Wait Event'), -1"),
     "wait_on_corr": ("int64", "SYNC: correlation of the cudaEventRecord waited on, -1"),
+    "nccl_algo": ("category", "NCCL kernel: algorithm (ring, tree, nvls, ...) from NCCL's "
+                  "log, else from the kernel name, ''"),
+    "nccl_proto": ("category", "NCCL kernel: protocol (ll, ll128, simple), as nccl_algo, ''"),
+    "nccl_channels": ("int32", "NCCL kernel: channels it ran on (NCCL's log), -1 unknown"),
+    "nccl_comm": ("category", "NCCL kernel: its communicator (commId, else address) from "
+                  "NCCL's log, ''"),
 }
 
 #: Integer columns use -1 for "absent"; string columns use "".

@@ -9,21 +9,24 @@ the drops of one file are said in one warning (:func:`tracekit.core.warnings.war
 An event is dropped when
 
 - ``ts``, ``dur``, ``pid`` or ``tid`` is missing or not a number (``"ts": "12"`` is a
-  string, not a time; ``pid``/``tid`` must be integers: a missing one is not thread 0);
+  string, not a time; ``pid``/``tid`` are ids: integers, or the strings old Kineto
+  wrote for them, ``"tid": "1890023232"`` and ``"tid": "stream 7"``; a missing one is
+  not thread 0);
 - ``ts`` is not finite or beyond any clock (:data:`MAX_ABS_TS_US`, or its nanoseconds
   on the trace's base time beyond int64's comfortable range);
-- ``dur`` is NaN or infinite, negative, longer than a day (:data:`MAX_DUR_US`), or longer
-  than the trace's whole span (:func:`_too_long`);
+- ``dur`` is NaN or infinite, negative, longer than a day (:data:`MAX_DUR_US`), or
+  orders of magnitude longer than the trace's whole span (:func:`_too_long`);
 - it starts far outside the trace's time range: more than :data:`FAR_GAP_US` (or the
   profiler's own span, when longer) away from the events around it (:func:`_far_away`).
 
-Kineto's own ``"pid": "Spans"`` event (the profiler's recording window) is not an
-operation: it is skipped without a word. When every duration event is dropped,
+Kineto's own ``"pid": "Spans"`` event (``"Traces"`` in older Kineto: the profiler's
+recording window) is not an operation: it is skipped without a word. When every duration event is dropped,
 :func:`usable_events` raises :class:`~tracekit.errors.TracekitError` saying why.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +41,16 @@ MAX_ABS_TS_US = 9e15
 MAX_DUR_US = 86_400e6
 #: µs: a start this far from every other event is not part of the same recording
 FAR_GAP_US = 3_600e6
-#: µs: durations up to the trace's span plus this much are always plausible
-MIN_SLACK_US = 1e6
+#: a duration may exceed the trace's whole span W up to SPAN_FACTOR * W + SPAN_SLACK_US:
+#: real steps overrun the profiler's window (torch.compile's first step: 13 s in a 0.36 s
+#: window), damage is orders of magnitude off
+SPAN_FACTOR, SPAN_SLACK_US = 10.0, 60e6
 #: ns: every time must stay well inside int64 after adding the trace's base time
 _MAX_ABS_NS = 2.0**62
-_SPAN_PID = "Spans"
+#: Kineto's own recording-window event: ``"pid": "Spans"`` (``"Traces"`` before 2022)
+_SPAN_PIDS = frozenset({"Spans", "Traces"})
+#: ids written as text: an integer, or old Kineto's GPU ``"tid": "stream 7"``
+_INT_TEXT = re.compile(r"^(?:stream )?-?[0-9]{1,18}$")
 
 _OK, _SKIP = 0, 1
 #: reason code -> how the warning names it ("N with <reason>")
@@ -103,15 +111,20 @@ def _mark(codes: np.ndarray, bad: np.ndarray, code: int) -> None:
 
 
 def _check_ints(values: list[Any], code: int, codes: np.ndarray, spans: bool = False) -> None:
-    """Mark values that are not integers within ±2**62 (bools are not integers); with
-    ``spans``, Kineto's ``"Spans"`` pid is skipped silently instead."""
+    """Mark ids that are not integers within ±2**62 (bools are not; a string of an integer
+    is); with ``spans``, Kineto's ``"Spans"`` pid is skipped silently instead."""
     kinds = set(map(type, values))
     if not kinds <= {int}:  # usually one "Spans" event: look at the odd ones only
         odd = [i for i, v in enumerate(values) if v.__class__ is not int]
+        values = list(values)
         for i in odd:
+            v = values[i]
+            if v.__class__ is str and _INT_TEXT.match(v):
+                values[i] = int(v.rpartition(" ")[2])
+                continue
+            values[i] = 0
             if codes[i] == _OK:
-                codes[i] = _SKIP if spans and values[i] == _SPAN_PID else code
-        values = [v if v.__class__ is int else 0 for v in values]
+                codes[i] = _SKIP if spans and v in _SPAN_PIDS else code
     try:
         arr = np.fromiter(values, dtype=np.int64, count=len(values))
     except OverflowError:  # an int beyond int64: find it
@@ -180,10 +193,10 @@ def _far_away(codes: np.ndarray, ts: np.ndarray, span_us: float) -> None:
 
 
 def _too_long(codes: np.ndarray, ts: np.ndarray, dur: np.ndarray, span_us: float) -> None:
-    """Durations beyond the trace's whole span W (the profiler's window, or the spread
-    of the starts when longer) by more than max(W, :data:`MIN_SLACK_US`)."""
+    """Durations beyond :data:`SPAN_FACTOR` times the trace's whole span W (the
+    profiler's window, or the spread of the starts when longer) plus :data:`SPAN_SLACK_US`."""
     ok = np.flatnonzero(codes == _OK)
     if not len(ok):
         return
     width = max(float(ts[ok].max() - ts[ok].min()), span_us)
-    codes[ok[dur[ok] > width + max(width, MIN_SLACK_US)]] = _LONG
+    codes[ok[dur[ok] > SPAN_FACTOR * width + SPAN_SLACK_US]] = _LONG

@@ -48,6 +48,7 @@ from tracekit.graph.host import add_host_edges
 from tracekit.graph.lanes import make_lanes
 from tracekit.graph.model import EdgeKind, Graph
 from tracekit.graph.select import select_nodes
+from tracekit.graph.unrecorded import add_unrecorded_waits
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -121,6 +122,7 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     dev = add_device_edges(d)
     host = add_host_edges(d)
     coll = match_collectives(d, world_size=run.world_size, ranks_present=run.ranks)
+    n_unrecorded = add_unrecorded_waits(d)
     src, dst, ekind, inferred = d.edges()
     delay, _ = calibrate_delays(src=src, dst=dst, kind=ekind, target_start=d.start,
                                 source_end=d.end, lane=lane, rank=d.rank)
@@ -171,6 +173,11 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     elif gpu_ranks and not dev["stream_wait"] and _has_cross_stream(lanes):
         graph.notes.append("no cuda_sync events: waits between streams are not recorded, so "
                            "each stream's start gaps are kept as measured delays")
+    if n_unrecorded:
+        graph.notes.append(
+            f"{n_unrecorded} device op(s) started long after their launch with nothing in the "
+            "trace to wait for (work queued before the trace began, or an event recorded "
+            "outside it): those waits are kept as measured")
     graph.notes.extend(d.notes)
     if coll["instances"]:
         graph.notes.append(

@@ -62,10 +62,11 @@ def match_collectives(d: GraphDraft, *, world_size: int, ranks_present: list[int
     rank = ev.rank[idx]
     pg = np.array([ev.pg_names[c] for c in ev.pg_name[idx]], dtype=object)
     lanes = d.lanes
+    on_gpu, lane_of = d.is_gpu[comm], d.lane[comm]
     channel = [
-        f"pg {pg[i]}" if pg[i] else (f"stream {lanes[d.lane[v]].local_id}" if d.is_gpu[v]
+        f"pg {pg[i]}" if pg[i] else (f"stream {lanes[lane_of[i]].local_id}" if on_gpu[i]
                                      else "gloo")
-        for i, v in enumerate(comm)
+        for i in range(len(comm))
     ]
     by_channel: dict[str, list[int]] = defaultdict(list)
     for i, ch in enumerate(channel):

@@ -61,10 +61,14 @@ def calibrate_delays(*, src: np.ndarray, dst: np.ndarray, kind: np.ndarray,
     seg_max = np.maximum.reduceat(val, seg_start)
     seg_len = np.diff(np.concatenate([seg_start, [m]]))
     is_max = val == np.repeat(seg_max, seg_len)
-    # first edge reaching the maximum in each segment binds
+    # first edge reaching the maximum in each segment binds; a wait for something outside
+    # the trace (UNRECORDED, beside the LAUNCH edge from the same call) takes the gap, so
+    # the launch latency of other ops is not learned from it
     pos = np.arange(m)
     cand = np.where(is_max, pos, m)
+    cand = np.where(is_max & (kind == EdgeKind.UNRECORDED), pos - m, cand)
     first_max = np.minimum.reduceat(cand, seg_start)
+    first_max = np.where(first_max < 0, first_max + m, first_max)
     binding[first_max] = True
 
     lane_edge = kind == EdgeKind.LANE_ORDER

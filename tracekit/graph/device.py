@@ -87,18 +87,20 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
 
 
 def _launch_pairs(d: GraphDraft) -> tuple[np.ndarray, np.ndarray]:
-    """``(host, device)`` node pairs of every launch: a host call and the device op with
-    the same (rank, correlation)."""
+    """``(host, device)`` node pairs of every launch: a host call and each device op with
+    the same (rank, correlation). A CUDA / HIP graph launch (``cudaGraphLaunch``,
+    ``hipGraphLaunch``) queues every kernel of the graph under its one correlation id, so
+    one host node can launch many device nodes, on several streams."""
     rank, corr, is_gpu = d.rank, d.correlation, d.is_gpu
     dev = np.flatnonzero(is_gpu & (corr >= 0))
     host = np.flatnonzero(~is_gpu & (corr >= 0))
-    dkey = _key(rank[dev], corr[dev])
-    order = np.argsort(dkey, kind="stable")
-    dkey, dev_sorted = dkey[order], dev[order]
     hkey = _key(rank[host], corr[host])
-    pos = np.clip(np.searchsorted(dkey, hkey), 0, max(len(dkey) - 1, 0))
-    hit = dkey[pos] == hkey if len(dkey) else np.zeros(len(host), dtype=bool)
-    return host[hit], dev_sorted[pos[hit]]
+    order = np.argsort(hkey, kind="stable")
+    hkey, host_sorted = hkey[order], host[order]
+    dkey = _key(rank[dev], corr[dev])
+    pos = np.clip(np.searchsorted(hkey, dkey), 0, max(len(hkey) - 1, 0))
+    hit = hkey[pos] == dkey if len(hkey) else np.zeros(len(dev), dtype=bool)
+    return host_sorted[pos[hit]], dev[hit]
 
 
 class _LaunchIndex:

@@ -11,6 +11,7 @@ Node ``i`` of the draft is node ``i`` of the final graph: nodes are sorted by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -44,15 +45,17 @@ class GraphDraft:
     def n(self) -> int:
         return len(self.index)
 
-    @property
+    # per-node views of event columns, gathered once (``index`` never changes after the
+    # draft is made; edge modules read these inside loops over lanes, ranks and nodes)
+    @cached_property
     def rank(self) -> np.ndarray:
         return self.ev.rank[self.index]
 
-    @property
+    @cached_property
     def is_gpu(self) -> np.ndarray:
         return self.ev.is_gpu[self.index]
 
-    @property
+    @cached_property
     def correlation(self) -> np.ndarray:
         return self.ev.correlation[self.index]
 

@@ -386,8 +386,17 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     # an ISSUE edge counts from its issuing op's start: gloo enqueues the work inside
     # c10d::allreduce_, so a main thread descheduled before the call returns delays the
     # return, not the pickup (measured: up to 6 ms of the call after the work started)
-    from_start = np.where(kind == EdgeKind.ISSUE, graph.dur_ns[src], 0)
-    frame = pd.DataFrame({"rank": graph.rank[dst][idx].astype(np.int64), "kind": kind[idx],
+    # so does a LAUNCH edge from a CUDA / HIP graph launch: the call queues the graph's
+    # kernels while it runs, and the first ones start long before it returns
+    graph_launch = np.fromiter(("GraphLaunch" in nm for nm in graph.names), dtype=bool,
+                               count=len(graph.names))
+    from_graph = (kind == EdgeKind.LAUNCH) & graph_launch[graph.name[src]] if len(
+        graph.names) else np.zeros(n, dtype=bool)
+    from_start = np.where((kind == EdgeKind.ISSUE) | from_graph, graph.dur_ns[src], 0)
+    # graph launches are their own kind of latency: never a sample for a plain launch
+    group_kind = np.where(from_graph, len(EdgeKind) + int(EdgeKind.LAUNCH), kind)
+    frame = pd.DataFrame({"rank": graph.rank[dst][idx].astype(np.int64),
+                          "kind": group_kind[idx],
                           "name": graph.name[dst][idx].astype(np.int64),
                           "step": graph.step[dst][idx].astype(np.int64),
                           "order": graph.start_ns[src][idx], "dst": dst[idx],
@@ -397,11 +406,15 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     frame["occ"] = frame.groupby(["rank", "kind", "name", "step"]).cumcount()
     frame["sample"] = frame["delay"].where(binding[frame.index.to_numpy()])
     typ = np.full(len(frame), np.nan)
-    for keys in (["rank", "kind", "name", "occ"], ["rank", "kind", "name"], ["rank", "kind"]):
+    # a wait for something outside the trace has no kind-wide typical value: only the
+    # same edge in other steps says what it usually is (else it stays as measured)
+    own_only = (frame["kind"] == EdgeKind.UNRECORDED).to_numpy()
+    for level, keys in enumerate((["rank", "kind", "name", "occ"], ["rank", "kind", "name"],
+                                  ["rank", "kind"])):
         grouped = frame.groupby(keys)["sample"]
         value = grouped.transform("median").to_numpy()
         enough = grouped.transform("count").to_numpy() >= 2
-        fill = np.isnan(typ) & enough
+        fill = np.isnan(typ) & enough & (~own_only if level else True)
         typ[fill] = value[fill]
     # nothing bound anywhere in the group: keep the nominal values the graph carries
     typ = np.where(np.isnan(typ), frame["delay"].to_numpy(), typ)

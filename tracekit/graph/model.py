@@ -56,6 +56,9 @@ class EdgeKind(IntEnum):
     COLLECTIVE = 6  #: joins the participants of one collective instance across ranks
     ISSUE = 7  #: host op that issues a collective -> the collective (c10d::allreduce_)
     PARAM_READY = 8  #: all-gather of parameters -> the forward op that needs them (DeAR)
+    #: launch -> a device op that waited for something the trace does not record (work
+    #: before the trace began); its delay is the measured gap (tracekit.graph.unrecorded)
+    UNRECORDED = 9
 
 
 @dataclass(frozen=True)
