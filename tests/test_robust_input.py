@@ -35,6 +35,7 @@ from replay.whatif.values import (
 from tracekit.cli import main
 from tracekit.core.kineto import parse_trace
 from tracekit.core.run import load_run
+from tracekit.core.warnings import collecting
 from tracekit.errors import TracekitError
 
 DATA = Path(__file__).parent / "data"
@@ -228,6 +229,8 @@ EVENT_DAMAGE = {
     "string ts": (lambda e: e.__setitem__("ts", "1010"), "ts not a number"),
     "string pid": (lambda e: e.__setitem__("pid", "main"), "pid missing or not an integer"),
     "bool tid": (lambda e: e.__setitem__("tid", True), "tid missing or not an integer"),
+    "list pid": (lambda e: e.__setitem__("pid", []), "pid missing or not an integer"),
+    "thread name as tid": (lambda e: e.__setitem__("tid", "main"), "tid missing or not an"),
     "far away": (lambda e: e.__setitem__("ts", e["ts"] + 1e13), "a start far outside"),
     "ts beyond any clock": (lambda e: e.__setitem__("ts", 1e17), "ts not finite or beyond"),
 }
@@ -288,6 +291,23 @@ def test_nan_and_infinity_in_the_json(write_trace, capsys):
     doc_json, err = summary_json(capsys, path)
     assert "2 events dropped" in err and "dur NaN or infinite" in err
     assert doc_json["warnings"]
+
+
+def test_old_kineto_string_ids_are_ids(write_trace, capsys):
+    """Kineto of 2021 wrote thread ids as strings ("1890023232", GPU "stream 7") and its
+    recording window under pid "Traces": nothing to drop there."""
+    doc = cpu_trace()
+    for e in doc["traceEvents"]:
+        e["tid"] = "1890023232"
+    doc["traceEvents"].append(X("gemm", 1100.0, 5.0, cat="Kernel", pid=0, tid="stream 7",
+                                stream=7, correlation=1))
+    doc["traceEvents"].append(X("PyTorch Profiler (0)", 900.0, 5000.0, cat="Trace",
+                                pid="Traces", tid="PyTorch Profiler"))
+    path = write_trace(doc)
+    with collecting() as warnings:
+        events, _ = parse_trace(path)
+    assert warnings == [] and len(events) == 7
+    assert set(events["lane"]) == {1890023232, 7}
 
 
 def test_kineto_profiler_span_is_not_a_dropped_event(capsys):

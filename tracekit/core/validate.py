@@ -124,7 +124,7 @@ def _check_ints(values: list[Any], code: int, codes: np.ndarray, spans: bool = F
                 continue
             values[i] = 0
             if codes[i] == _OK:
-                codes[i] = _SKIP if spans and v in _SPAN_PIDS else code
+                codes[i] = _SKIP if spans and v.__class__ is str and v in _SPAN_PIDS else code
     try:
         arr = np.fromiter(values, dtype=np.int64, count=len(values))
     except OverflowError:  # an int beyond int64: find it
