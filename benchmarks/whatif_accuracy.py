@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from replay.timeline import replay  # noqa: E402
 from replay.whatif import evaluate  # noqa: E402
+from tracekit.core.atomic import atomic_write_json  # noqa: E402
 from tracekit.core.run import load_run  # noqa: E402
 from tracekit.graph.build import build_graph  # noqa: E402
 
@@ -201,7 +202,7 @@ def main() -> None:
               flush=True)
         meas = measure(args.steps, args.repeats,
                        one_job if args.interleave == "steps" else separate_jobs)
-        cache.write_text(json.dumps(meas))
+        atomic_write_json(cache, meas)  # --reuse never reads half a cache
     print()
     print(f"{'what-if':<14} {'predicted':>10} {'(fitted)':>9} {'measured':>9} "
           f"{'[min..max]':>15} {'error':>8}")
