@@ -33,9 +33,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from workloads import (
     build_workload,
     ddp_style_buckets,
+    finish_training,
     init_distributed,
-    report_step_times,
-    save_params,
 )
 
 
@@ -131,17 +130,14 @@ def main(argv=None) -> None:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
 
-    if rank == 0:
-        if args.record_buckets:
-            with open(args.record_buckets, "w") as fh:
-                json.dump({"buckets": sorted(seen_buckets, key=lambda b: b["index"]),
-                           "ddp_style": buckets}, fh)
-        save_params(model, args.save_params)
-        mode = "no-overlap" if args.no_overlap else "ddp"
-        print(f"train_ddp model={args.model} mode={mode} world={world} "
-              f"bucket_mb={args.bucket_mb} steps={args.steps}")
-        print(report_step_times(times), flush=True)
-    dist.destroy_process_group()
+    if rank == 0 and args.record_buckets:
+        with open(args.record_buckets, "w") as fh:
+            json.dump({"buckets": sorted(seen_buckets, key=lambda b: b["index"]),
+                       "ddp_style": buckets}, fh)
+    mode = "no-overlap" if args.no_overlap else "ddp"
+    finish_training(rank, model, times_s=times, save_to=args.save_params,
+                    header=f"train_ddp model={args.model} mode={mode} world={world} "
+                           f"bucket_mb={args.bucket_mb} steps={args.steps}")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,8 @@ from workloads import (
     ForwardOrder,
     build_workload,
     ddp_style_buckets,
+    finish_training,
     init_distributed,
-    report_step_times,
-    save_params,
 )
 
 # torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor (same signatures)
@@ -227,13 +226,11 @@ def main(argv=None) -> None:
         times.append(time.perf_counter() - t0)
     trainer.flush()
 
-    if rank == 0:
-        save_params(model, args.save_params)
-        rs = "alltoall" if args.rs_via_alltoall else "native"
-        print(f"train_dear model={args.model} world={world} bucket_mb={args.bucket_mb} "
-              f"buckets={len(buckets)} reduce_scatter={rs} steps={args.steps}")
-        print(report_step_times(times), flush=True)
-    dist.destroy_process_group()
+    rs = "alltoall" if args.rs_via_alltoall else "native"
+    finish_training(rank, model, times_s=times, save_to=args.save_params,
+                    header=f"train_dear model={args.model} world={world} "
+                           f"bucket_mb={args.bucket_mb} buckets={len(buckets)} "
+                           f"reduce_scatter={rs} steps={args.steps}")
 
 
 if __name__ == "__main__":
