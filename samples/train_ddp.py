@@ -31,10 +31,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from workloads import (
-    build_workload,
     ddp_style_buckets,
     finish_training,
-    init_distributed,
+    start_training,
 )
 
 
@@ -104,10 +103,8 @@ def bucket_recorder(model, steps: int, record: list):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    rank, world, device = init_distributed(args.backend)
-    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
-                          batch=args.batch, seed=args.seed)
-    model = work.model.to(device)
+    rank, world, device, work = start_training(args)
+    model = work.model
     ddp = DDP(model, bucket_cap_mb=args.bucket_mb) if args.bucket_mb is not None else DDP(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=args.momentum)
     params = list(model.parameters())

@@ -44,10 +44,9 @@ import torch.distributed as dist
 from torch import nn
 from workloads import (
     ForwardOrder,
-    build_workload,
     ddp_style_buckets,
     finish_training,
-    init_distributed,
+    start_training,
 )
 
 # torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor (same signatures)
@@ -201,10 +200,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    rank, world, device = init_distributed(args.backend)
-    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
-                          batch=args.batch, seed=args.seed)
-    model = work.model.to(device)
+    rank, world, device, work = start_training(args)
+    model = work.model
     with torch.no_grad():  # start from rank 0's weights, as DDP does
         for p in model.parameters():
             dist.broadcast(p, 0)

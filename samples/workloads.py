@@ -101,6 +101,17 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     return dist.get_rank(), dist.get_world_size(), device
 
 
+
+def start_training(args) -> tuple[int, int, torch.device, Workload]:
+    """The start of a sample trainer: join the process group (``args.backend``), build
+    the workload from ``args`` (model, hidden, layers, batch, seed), model on the device;
+    returns (rank, world size, device, workload)."""
+    rank, world, device = init_distributed(args.backend)
+    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
+                          batch=args.batch, seed=args.seed)
+    work.model.to(device)
+    return rank, world, device, work
+
 def pin_to_own_core() -> None:
     """Under ``benchmarks/cluster.py --pin`` (``TRACEKIT_PIN_CORES=1``): pin this local
     rank to core ``LOCAL_RANK % cores`` (its gloo threads inherit the affinity)."""
