@@ -20,17 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
-sys.path.insert(0, str(SAMPLES))
-try:
-    import workloads
-finally:
-    sys.path.remove(str(SAMPLES))
-
-
 @pytest.mark.torch
 def test_idle_wait_without_gloo_returns_at_once():
-    assert workloads._gloo_worker_states() == []
-    assert workloads.wait_for_idle_gloo_workers(timeout_s=5.0) is True
+    """In a fresh process (this one may hold process groups of other tests)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import workloads\n"
+            "assert workloads._gloo_worker_states() == []\n"
+            "assert workloads.wait_for_idle_gloo_workers(timeout_s=5.0) is True\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(SAMPLES)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
 
 
 _JOB = textwrap.dedent("""
