@@ -28,6 +28,9 @@ from typing import Any
 
 from tracekit.core.atomic import write_error
 from tracekit.errors import TracekitError
+from tracekit.log import get_logger
+
+log = get_logger(__name__)
 
 PROFILE_LOCK_NAME = ".profile.lock"
 
@@ -82,6 +85,9 @@ class RunFolderLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise _in_use(self.folder, holder) from None
+            except OSError as exc:  # a file system without locks (ENOLCK): go on unlocked
+                log.warning("%s: cannot lock the run folder (%s); a second tracekit profile "
+                            "into it would not be refused", self.folder, exc.strerror)
             if self._still_at_path(fd):
                 self.fd = fd
                 self._record()

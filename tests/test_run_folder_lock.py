@@ -8,6 +8,7 @@ neither works."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import pytest
 from fs_faults import UNWRITABLE_SNIPPET, make_unwritable, make_writable
 
 from collectors import run_folder as rf
+from collectors import run_lock
 from collectors.launch import prepare_run_dir
 from collectors.run_lock import PROFILE_LOCK_NAME, RunFolderLock, holder_of
 from tracekit.cli import main
@@ -184,3 +186,17 @@ def test_a_folder_that_becomes_unwritable_mid_run_keeps_the_exit_code(tmp_path, 
     assert str(out) in line and "cannot finish the run folder" in line
     assert f"after the command exited with {code}" in line and "make the folder writable" in line
     assert f"command exited with {code}" in err  # the summary still says what happened
+
+
+def test_a_file_system_without_locks_profiles_unlocked_with_a_warning(tmp_path, monkeypatch,
+                                                                      caplog):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="tracekit"):
+        lock = RunFolderLock(tmp_path).acquire()
+    assert "cannot lock the run folder (No locks available)" in caplog.text
+    assert json.loads((tmp_path / PROFILE_LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / PROFILE_LOCK_NAME).exists()
