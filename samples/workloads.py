@@ -101,7 +101,6 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     return dist.get_rank(), dist.get_world_size(), device
 
 
-
 def start_training(args) -> tuple[int, int, torch.device, Workload]:
     """The start of a sample trainer: join the process group (``args.backend``), build
     the workload from ``args`` (model, hidden, layers, batch, seed), model on the device;
@@ -111,6 +110,7 @@ def start_training(args) -> tuple[int, int, torch.device, Workload]:
                           batch=args.batch, seed=args.seed)
     work.model.to(device)
     return rank, world, device, work
+
 
 def pin_to_own_core() -> None:
     """Under ``benchmarks/cluster.py --pin`` (``TRACEKIT_PIN_CORES=1``): pin this local
@@ -220,6 +220,7 @@ def finish_distributed() -> None:
     dist.barrier()
     dist.destroy_process_group()
     wait_for_idle_gloo_workers()
+
 
 def _gloo_worker_states() -> list[str] | None:
     """The scheduler state (``R``, ``S``, ...) of each of gloo's worker threads
