@@ -43,7 +43,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
 from train_ddp import train_step  # noqa: E402
 from train_dear import DearTrainer  # noqa: E402
-from workloads import MODELS, build_workload, ddp_style_buckets, init_distributed  # noqa: E402
+from workloads import (  # noqa: E402
+    MODELS,
+    build_workload,
+    ddp_style_buckets,
+    finish_distributed,
+    init_distributed,
+)
 
 
 class DDPSide:
@@ -160,12 +166,15 @@ def main(argv=None) -> None:
         if i + 1 < len(plan) and plan[i + 1] != which and hasattr(side, "drain"):
             side.drain()  # nothing of this side may run during the other's step
         times[which].append(time.perf_counter() - t0)
+    for side in sides:
+        if hasattr(side, "drain"):
+            side.drain()  # no collective may be in flight at teardown
     if rank == 0:
         a, b = (statistics.median(t[args.skip:] or t) * 1000 for t in times)
         n = min(len(t[args.skip:]) for t in times)
         print(f"ab variant={args.variant} baseline_ms={a:.3f} variant_ms={b:.3f} "
               f"speedup={a / b:.4f} n={n}", flush=True)
-    dist.destroy_process_group()
+    finish_distributed()
 
 
 if __name__ == "__main__":

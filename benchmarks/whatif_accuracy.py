@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import cluster  # noqa: E402
 
 from tracekit.api import PredictionOptions, Session  # noqa: E402
+from tracekit.core.atomic import atomic_write  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
 #: spec -> ab_worker --variant ("" for the link what-ifs: derived from the rate)
@@ -198,7 +199,7 @@ def run_cell(model: str, rate: str, args) -> dict:
         for spec in [*wanted, best]:
             if spec not in measured:
                 measured[spec] = measure(name, rate, model, spec, args)
-                cache.write_text(json.dumps(measured))
+                atomic_write(cache, json.dumps(measured), what="the measured speedups")
                 print(f"    {model} {rate} {spec}: {measured[spec][0]:.3f} "
                       f"[{measured[spec][1]:.3f}-{measured[spec][2]:.3f}] "
                       f"({measured[spec][3]} jobs)", flush=True)
@@ -262,7 +263,8 @@ def main() -> None:
             summary = print_cell(cell)
             report.append({**{k: v for k, v in cell.items() if k != "rows"}, **summary,
                            "rows": [asdict(r) for r in cell["rows"]]})
-            (args.out / "report.json").write_text(json.dumps(report, indent=1))
+            atomic_write(args.out / "report.json", json.dumps(report, indent=1),
+                         what="the accuracy report")
     print(f"\n{time.time() - t0:.0f} s; report in {args.out / 'report.json'}")
 
 

@@ -20,14 +20,20 @@ Sizes are bytes of the full (unsharded) buffer, as ``comm_bytes`` in a trace.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+try:
+    from tracekit.core.atomic import atomic_write_json
+except ImportError:  # run as a script from a source tree where tracekit is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tracekit.core.atomic import atomic_write_json
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
 
@@ -144,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
                "hosts": hosts, "measurements": measurements}
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, doc, indent=None, what="the raw measurements")
     dist.barrier()
     dist.destroy_process_group()
     return 0

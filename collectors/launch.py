@@ -5,16 +5,19 @@ collector injected, then finish the run folder. No torch here.
 
     run_profiled(["torchrun", "--nproc_per_node", "2", "train.py"],
                  CollectorConfig(run_dir="/abs/runs/mlp"))
-      1. prepares the run folder (refuses one that already holds a run)
+      1. locks the run folder (collectors.run_lock: refuses one another profile holds,
+         or one it cannot write) and prepares it (refuses one that already holds a run)
       2. starts the command in its own process group with PYTHONPATH=<collectors/
          sitecustomize>:$PYTHONPATH and the TRACEKIT_* variables (collectors.config)
       3. forwards Ctrl-C / SIGTERM to that process group (a second Ctrl-C sends SIGTERM,
          a third SIGKILL) and waits for the command
-      4. merges the ranks' parts into manifest.json with the command and its exit code
+      4. merges the ranks' parts into manifest.json with the command and its exit code,
+         then unlocks the folder
       -> ProfileOutcome(exit_code=<the command's>, manifest=..., ...)
 
 The exit code is the command's (``128 + N`` when a signal N killed it), whatever the
-collector did.
+collector did; a run folder that could not be finished (it became unwritable, the disk
+filled up) is reported in ``ProfileOutcome.error``, still with the command's exit code.
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from collectors.config import ENV_OWNER_PID, ENV_SITE_DIR, CollectorConfig
-from collectors.run_folder import LOCK_NAME, MANIFEST_NAME, NCCL_DIR, PARTS_DIR, merge_manifest
+from collectors.run_folder import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    NCCL_DIR,
+    PARTS_DIR,
+    build_manifest,
+    merge_manifest,
+    read_parts,
+)
+from collectors.run_lock import RunFolderLock, refuse_if_held
+from tracekit.core.atomic import describe_os_error, write_error
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -57,6 +70,8 @@ class ProfileOutcome:
     #: number of SIGINT / SIGTERM received and forwarded to the command
     interrupts: int = 0
     errors: list[str] = field(default_factory=list)
+    #: why the run folder could not be finished (one line), or None
+    error: str | None = None
 
     @property
     def traces(self) -> list[str]:
@@ -69,13 +84,42 @@ def _holds_a_run(folder: Path) -> bool:
     )
 
 
-def prepare_run_dir(out: str | Path, *, overwrite: bool = False) -> Path:
-    """Create the run folder; refuse one that already holds a run unless ``overwrite``
-    (which removes only what ``tracekit profile`` writes there)."""
+def make_run_dir(out: str | Path) -> Path:
+    """Create the run folder (and its parents); returns its absolute path."""
     folder = Path(out).resolve()
     if folder.exists() and not folder.is_dir():
         raise TracekitError("exists and is not a folder; pick another --out", path=str(folder))
-    if folder.is_dir() and _holds_a_run(folder):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason, _ = describe_os_error(exc)
+        raise TracekitError(f"cannot create the run folder ({reason}); choose another --out",
+                            path=str(folder)) from None
+    return folder
+
+
+def check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: a ``TracekitError`` when that fails."""
+    probe = folder / f".tracekit-probe.{os.getpid()}.tmp"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"x")
+        os.unlink(probe)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+        raise write_error(folder, exc, what="the run folder", fix="choose another --out") from None
+
+
+def prepare_run_dir(out: str | Path, *, overwrite: bool = False,
+                    lock: RunFolderLock | None = None) -> Path:
+    """Create the run folder; refuse one that already holds a run unless ``overwrite``
+    (which removes only what ``tracekit profile`` writes there), and never touch one
+    that another profile holds (``lock``: the caller's own lock on it, if any)."""
+    folder = make_run_dir(out)
+    if lock is None:
+        refuse_if_held(folder)
+    if _holds_a_run(folder):
         if not overwrite:
             raise TracekitError(
                 "already holds a recorded run; pass a new --out, or --overwrite to replace it",
@@ -89,11 +133,6 @@ def prepare_run_dir(out: str | Path, *, overwrite: bool = False) -> Path:
                 (folder / name).unlink()
         for name in (PARTS_DIR, NCCL_DIR):
             shutil.rmtree(folder / name, ignore_errors=True)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TracekitError(f"cannot create the run folder ({exc.strerror})",
-                            path=str(folder)) from None
     return folder
 
 
@@ -186,12 +225,24 @@ def run_profiled(
     if not command:
         raise TracekitError("no command to profile; put it after '--', e.g. "
                             "tracekit profile -- torchrun --nproc_per_node 2 train.py")
-    run_dir = prepare_run_dir(config.run_dir, overwrite=overwrite)
-    config = dataclasses.replace(config, run_dir=str(run_dir))
-    environ = child_env(config, os.environ if env is None else env)
-    log.info("profiling %s into %s", " ".join(command), run_dir)
+    folder = make_run_dir(config.run_dir)
+    with RunFolderLock(folder, command) as lock:
+        check_writable(folder)
+        run_dir = prepare_run_dir(folder, overwrite=overwrite, lock=lock)
+        config = dataclasses.replace(config, run_dir=str(run_dir))
+        environ = child_env(config, os.environ if env is None else env)
+        code, interrupts = _run_command(command, environ, lock)
+        return _finish(run_dir, command, code, interrupts)
+
+
+def _run_command(command: Sequence[str], environ: Mapping[str, str],
+                 lock: RunFolderLock) -> tuple[int, int]:
+    """Start ``command`` (it inherits the folder's lock), forward signals to it, wait;
+    returns (its exit code, the number of signals forwarded)."""
+    log.info("profiling %s into %s", " ".join(command), lock.folder)
     try:
-        proc = subprocess.Popen(list(command), env=environ, **_own_process_group())
+        proc = subprocess.Popen(list(command), env=dict(environ), pass_fds=(lock.fd,),
+                                **_own_process_group())
     except FileNotFoundError:
         raise TracekitError(f"command not found: {command[0]!r}; check the command after "
                             "'--' (is it on PATH, or in your virtual environment?)") from None
@@ -202,12 +253,37 @@ def run_profiled(
         returncode = proc.wait()
     if forwarder.count:
         forwarder.reap_stragglers()
-    code = exit_code_of(returncode)
+    return exit_code_of(returncode), forwarder.count
+
+
+def _finish(run_dir: Path, command: Sequence[str], code: int,
+            interrupts: int) -> ProfileOutcome:
+    """Merge the manifest and tidy the folder. A folder that cannot be written any more
+    is ``ProfileOutcome.error``, never an exception: the exit code stays the command's."""
     errors = []
-    if forwarder.count:
-        errors.append(f"interrupted: {forwarder.count} signal(s) forwarded to the command, "
+    if interrupts:
+        errors.append(f"interrupted: {interrupts} signal(s) forwarded to the command, "
                       f"which exited with code {code}")
-    manifest = merge_manifest(run_dir, command=list(command), exit_code=code, errors=errors)
-    tidy_run_dir(run_dir)
+    error = None
+    try:
+        manifest = merge_manifest(run_dir, command=list(command), exit_code=code, errors=errors)
+        tidy_run_dir(run_dir)
+    except (OSError, TracekitError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        reason = describe_os_error(cause)[0] if isinstance(cause, OSError) else str(exc)
+        error = str(TracekitError(
+            f"cannot finish the run folder ({reason}) after the command exited with {code}; "
+            "make the folder writable, with free space, and profile again", path=str(run_dir)))
+        manifest = _unwritten_manifest(run_dir, command, code, errors)
     return ProfileOutcome(run_dir=run_dir, exit_code=code, manifest=manifest,
-                          interrupts=forwarder.count, errors=list(manifest.get("errors", [])))
+                          interrupts=interrupts, errors=list(manifest.get("errors", [])),
+                          error=error)
+
+
+def _unwritten_manifest(run_dir: Path, command: Sequence[str], code: int,
+                        errors: list[str]) -> dict[str, Any]:
+    """The manifest that could not be written, from whatever parts can still be read."""
+    parts: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError, ValueError):
+        parts = read_parts(run_dir)[0]
+    return build_manifest(parts, run_dir, command=list(command), exit_code=code, errors=errors)

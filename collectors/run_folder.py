@@ -27,16 +27,16 @@ import datetime
 import fcntl
 import importlib.metadata
 import json
-import os
 import statistics
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# Ranks write and merge manifests at exit: importing tracekit there would pull in pandas,
-# so the two contract constants are repeated here (tests check they equal
-# tracekit.core.manifest's).
+from tracekit.core.atomic import atomic_write_json
+
+# Ranks write and merge manifests at exit: importing tracekit.core.manifest there would
+# pull in pandas, so the two contract constants are repeated here (tests check they equal
+# tracekit.core.manifest's). tracekit.core.atomic is standard library only.
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
@@ -54,32 +54,10 @@ def part_path(run_dir: str | Path, rank: int) -> Path:
     return Path(run_dir) / PARTS_DIR / f"rank{rank}.json"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path``: readers see the old file or the complete new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | Path, doc: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
-
-
 def write_part(run_dir: str | Path, rank: int, part: dict[str, Any]) -> Path:
     """Atomically write one rank's part; returns its path."""
     path = part_path(run_dir, rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, part)
+    atomic_write_json(path, part, what="this rank's part of the run folder", parents=True)
     return path
 
 
@@ -281,5 +259,5 @@ def merge_manifest(
             previous = json.loads((run_dir / MANIFEST_NAME).read_text())
         doc = build_manifest(parts, run_dir, command=command, exit_code=exit_code,
                              errors=[*problems, *errors], previous=previous)
-        atomic_write_json(run_dir / MANIFEST_NAME, doc)
+        atomic_write_json(run_dir / MANIFEST_NAME, doc, what="manifest.json")
     return doc

@@ -44,6 +44,8 @@ from collectors.run_folder import (
     trace_file_name,
     write_part,
 )
+from tracekit.core.atomic import atomic_output
+from tracekit.errors import TracekitError
 
 
 class Phase(str, Enum):
@@ -75,21 +77,10 @@ def phase_of(step: int, config: CollectorConfig) -> Phase:
 
 
 def gzip_atomically(src: Path, dest: Path) -> None:
-    """Compress ``src`` into ``dest`` through a temporary file and a rename."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz:
-                shutil.copyfileobj(fin, gz, 1 << 20)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Compress ``src`` into ``dest`` atomically (:mod:`tracekit.core.atomic`)."""
+    with open(src, "rb") as fin, atomic_output(dest, what="the trace") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz:
+            shutil.copyfileobj(fin, gz, 1 << 20)
 
 
 class ProfileSession:
@@ -304,7 +295,7 @@ class ProfileSession:
             gzip_atomically(tmp, self.run_dir / trace_file_name(self.rank))
             self.trace_name = trace_file_name(self.rank)
         except Exception as exc:
-            self.report(f"could not write the trace ({exc!r}); check free space and "
+            self.report(f"could not write the trace ({_why(exc)}); check free space and "
                         f"permissions of {self.run_dir}")
         finally:
             try:
@@ -354,7 +345,7 @@ class ProfileSession:
         except Exception as exc:
             try:
                 sys.stderr.write(f"tracekit: rank {self.rank}: could not write the run "
-                                 f"folder {self.run_dir}: {exc!r}\n")
+                                 f"folder {self.run_dir}: {_why(exc)}\n")
             except Exception:
                 pass
 
@@ -400,7 +391,12 @@ class ProfileSession:
                     merge_manifest(self.run_dir)
                 except Exception as exc:
                     sys.stderr.write(f"tracekit: rank {self.rank}: could not write "
-                                     f"manifest.json: {exc!r}\n")
+                                     f"manifest.json: {_why(exc)}\n")
+
+
+def _why(exc: BaseException) -> str:
+    """A failure in a message: a TracekitError's own one-line text, else its repr."""
+    return str(exc) if isinstance(exc, TracekitError) else repr(exc)
 
 
 def _env_int(name: str, default: int) -> int:

@@ -54,6 +54,7 @@ from replay.cost_model import (
     _quality,
     comm_volume,
 )
+from tracekit.core.atomic import atomic_write_json
 from tracekit.core.collectives import normalize_collective
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -395,10 +396,8 @@ def run_calibration(
 def write_comm_model(doc: dict[str, Any], out: str | Path) -> Path:
     """Write a ``comm.json`` document atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(out)
+    atomic_write_json(out, doc, what="the cost model", fix="choose another path with --out",
+                      parents=True)
     return out
 
 

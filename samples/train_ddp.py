@@ -31,30 +31,20 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from workloads import (
-    MODELS,
     build_workload,
     ddp_style_buckets,
-    init_distributed,
-    report_step_times,
-    save_params,
+    finish_training,
+    start_training,
+    trainer_parser,
 )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=list(MODELS), default="mlp")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=None, help="per-rank batch (mlp 32)")
-    ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=None)
+    ap = trainer_parser(__doc__)
     ap.add_argument("--bucket-mb", type=float, default=None,
                     help="DDP bucket_cap_mb (default: DDP's 25 MB with a 1 MB first bucket)")
     ap.add_argument("--no-overlap", action="store_true",
                     help="all-reduce the gradients after backward, in DDP's buckets")
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--momentum", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", choices=["gloo", "nccl"], default=None)
     ap.add_argument("--record-buckets", metavar="FILE", default=None)
     ap.add_argument("--save-params", metavar="FILE", default=None)
     ap.add_argument("--imbalance", metavar="RANK:FACTOR", default=None,
@@ -118,10 +108,8 @@ def bucket_recorder(model, steps: int, record: list):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    rank, world, device = init_distributed(args.backend)
-    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
-                          batch=rank_batch(args, rank), seed=args.seed)
-    model = work.model.to(device)
+    rank, world, device, work = start_training(args, batch_of=lambda r: rank_batch(args, r))
+    model = work.model
     ddp = DDP(model, bucket_cap_mb=args.bucket_mb) if args.bucket_mb is not None else DDP(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=args.momentum)
     params = list(model.parameters())
@@ -144,17 +132,14 @@ def main(argv=None) -> None:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
 
-    if rank == 0:
-        if args.record_buckets:
-            with open(args.record_buckets, "w") as fh:
-                json.dump({"buckets": sorted(seen_buckets, key=lambda b: b["index"]),
-                           "ddp_style": buckets}, fh)
-        save_params(model, args.save_params)
-        mode = "no-overlap" if args.no_overlap else "ddp"
-        print(f"train_ddp model={args.model} mode={mode} world={world} "
-              f"bucket_mb={args.bucket_mb} steps={args.steps}")
-        print(report_step_times(times), flush=True)
-    dist.destroy_process_group()
+    if rank == 0 and args.record_buckets:
+        with open(args.record_buckets, "w") as fh:
+            json.dump({"buckets": sorted(seen_buckets, key=lambda b: b["index"]),
+                       "ddp_style": buckets}, fh)
+    mode = "no-overlap" if args.no_overlap else "ddp"
+    finish_training(rank, model, times_s=times, save_to=args.save_params,
+                    header=f"train_ddp model={args.model} mode={mode} world={world} "
+                           f"bucket_mb={args.bucket_mb} steps={args.steps}")
 
 
 if __name__ == "__main__":

@@ -43,13 +43,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from workloads import (
-    MODELS,
     ForwardOrder,
-    build_workload,
     ddp_style_buckets,
-    init_distributed,
-    report_step_times,
-    save_params,
+    finish_training,
+    start_training,
+    trainer_parser,
 )
 
 # torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor (same signatures)
@@ -182,18 +180,9 @@ class DearTrainer:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=list(MODELS), default="mlp")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=None)
+    ap = trainer_parser(__doc__)
     ap.add_argument("--bucket-mb", type=float, default=None,
                     help="bucket cap (default: DDP's 25 MB with a 1 MB first bucket)")
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--momentum", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", choices=["gloo", "nccl"], default=None)
     ap.add_argument("--rs-via-alltoall", action="store_true",
                     help="reduce-scatter as all_to_all_single + local sum (a true "
                          "reduce-scatter on gloo, whose own is an all-reduce)")
@@ -203,10 +192,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    rank, world, device = init_distributed(args.backend)
-    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
-                          batch=args.batch, seed=args.seed)
-    model = work.model.to(device)
+    rank, world, device, work = start_training(args)
+    model = work.model
     with torch.no_grad():  # start from rank 0's weights, as DDP does
         for p in model.parameters():
             dist.broadcast(p, 0)
@@ -228,13 +215,11 @@ def main(argv=None) -> None:
         times.append(time.perf_counter() - t0)
     trainer.flush()
 
-    if rank == 0:
-        save_params(model, args.save_params)
-        rs = "alltoall" if args.rs_via_alltoall else "native"
-        print(f"train_dear model={args.model} world={world} bucket_mb={args.bucket_mb} "
-              f"buckets={len(buckets)} reduce_scatter={rs} steps={args.steps}")
-        print(report_step_times(times), flush=True)
-    dist.destroy_process_group()
+    rs = "alltoall" if args.rs_via_alltoall else "native"
+    finish_training(rank, model, times_s=times, save_to=args.save_params,
+                    header=f"train_dear model={args.model} world={world} "
+                           f"bucket_mb={args.bucket_mb} buckets={len(buckets)} "
+                           f"reduce_scatter={rs} steps={args.steps}")
 
 
 if __name__ == "__main__":

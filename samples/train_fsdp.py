@@ -18,26 +18,17 @@ import argparse
 import time
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import fully_shard
-from workloads import MODELS, build_workload, init_distributed, report_step_times
+from workloads import finish_training, start_training, trainer_parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=list(MODELS), default="mlp")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=None)
+    ap = trainer_parser(__doc__)
     ap.add_argument("--unit", default="Linear",
                     help="wrap every module of this class (and the root) with fully_shard")
     ap.add_argument("--no-reshard", action="store_true",
                     help="reshard_after_forward=False: no all-gather again in backward")
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", choices=["gloo", "nccl"], default=None)
     return ap.parse_args(argv)
 
 
@@ -56,12 +47,10 @@ def shard(model: nn.Module, unit: str, reshard: bool) -> list[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    rank, world, device = init_distributed(args.backend)
-    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
-                          batch=args.batch, seed=args.seed)
-    model = work.model.to(device)
+    rank, world, device, work = start_training(args)
+    model = work.model
     units = shard(model, args.unit, not args.no_reshard)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     times = []
     for step in range(args.steps):
         t0 = time.perf_counter()
@@ -73,12 +62,9 @@ def main(argv=None) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    if rank == 0:
-        print(f"train_fsdp model={args.model} world={world} units={len(units)} "
-              f"reshard={not args.no_reshard} steps={args.steps}")
-        print(report_step_times(times), flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_training(rank, model, times_s=times,
+                    header=f"train_fsdp model={args.model} world={world} units={len(units)} "
+                           f"reshard={not args.no_reshard} steps={args.steps}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ generator, so every run (DDP, DeAR, no-overlap) sees the same numbers.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -146,6 +149,34 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def trainer_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every sample trainer takes (model, steps, batch, sizes, optimizer,
+    seed, backend); each trainer adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--model", choices=list(MODELS), default="mlp")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=None, help="per-rank batch (mlp 32)")
+    ap.add_argument("--hidden", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=["gloo", "nccl"], default=None)
+    return ap
+
+
+def start_training(args, batch_of=None) -> tuple[int, int, torch.device, Workload]:
+    """The start of a sample trainer: join the process group (``args.backend``), build
+    the workload from ``args`` (model, hidden, layers, batch, seed), model on the device;
+    ``batch_of(rank)``, when given, is this rank's batch instead of ``args.batch``;
+    returns (rank, world size, device, workload)."""
+    rank, world, device = init_distributed(args.backend)
+    work = build_workload(args.model, hidden=args.hidden, layers=args.layers,
+                          batch=batch_of(rank) if batch_of else args.batch, seed=args.seed)
+    work.model.to(device)
+    return rank, world, device, work
+
+
 def pin_to_own_core() -> None:
     """Under ``benchmarks/cluster.py --pin`` (``TRACEKIT_PIN_CORES=1``): pin this local
     rank to core ``LOCAL_RANK % cores`` (its gloo threads inherit the affinity)."""
@@ -222,3 +253,75 @@ def report_step_times(times_s: list[float], *, skip: int = 2) -> str:
         return "step_ms median=nan mean=nan n=0"
     return (f"step_ms median={statistics.median(kept):.2f} "
             f"mean={statistics.fmean(kept):.2f} n={len(kept)}")
+
+
+def finish_training(rank: int, model: nn.Module, *, header: str, times_s: list[float],
+                    save_to: str | None = None) -> None:
+    """The end of a sample trainer: rank 0 saves the parameters (``--save-params``) and
+    prints ``header`` and the ``step_ms`` line; then every rank tears down cleanly."""
+    if rank == 0:
+        save_params(model, save_to)
+        print(header)
+        print(report_step_times(times_s), flush=True)
+    finish_distributed()
+
+
+def finish_distributed() -> None:
+    """Tear down the process group so that the process exits cleanly: a barrier (every
+    rank is done with every collective), then ``destroy_process_group``, then wait until
+    gloo's worker threads are idle before the interpreter shuts down.
+
+    Why the last wait: a gloo worker thread drops its reference to a finished collective
+    only after the caller's ``wait()`` has returned. A collective launched during
+    ``backward()`` (every DDP bucket, every DeAR reduce-scatter) carries the autograd
+    engine's Python context, so that drop needs the GIL. When the main thread reaches
+    interpreter shutdown first, Python ends the worker thread inside that C++ destructor
+    and the process aborts with ``terminate called without an active exception``
+    (SIGABRT; about once in 20 runs of a 2-rank job on a loaded 2-core machine). The
+    barrier alone does not prevent it: it may run on the other worker thread.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    dist.barrier()
+    dist.destroy_process_group()
+    wait_for_idle_gloo_workers()
+
+
+def _gloo_worker_states() -> list[str] | None:
+    """The scheduler state (``R``, ``S``, ...) of each of gloo's worker threads
+    (``pt_gloo_runloop``) in this process; None where /proc cannot tell (not Linux)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    states = []
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue  # the thread has just exited
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        if name == "pt_gloo_runloop":
+            states.append(rest.split()[0])
+    return states
+
+
+def wait_for_idle_gloo_workers(timeout_s: float = 10.0) -> bool:
+    """Sleep in small steps (the GIL released, so a worker that needs it gets it) until
+    every gloo worker thread is blocked waiting for work, seen twice in a row; True once
+    they are, False after ``timeout_s`` or where /proc is not available (after a short
+    pause). A worker that is still dropping a finished collective is running or
+    runnable (``R``): the GIL is free while this thread sleeps."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        states = _gloo_worker_states()
+        if states is None:
+            time.sleep(0.2)
+            return False
+        quiet = quiet + 1 if all(s == "S" for s in states) else 0
+        if quiet >= 2:
+            return True
+    return False

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_nccl_log import nccl_line
 
 from replay.cost_model import fit_run_cost_model
 from replay.nccl_variants import VariantCostModel, with_variants
-from tests.test_nccl_log import nccl_line
 from tracekit.cli import main
 from tracekit.core.nccl_log import parse_nccl_log, parse_tuning_line
 from tracekit.core.run import load_run

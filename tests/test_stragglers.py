@@ -1,5 +1,6 @@
 """Stragglers: a hand-made run where the answer is known, and a real run where one rank
-is given three times the batch."""
+is given six times the batch (on a loaded 2-core machine CPU sharing inflates the
+fast rank's compute too: 3x was not always enough to stand out)."""
 
 from __future__ import annotations
 
@@ -66,13 +67,13 @@ def test_balanced_ranks_have_no_straggler():
 
 @pytest.mark.slow
 @pytest.mark.torch
-def test_a_rank_given_three_times_the_batch_is_named(tmp_path):
+def test_a_rank_given_six_times_the_batch_is_named(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "imbalanced"
     tk = [sys.executable, "-m", "tracekit"]
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     subprocess.run([*tk, "profile", "--out", str(out), "--", torchrun, "--nproc_per_node",
-                    "2", str(ROOT / "samples" / "train_ddp.py"), "--imbalance", "1:3",
+                    "2", str(ROOT / "samples" / "train_ddp.py"), "--imbalance", "1:6",
                     "--steps", "10"], check=True, capture_output=True, cwd=tmp_path)
     doc = json.loads(subprocess.run([*tk, "summary", str(out), "--json"], check=True,
                                     capture_output=True, text=True).stdout)

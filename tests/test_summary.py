@@ -304,7 +304,9 @@ def test_json_output_shape(gloo_2rank_dir):
     result = CliRunner().invoke(cli, ["summary", str(gloo_2rank_dir), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert set(doc) == {"world_size", "ranks_present", "step_ms", "ranks", "stragglers", "notes"}
+    assert set(doc) == {"world_size", "ranks_present", "step_ms", "ranks", "stragglers", "notes",
+                        "warnings"}
+    assert doc["warnings"] == []
     assert doc["world_size"] == 2 and doc["ranks_present"] == [0, 1]
     assert [r["rank"] for r in doc["ranks"]] == [0, 1]
     keys = {"step", "ms", "compute_ms", "comm_ms", "exposed_comm_ms", "idle_ms", "overlap_ms"}

@@ -42,7 +42,7 @@ class Bandwidth(WhatIf):
     def parse(cls, value: str) -> Bandwidth:
         t = value.strip()
         if is_factor(t):
-            return cls(factor=parse_factor(t, cls.key))
+            return cls(factor=parse_factor(t, cls.key, example="bandwidth=2x"))
         return cls(bytes_per_s=parse_rate(t), text=t)
 
     @property

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay.whatif.registry import Stage, WhatIf, register
-from replay.whatif.values import format_float, parse_factor
+from replay.whatif.values import duration_ns, format_float, parse_factor
 from replay.whatif.variant_edit import VariantEdit
 from tracekit.graph.model import NodeKind
 
@@ -48,4 +48,4 @@ class ComputeScale(WhatIf):
         out = np.asarray(edit.dur_ns, dtype=np.float64).copy()
         sel = edit.graph.kind == NodeKind.COMPUTE
         out[sel] *= self.factor
-        edit.dur_ns = np.rint(out).astype(np.int64)
+        edit.dur_ns = duration_ns(out, self.label)

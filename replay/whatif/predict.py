@@ -37,6 +37,7 @@ from replay.whatif.registry import Stage
 from replay.whatif.retiming import CommRetiming, node_group_sizes, retime_comm
 from replay.whatif.rewrite import GradientPlan, materialize
 from replay.whatif.spec import Variant
+from replay.whatif.values import check_total_ns
 from replay.whatif.variant_edit import VariantEdit
 from tracekit.core.run import Run
 from tracekit.errors import TracekitError
@@ -167,7 +168,9 @@ def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[st
             edit.dur_ns = edit.graph.dur_ns.copy()
         if what_ifs:
             _STAGES[stage](edit, what_ifs)
+    check_total_ns(edit.dur_ns, variant.spec)
     graph = with_durations(edit.graph, edit.dur_ns)
     timed = ctx.interference.retime(graph, edit.origin,
                                     lambda d: schedule(with_durations(graph, d)))
+    check_total_ns(timed.dur_ns, variant.spec)
     return replay(ctx.run, with_durations(graph, timed.dur_ns)), [*edit.notes, *timed.notes]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from replay.cost_model import CommCostModel, ScaledCostModel
+from replay.whatif.values import duration_ns
 from tracekit.core.collectives import normalize_collective
 from tracekit.graph.model import Graph, NodeKind
 
@@ -74,4 +75,4 @@ def retime_comm(graph: Graph, dur_ns: np.ndarray, model: CommCostModel,
             new = scaled.time_ns(coll, nbytes, n_new)
             cache[key] = new / base if base > 0 else retiming.time_factor
         out[v] *= cache[key]
-    return np.rint(out).astype(np.int64)
+    return duration_ns(out, "the network what-if (bandwidth=, comm-scale=, workers=)")

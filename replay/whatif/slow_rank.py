@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay.whatif.registry import Stage, WhatIf, register
-from replay.whatif.values import format_float, parse_factor
+from replay.whatif.values import duration_ns, format_float, parse_factor
 from replay.whatif.variant_edit import VariantEdit
 from tracekit.errors import TracekitError
 from tracekit.graph.model import NodeKind
@@ -45,7 +45,9 @@ class SlowRank(WhatIf):
         if not m:
             raise TracekitError(f"cannot read slow-rank={value!r}; expected RANK:FACTOR, "
                                 "e.g. slow-rank=1:1.5")
-        return cls(rank=int(m.group(1)), factor=parse_factor(m.group(2), cls.key))
+        return cls(rank=int(m.group(1)),
+                   factor=parse_factor(m.group(2), cls.key, example=cls.example,
+                                       spec=f"{cls.key}={value.strip()}"))
 
     @property
     def label(self) -> str:
@@ -60,6 +62,6 @@ class SlowRank(WhatIf):
         out = np.asarray(edit.dur_ns, dtype=np.float64).copy()
         sel = (graph.kind == NodeKind.COMPUTE) & (graph.rank == self.rank)
         out[sel] *= self.factor
-        edit.dur_ns = np.rint(out).astype(np.int64)
+        edit.dur_ns = duration_ns(out, self.label)
         edit.notes.append(f"{self.label}: {int(sel.sum())} compute op(s) of rank {self.rank} "
                           f"scaled by {format_float(self.factor)}")

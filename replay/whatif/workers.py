@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from replay.whatif.registry import Stage, WhatIf, register
+from replay.whatif.values import parse_workers
 from replay.whatif.variant_edit import VariantEdit
-from tracekit.errors import TracekitError
 
 
 @register
@@ -39,11 +39,7 @@ class Workers(WhatIf):
 
     @classmethod
     def parse(cls, value: str) -> Workers:
-        t = value.strip()
-        if not t.isdigit() or int(t) < 1:
-            raise TracekitError(f"cannot read workers={value!r}; expected a whole number of "
-                                "ranks >= 1, e.g. workers=8")
-        return cls(n=int(t))
+        return cls(n=parse_workers(value, cls.key))
 
     @property
     def label(self) -> str:

@@ -3,7 +3,9 @@
 Each subcommand lives in its own module of this package and only parses options, calls
 the library, and prints (text, or one JSON object with ``--json``). A
 :class:`~tracekit.errors.TracekitError` becomes ``error: <message>`` on stderr and exit
-code 2, never a traceback.
+code 2, never a traceback; so does every usage error click finds (a bad option value, a
+missing argument: :mod:`tracekit.cli.usage`). Log records print as ``warning: ...``,
+``info: ...`` (the level in lower case).
 """
 
 from __future__ import annotations
@@ -67,11 +69,20 @@ def cli(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
                                          logging.INFO if verbose else logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
     root = logging.getLogger("tracekit")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    """``warning: ...``, not ``WARNING: ...``: the same form as ``error: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.levelname = record.levelname.lower()
+        return super().format(record)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         # code through) makes click return N here in non-standalone mode
         rv = cli.main(args=argv, prog_name="tracekit", standalone_mode=False)
     except TracekitError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for line in exc.problems:
+            click.echo(f"error: {line}", err=True)
+        return 2
+    except click.UsageError as exc:
+        from tracekit.cli.usage import format_usage_error
+
+        name = next((a for a in (sys.argv[1:] if argv is None else argv) if a in _COMMANDS), "")
+        command = _LazyGroup._load(name) if name else None
+        click.echo(f"error: {format_usage_error(exc, command, name)}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

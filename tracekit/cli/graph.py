@@ -24,7 +24,8 @@ Examples:
    "edges_by_kind": {"LANE_ORDER": 834, ...}, "inferred_edges": 7,
    "lanes": [{"id": 0, "rank": 0, "kind": "cpu", "name": "python3 2394", "nodes": 397,
               "main": true}],
-   "collectives": {"instances": 8, "matched": 8}, "problems": [], "notes": [...]}
+   "collectives": {"instances": 8, "matched": 8}, "problems": [], "notes": [...],
+   "warnings": [...]}
 """
 
 
@@ -46,6 +47,7 @@ def graph(path: tuple[str, ...], steps: tuple[int, ...], export: str | None,
     doc = graph_summary(g)
     doc["problems"] = check_graph(g)
     doc["notes"] = [*run.notes, *doc["notes"]]
+    doc["warnings"] = list(run.warnings)
     if export:
         doc["exported"] = str(write_graphml(g, export))
     click.echo(json.dumps(doc) if as_json else format_graph(doc))

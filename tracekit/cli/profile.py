@@ -21,7 +21,9 @@ Examples:
   tracekit profile --out runs/mlp -- torchrun --nproc_per_node 2 samples/train_ddp.py
   tracekit profile --steps 3 -- python train.py --epochs 1
 
-The command runs unchanged; the exit code is the command's. Steps are counted at each
+The command runs unchanged; the exit code is the command's (also when the run folder
+could not be finished, which is reported as one error line). One profile at a time
+per --out: a folder another profile holds is refused before anything starts. Steps are counted at each
 optimizer.step() (or collectors.step() in loops without an optimizer): after the first
 one, WAIT steps run unprofiled (timed, for the overhead figure), WARMUP steps warm the
 profiler up, and STEPS steps are recorded.""",
@@ -40,7 +42,8 @@ profiler up, and STEPS steps are recorded.""",
               help="Mark each module's forward and backward in the trace (tracekit.fwd:/"
                    "tracekit.bwd: ranges; turn off for torch.compile'd models, which "
                    "recompile when hooks change).")
-@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a run already in --out (never one another profile is writing).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the manifest as one JSON object on stdout when done.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -61,6 +64,8 @@ def profile(ctx: click.Context, out: str | None, wait: int, warmup: int, active:
         click.echo(json.dumps(outcome.manifest))
     else:
         _summary(outcome)
+    if outcome.error:
+        click.echo(f"error: {outcome.error}", err=True)
     ctx.exit(outcome.exit_code)
 
 
@@ -85,7 +90,7 @@ def _summary(outcome) -> None:
                      f"{len(ddp.get('buckets') or [])} DDP buckets")
     for e in m.get("errors", []):
         lines.append(f"tracekit: problem: {e}")
-    if with_trace:
+    if with_trace and not outcome.error:
         lines.append(f"tracekit: next: tracekit summary {outcome.run_dir}")
     for line in lines:
         click.echo(line, err=True)

@@ -49,7 +49,8 @@ busy CPU, thread-scheduling noise of a few ms shows up in the error).
    "critical_path": {"total_ms": ..., "by_kind_ms": {...}, "by_lane_ms": {...}},
    "what_ifs": [{"spec": "fusion=4MB", "step_ms": 21.0, "speedup": 1.13,
                  "transforms": [{"what_if": "fusion", "bucket_bytes": 4194304}]}],
-   "notes": [...]}
+   "notes": [...], "warnings": [...]}
+warnings: what was left out reading the run (dropped events, incomplete steps, ...).
 """
 
 
@@ -134,6 +135,7 @@ def replay_json(run: Run, baseline: ReplayResult, what_ifs: list, *,
         "what_ifs": [],
         "what_if_notes": list(what_ifs[0].shared_notes) if what_ifs else [],
         "notes": [*run.notes, *graph_notes, *baseline.notes],
+        "warnings": list(run.warnings),
     }
     for w in what_ifs:
         item = {"spec": w.spec, "step_ms": w.result.median_step_ms,

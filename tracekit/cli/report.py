@@ -45,7 +45,7 @@ def report(path, what_ifs, timeline_spec, ranks, output, measured_only, steps, c
     from tracekit.views.report import build_report, write_report
 
     if measured_only and what_ifs:
-        raise click.UsageError("--measured-only predicts nothing: drop --what-if or "
+        raise click.UsageError("--measured-only predicts nothing; drop --what-if or "
                                "--measured-only")
     session = open_session(path, steps, comm_model, interference)
     baseline = None
@@ -63,6 +63,7 @@ def report(path, what_ifs, timeline_spec, ranks, output, measured_only, steps, c
             "what_ifs": [{"spec": w.spec, "step_ms": w.result.median_step_ms,
                           "speedup": w.speedup, "best": w.best_spec or None} for w in results],
             "timeline": rep.timeline_spec or ("baseline" if baseline else "measured"),
+            "warnings": list(session.run.warnings),
         }))
         return
     click.echo(f"wrote {output} ({size / 1e6:.1f} MB, opens offline)")

@@ -42,10 +42,11 @@ Definitions (per rank and step; unions of intervals, nothing counted twice):
    "stragglers": [{"rank": 1, "excess_ms": 8.1, "excess_pct": 16.8, "compute_ms": 56.2,
      "fastest_rank": 0, "fastest_ms": 48.1,
      "top_ops": [{"name": "aten::addmm", "excess_ms": 6.2}]}],
-   "notes": [...]}
+   "notes": [...], "warnings": [...]}
   step_ms is the median over steps of the slowest rank's step time. A straggler is a
   rank whose median compute per step exceeds the fastest rank's by more than 5%; its
-  top_ops are the ops with the most excess time per step.
+  top_ops are the ops with the most excess time per step. warnings: what was left out
+  reading the run (dropped events, incomplete steps, ...), also on stderr.
   "collectives" (runs with NCCL kernels): one row per collective, algorithm and protocol:
   {"collective": "all_reduce", "algorithm": "ring", "protocol": "ll", "calls": 36,
    "median_bytes": 1048576, "channels": 16, "total_ms": 12.5, "source": "NCCL log"}
@@ -68,6 +69,7 @@ def summary(path: tuple[str, ...], as_json: bool) -> None:
         doc = result.to_json()
         if collectives:
             doc["collectives"] = collectives
+        doc["warnings"] = list(run.warnings)
         click.echo(json.dumps(doc))
     else:
         text = format_summary(result)

@@ -55,7 +55,7 @@ def timeline(path, what_if, ranks, output, measured_only, export_trace, steps, c
     )
 
     if measured_only and (what_if or export_trace):
-        raise click.UsageError("--measured-only draws no prediction: drop --what-if / "
+        raise click.UsageError("--measured-only draws no prediction; drop --what-if / "
                                "--export-trace, or drop --measured-only")
     session = open_session(path, steps, comm_model, interference)
     run = session.run
@@ -91,6 +91,7 @@ def timeline(path, what_if, ranks, output, measured_only, export_trace, steps, c
             "speedup": chosen.speedup if chosen else None,
             "baseline_error_pct": baseline.error_pct if baseline else None,
             "export_trace": trace_path,
+            "warnings": list(run.warnings),
         }))
         return
     click.echo(f"wrote {output} ({size / 1e6:.1f} MB, opens offline): "

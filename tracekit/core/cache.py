@@ -31,9 +31,9 @@ one), and per column its dtype, length, offset, CRC-32 and, for a categorical, i
 categories. One column more, ``__graph_rows__``, marks the rows of the compact table
 (:mod:`tracekit.core.reduce`), so one entry serves both tables. Columns are read
 straight into the run's arrays (:class:`EntryReader`, :mod:`tracekit.core.assemble`).
-(The temp + rename is this module's own minimal one: no shared atomic-write helper was on
-this branch.) Entries are written to a temporary file in the same folder and renamed into
-place (atomic on POSIX), so a reader never sees half an entry.
+Entries are written like every tracekit output (:mod:`tracekit.core.atomic`: a temporary
+file in the same folder, fsync'ed, renamed into place), so a reader never sees half an
+entry, and a killed writer's temporary file is swept by the next write.
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tracekit.core.atomic import atomic_output
 from tracekit.core.schema import EVENT_COLUMNS
+from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
 try:  # optional: ISA-L's CRC-32 is several times faster than zlib's
@@ -203,7 +204,7 @@ class TraceCache:
                 entry = folder / (trace.name + SUFFIX)
                 write_entry(entry, key, events, meta, logs, graph_rows=graph_rows)
                 return entry
-            except OSError as exc:
+            except (OSError, TracekitError) as exc:
                 log.debug("cannot write a cache entry in %s (%s)", folder, exc)
         return None
 
@@ -250,20 +251,11 @@ def write_entry(entry: Path, key: dict, events: pd.DataFrame, meta: dict, logs: 
                          **extra}).encode()
     head = MAGIC + len(header).to_bytes(8, "little") + header
     head += b"\0" * _pad(len(head))
-    fd, tmp = tempfile.mkstemp(prefix=entry.name + ".", suffix=".tmp", dir=entry.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            for arr in arrays:
-                f.write(memoryview(arr).cast("B"))
-                f.write(b"\0" * _pad(arr.nbytes))
-        os.replace(tmp, entry)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(entry, what="the cache entry") as f:
+        f.write(head)
+        for arr in arrays:
+            f.write(memoryview(arr).cast("B"))
+            f.write(b"\0" * _pad(arr.nbytes))
 
 
 def _read_header(f, entry: Path) -> tuple[dict, int]:

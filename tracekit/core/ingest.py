@@ -49,6 +49,7 @@ from tracekit.core.cache import (
 from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.parallel import available_cores, map_ordered
 from tracekit.core.reduce import droppable, reduce_events
+from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -154,8 +155,14 @@ def _quiet_worker() -> None:
 
 
 def _replay_logs(records: list) -> None:
+    """Log here what a parse logged elsewhere (a worker, a Dask worker, the parse that
+    wrote a cache entry); a warning also goes to the run's warnings
+    (:func:`tracekit.core.warnings.warn`), as it would have from a parse in this process."""
     for name, level, message in records:
-        logging.getLogger(name).log(level, "%s", message)
+        if level >= logging.WARNING:
+            warn(message)
+        else:
+            logging.getLogger(name).log(level, "%s", message)
 
 
 def _meta(fields: dict, path: Path) -> TraceMeta:

@@ -42,6 +42,7 @@ from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
 from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
 from tracekit.core.nccl_kernels import link_host_collectives, nccl_kernel_columns
 from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
+from tracekit.core.validate import usable_events
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -222,7 +223,7 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
     props = doc.deviceProperties if isinstance(doc.deviceProperties, list) else []
     host = doc.host_name if isinstance(doc.host_name, str) else ""
     evs = doc.traceEvents
-    xs = [e for e in evs if e.__class__ is Event and e.ts is not None and e.pid.__class__ is not str]
+    xs = usable_events([e for e in evs if e.__class__ is Event], path, base_ns)
     metas = [e for e in evs if e.__class__ is MetaEvent]
     del doc, evs
     if not xs:

@@ -17,14 +17,18 @@ Only the fields tracekit reads are kept. The event phase is a msgspec tag, so fl
 instant events decode to empty structs; nested args (``Input Dims``, ``Input type``,
 ``Process Group Ranks``) stay raw JSON until a collective needs them. A gzip file is
 inflated with ISA-L when the optional ``isal`` package is installed (zlib otherwise),
-into one buffer sized from its trailer. A file with an odd field (``"ts": "12"``) fails
-the typed decode and is decoded again leniently (types coerced where possible, events
-that still do not fit skipped with a warning); anything else wrong raises
-:class:`~tracekit.errors.TracekitError` naming the file.
+into one buffer sized from its trailer. A file with an odd field (``"correlation": "5"``)
+fails the typed decode and is decoded again leniently (types coerced where possible, events
+that still do not fit dropped with a warning); ``ts``/``dur``/``pid``/``tid`` are decoded
+as they are, and :mod:`tracekit.core.validate` drops the events whose values are not
+usable numbers. JSON with NaN or Infinity (Python's json writes them) is read with
+Python's json. Anything else wrong raises :class:`~tracekit.errors.TracekitError` naming
+the file.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 from typing import Any, Union
@@ -32,6 +36,7 @@ from typing import Any, Union
 import msgspec
 
 from tracekit.core.formats import check_foreign
+from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -71,14 +76,16 @@ class Args(msgspec.Struct, gc=False):
 
 
 class Event(msgspec.Struct, gc=False, tag_field="ph", tag="X"):
-    """A duration event, the only kind that becomes a row."""
+    """A duration event, the only kind that becomes a row. ``pid``, ``tid``, ``ts`` and
+    ``dur`` are decoded as they are (a string stays a string, a missing ``dur`` is None):
+    :func:`tracekit.core.validate.usable_events` drops what is not a usable number."""
 
     name: str = ""
     cat: str = ""
-    pid: int | str = 0
-    tid: int | str = 0
-    ts: float | None = None
-    dur: float = 0.0
+    pid: Any = None
+    tid: Any = None
+    ts: Any = None
+    dur: Any = None
     args: Args | None = None
 
 
@@ -192,6 +199,9 @@ def decode_trace(path: Path) -> Trace:
                 if len(whole) != len(raw):
                     raw = whole
                     continue
+            doc = _decode_nonstandard(raw, path, exc)
+            if doc is not None:
+                break
             hint = "truncated" if "truncated" in str(exc).lower() else "not valid JSON"
             raise TracekitError(
                 f"{hint} ({exc}); is this a complete Kineto trace (torch.profiler "
@@ -206,10 +216,25 @@ def decode_trace(path: Path) -> Trace:
     return doc
 
 
-def _decode_leniently(raw: bytes, path: Path, first_error: Exception) -> Trace:
-    """Typed decode failed on one odd field: decode generically, keep the events that fit."""
+def _decode_nonstandard(raw: bytes, path: Path, exc: Exception) -> Trace | None:
+    """JSON with NaN, Infinity or numbers beyond float64 (Python's json writes them):
+    decoded by Python's json, the odd numbers become NaN / inf for the event checks to
+    drop. None when that fails too."""
+    if "out of range" not in str(exc) and b"NaN" not in raw and b"Infinity" not in raw:
+        return None
     try:
-        generic = msgspec.json.decode(raw)
+        generic = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return _decode_leniently(raw, path, exc, generic=generic)
+
+
+def _decode_leniently(raw: bytes, path: Path, first_error: Exception,
+                      generic: Any = None) -> Trace:
+    """Typed decode failed on one odd field: decode generically, keep the events that fit."""
+    nonstandard = generic is not None
+    try:
+        generic = generic if nonstandard else msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise TracekitError(f"not valid JSON ({exc})", path=str(path)) from None
     if isinstance(generic, list):
@@ -232,14 +257,17 @@ def _decode_leniently(raw: bytes, path: Path, first_error: Exception) -> Trace:
             except (msgspec.ValidationError, TypeError):
                 dropped += 1
     if dropped:
-        log.warning("%s: skipped %d malformed events (%s)", path, dropped, first_error)
+        warn(f"{path}: {dropped} events dropped (fields of the wrong type, e.g. {first_error})")
+    elif not nonstandard:
+        warn(f"{path}: some fields have unexpected types (first: {first_error}); read "
+             "leniently")
     header = {}
     for key in ("distributedInfo", "deviceProperties", "baseTimeNanoseconds", "host_name"):
         try:
             one = msgspec.convert({key: generic.get(key)}, Trace, strict=False)
             header[key] = getattr(one, key)
         except msgspec.ValidationError:
-            log.warning("%s: ignored malformed %r", path, key)
+            warn(f"{path}: ignored malformed {key!r}")
     return Trace(traceEvents=events, **header)
 
 

@@ -29,7 +29,11 @@ The manifest (``schema_version`` 1) is a JSON object::
          "step_times_ms": [51.2, 49.8, ...],   # wall-clock of every recorded step
          "unprofiled_step_ms": 47.1,           # median step time with the profiler off
          "unprofiled_step_times_ms": [...],    # the unprofiled steps it is the median of
-         "errors": []}                         # collector problems on this rank
+         "errors": [],                         # collector problems on this rank; the
+                                               # incomplete step of a job that ended
+                                               # mid-step ("... the incomplete
+                                               # ProfilerStep#8") is left out on read
+         "incomplete_steps": [8]}              # optional: steps known to be cut short
       ],
       "model": {
         "parameters": [                        # registration order
@@ -55,7 +59,10 @@ The manifest (``schema_version`` 1) is a JSON object::
     }
 
 Everything but ``schema_version``, ``world_size`` and ``ranks[*].rank/trace`` may be
-missing; readers must cope (a bare folder of traces has no manifest at all).
+missing; readers must cope (a bare folder of traces has no manifest at all). On read the
+document is checked against this schema (:mod:`tracekit.core.manifest_check`: types,
+ranges, duplicate ranks, trace paths that leave the folder, ranks outside the world,
+parameter sizes): every problem is one line naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracekit.core.manifest_check import INCOMPLETE_STEP, check_manifest
 from tracekit.errors import TracekitError
 
 MANIFEST_NAME = "manifest.json"
@@ -106,6 +114,8 @@ class Manifest:
     hosts: dict[int, str] = field(default_factory=dict)
     #: rank -> CPU cores its process could run on (absent when not recorded)
     cpu_cores: dict[int, int] = field(default_factory=dict)
+    #: rank -> steps the run recorded as cut short (the job ended during them)
+    incomplete_steps: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def model(self) -> dict[str, Any]:
@@ -123,20 +133,22 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
             f"{SCHEMA_VERSION}); upgrade tracekit or re-record the run",
             path=path,
         )
+    check_manifest(doc, path)
     try:
         world = int(doc["world_size"])
-        trace_files = {int(r["rank"]): str(r["trace"]) for r in doc.get("ranks", []) if r.get("trace")}
+        trace_files = {int(r["rank"]): str(r["trace"]) for r in (doc.get("ranks") or []) if r.get("trace")}
         step_times = {int(r["rank"]): [float(x) for x in r.get("step_times_ms") or []]
-                      for r in doc.get("ranks", [])}
-        hosts = {int(r["rank"]): str(r.get("host") or "") for r in doc.get("ranks", [])}
-        cores = {int(r["rank"]): int(r["cpu_cores"]) for r in doc.get("ranks", [])
+                      for r in (doc.get("ranks") or [])}
+        hosts = {int(r["rank"]): str(r.get("host") or "") for r in (doc.get("ranks") or [])}
+        cores = {int(r["rank"]): int(r["cpu_cores"]) for r in (doc.get("ranks") or [])
                  if r.get("cpu_cores")}
         model = doc.get("model") or {}
         params = [
             ParamInfo(
                 index=int(p["index"]), name=str(p["name"]), shape=tuple(p.get("shape") or ()),
-                dtype=str(p.get("dtype", "")), bytes=int(p["bytes"]),
-                module=str(p.get("module", "")), requires_grad=bool(p.get("requires_grad", True)),
+                dtype=str(p.get("dtype") or ""), bytes=int(p["bytes"]),
+                module=str(p.get("module") or ""),
+                requires_grad=bool(p.get("requires_grad", True)),
             )
             for p in model.get("parameters") or []
         ]
@@ -160,7 +172,21 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         forward_order=fwd,
         hosts=hosts,
         cpu_cores=cores,
+        incomplete_steps=_incomplete_steps(doc.get("ranks") or []),
     )
+
+
+def _incomplete_steps(ranks: list[dict]) -> dict[int, list[int]]:
+    """rank -> steps cut short: ``incomplete_steps``, and the step the collector names in
+    ``errors`` when the job ended during the profiled window."""
+    out = {}
+    for r in ranks:
+        steps = set(r.get("incomplete_steps") or [])
+        for e in r.get("errors") or []:
+            steps.update(int(m) for m in INCOMPLETE_STEP.findall(e))
+        if steps:
+            out[int(r["rank"])] = sorted(steps)
+    return out
 
 
 def read_manifest(folder: str | Path) -> Manifest:

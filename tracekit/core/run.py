@@ -24,8 +24,15 @@ from tracekit.core.ingest import IngestOptions, assemble_parts, load_traces
 from tracekit.core.kineto import TraceMeta
 from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
 from tracekit.core.nccl_attach import attach_logs_to_events
+from tracekit.core.run_checks import (
+    check_run,
+    check_trace_rank,
+    missing_path_message,
+    warn_unreadable_traces,
+)
 from tracekit.core.schema import empty_events
 from tracekit.core.unranked import unranked_note, unranked_trace
+from tracekit.core.warnings import collecting
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -57,6 +64,9 @@ class Run:
     backend: str = ""
     #: statements about how the run was interpreted (missing steps, incomplete world, ...).
     notes: list[str] = field(default_factory=list)
+    #: what was left out or doubted while reading it (dropped events, incomplete steps,
+    #: steps some rank lacks, ...): :mod:`tracekit.core.warnings`; every ``--json`` has it
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ranks(self) -> list[int]:
@@ -111,6 +121,7 @@ def discover_trace_files(folder: Path) -> list[Path]:
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name.endswith(_TRACE_SUFFIXES) and p.name not in _NOT_TRACES
     ]
+    warn_unreadable_traces(folder, files, _TRACE_SUFFIXES)
     return files
 
 
@@ -150,7 +161,7 @@ def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, li
             raise TracekitError("pass either one folder or a list of trace files, not both",
                                 path=str(s))
         if not s.exists():
-            raise TracekitError("no such file; check the path", path=str(s))
+            raise TracekitError(missing_path_message(s), path=str(s))
     return sources[0], sources, None
 
 
@@ -168,7 +179,20 @@ def load_run(
         ingest: worker processes, cache and Dask cluster for reading the traces
             (:class:`~tracekit.core.ingest.IngestOptions`; default: one worker per core,
             cache on).
+
+    What was left out or doubted on the way is logged as warnings and kept in
+    :attr:`Run.warnings` (:mod:`tracekit.core.run_checks`, :mod:`tracekit.core.validate`),
+    also for traces parsed in worker processes or read from the cache.
     """
+    with collecting() as found:
+        run = _load_run(source, progress=progress, ingest=ingest)
+        check_run(run)
+    run.warnings = found
+    return run
+
+
+def _load_run(source: str | Path | Sequence[str | Path], *, progress: bool,
+              ingest: IngestOptions | None) -> Run:
     root, files, manifest = _resolve_inputs(source)
     rank_from_manifest = {}
     if manifest is not None:
@@ -181,6 +205,7 @@ def load_run(
         if rank is None:
             rank, meta = unranked_trace(f, meta, files)
         if str(f) in rank_from_manifest:
+            check_trace_rank(meta, rank)
             meta = replace(meta, rank=rank, rank_source="manifest")
         if rank in metas:
             raise TracekitError(

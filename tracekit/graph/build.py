@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from tracekit.core.run import Run
+from tracekit.core.run_checks import require_common_steps
 from tracekit.errors import TracekitError
 from tracekit.graph.arrays import event_arrays
 from tracekit.graph.collectives import match_collectives
@@ -93,7 +94,7 @@ def build_graph(run: Run, *, steps: list[int] | None = None,
 
 def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     t0 = time.perf_counter()
-    available = run.steps()
+    available = require_common_steps(run)
     if steps is None:
         chosen = available
     else:

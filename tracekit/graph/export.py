@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracekit.errors import TracekitError
+from tracekit.core.atomic import atomic_output
 from tracekit.graph.model import EdgeKind, Graph, NodeKind
 
 
@@ -72,11 +72,10 @@ def write_graphml(graph: Graph, path: str | Path) -> Path:
     import networkx as nx
 
     path = Path(path)
-    try:
-        nx.write_graphml(to_networkx(graph), path)
-    except OSError as exc:
-        raise TracekitError(f"cannot write GraphML ({exc.strerror}); check the folder exists "
-                            "and is writable", path=str(path)) from None
+    G = to_networkx(graph)
+    with atomic_output(path, what="GraphML",
+                       fix="check the folder exists and is writable") as fh:
+        nx.write_graphml(G, fh)
     return path
 
 

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from tracekit._version import __version__
-from tracekit.errors import TracekitError
+from tracekit.core.atomic import atomic_write
 from tracekit.views.styling import FONT_FAMILY
 
 PROBE_ID = "tracekit-probe"
@@ -169,16 +169,10 @@ def render_page(*, title: str, sections: Sequence[Section], subtitle: str = "",
 
 
 def write_page(path: str | Path, page: str) -> int:
-    """Write ``page`` to ``path`` (creating the folder); return the file size in bytes."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = page.encode("utf-8")
-        path.write_bytes(data)
-    except OSError as exc:
-        raise TracekitError(f"cannot write the HTML file ({exc.strerror}); choose another "
-                            "path with -o", path=str(path)) from None
-    return len(data)
+    """Write ``page`` to ``path`` atomically (creating the folder); return the file size
+    in bytes. A kill or a full disk leaves no partial page at ``path``."""
+    return atomic_write(path, page, what="the HTML file", fix="choose another path with -o",
+                        parents=True)
 
 
 def html_table(columns: Sequence[str], rows: Sequence[Sequence[object]], *,

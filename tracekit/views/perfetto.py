@@ -29,6 +29,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from tracekit.core.atomic import atomic_write
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -167,11 +168,6 @@ def write_chrome_trace(timeline: pd.DataFrame, path: str | Path, *,
         import gzip
 
         data = gzip.compress(data, compresslevel=6)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    except OSError as exc:
-        raise TracekitError(f"cannot write the trace ({exc.strerror}); choose another path",
-                            path=str(path)) from None
+    atomic_write(path, data, what="the trace", fix="choose another path", parents=True)
     log.info("wrote %s (%d events, %.1f MB)", path, len(timeline), len(data) / 1e6)
     return path
