@@ -199,9 +199,10 @@ def test_warnings_are_repeated_from_the_cache(write_trace, caplog, monkeypatch):
     for _ in range(2):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="tracekit"):
-            load_run(path, ingest=_serial())
-        assert [r.getMessage() for r in caplog.records
-                if "impossible timestamps" in r.getMessage()], "warned on every load"
+            run = load_run(path, ingest=_serial())
+        logged = [r.getMessage() for r in caplog.records if "events dropped" in r.getMessage()]
+        assert logged, "warned on every load"
+        assert [w for w in run.warnings if "events dropped" in w], "and kept for --json"
     assert (path.parent / cache.FOLDER / (path.name + cache.SUFFIX)).exists()
 
 
@@ -224,9 +225,11 @@ def test_worker_logs_reach_this_process(tmp_path, caplog):
                                  "traceEvents": evs}))
         paths.append(p)
     with caplog.at_level(logging.WARNING, logger="tracekit"):
-        load_run(paths, ingest=IngestOptions(jobs=2, cache=False))
-    warned = [r.getMessage() for r in caplog.records if "impossible" in r.getMessage()]
+        run = load_run(paths, ingest=IngestOptions(jobs=2, cache=False))
+    warned = [r.getMessage() for r in caplog.records if "events dropped" in r.getMessage()]
     assert len(warned) == 2
+    assert sorted(w.split(":")[0] for w in run.warnings if "events dropped" in w) == [
+        str(p) for p in paths], "kept for --json too"
 
 
 def test_an_error_in_a_worker_is_the_same_error(tmp_path, gloo_2rank_traces):

@@ -493,7 +493,7 @@ USAGE_CASES = {
         "error: --interference: 'magic' is not one of auto, factor, cores, none; "
         "e.g. --interference auto"),
     "missing PATH": (["summary"], "error: missing argument PATH; e.g. tracekit summary "),
-    "unknown option": (["summary", "--jsn", GLOO], "no such option --jsn; did you mean --json?"),
+    "unknown option": (["summary", "--jsn", GLOO], "no such option --jsn; did you mean --json"),
     "unknown command": (["sumary", GLOO], "error: no such command 'sumary'; expected one of"),
     "path does not exist": (["timeline", "/no/such/run"],
                             "error: PATH: '/no/such/run' does not exist; check the path"),
