@@ -104,7 +104,9 @@ def test_profiled_dear_run_has_reduce_scatters_and_all_gathers(tmp_path):
         # the all-gathers (of the previous step's buckets) run in the forward, before this
         # step's backward launches its reduce-scatters
         assert ag["ts_ns"].max() < rs["ts_ns"].min()
-        # gloo performs each reduce-scatter as an all-reduce (see train_dear.py); a transfer
-        # may start after its step's window, so only the kinds are checked
-        transfers = set(step.loc[step["kind"] == "comm", "collective"].astype(str))
-        assert transfers == {"all_gather", "all_reduce"}
+        # gloo performs each reduce-scatter as an all-reduce (see train_dear.py). A transfer
+        # runs on a gloo thread and may start after its step's window: on a loaded machine
+        # every all-reduce of step 3 did. Step 2's are waited for in step 3's forward, so
+        # the trace as a whole always has both kinds.
+        mine = ev[(ev["rank"] == rank) & (ev["kind"] == "comm")]
+        assert set(mine["collective"].astype(str)) == {"all_gather", "all_reduce"}
