@@ -24,7 +24,11 @@ from pathlib import Path
 
 def _children(pid: int) -> list[int]:
     out = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+    except OSError:  # the process ended while we looked
+        return out
+    for task in tasks:
         try:
             out += [int(c) for c in task.read_text().split()]
         except (OSError, ValueError):
