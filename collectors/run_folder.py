@@ -183,6 +183,9 @@ def _rank_entry(p: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], list[
         "unprofiled_step_times_ms": unprof,
         "errors": rank_errors,
     }
+    cut = [int(s) for s in p.get("incomplete_steps") or []]
+    if cut:
+        entry["incomplete_steps"] = cut
     return entry, errors
 
 

@@ -108,6 +108,8 @@ class ProfileSession:
         self._lock = threading.RLock()
         self._closed = False
         self._skip_export = False
+        #: the profiled step the job ended in (its trace holds it cut short)
+        self._incomplete_steps: list[int] = []
 
     # ----- reporting ------------------------------------------------------------------
     def report(self, message: str) -> None:
@@ -334,6 +336,7 @@ class ProfileSession:
             "steps": [k for k, _ in active],
             "step_times_ms": [round(ms, 3) for _, ms in active],
             "unprofiled_step_times_ms": [round(ms, 3) for ms in waits + posts],
+            "incomplete_steps": list(self._incomplete_steps),
             "state": self.state.value,
             "errors": list(self.errors),
             "model": model,
@@ -363,6 +366,7 @@ class ProfileSession:
             if self.state is State.PROFILING:
                 done = sum(1 for _, ph, _ in self._records if ph is Phase.ACTIVE)
                 if done:
+                    self._incomplete_steps.append(self._step)
                     self.report(f"the job ended during the profiled window, in step "
                                 f"{self._step}: the trace holds {done} complete steps and "
                                 f"the incomplete ProfilerStep#{self._step}")

@@ -97,6 +97,26 @@ def test_a_crashing_job_keeps_its_exit_code_and_what_was_recorded(tmp_path):
     assert run.steps() == [2, 3] and run.world_size == 1
 
 
+def test_a_job_that_ends_mid_window_records_the_incomplete_step(tmp_path):
+    """The step the job raised in is written as ``incomplete_steps`` and left out, with a
+    warning, when the run is read."""
+    script = _script(tmp_path, """
+        def crash(i):
+            if i == 3:
+                raise RuntimeError("loss is nan")
+        train(100, crash)
+    """)
+    code, m = _profile(tmp_path, script, "--steps", "4")
+    assert code == 1
+    rank = m["ranks"][0]
+    assert len(rank["incomplete_steps"]) == 1, rank
+    cut = rank["incomplete_steps"][0]
+    assert cut not in rank["steps"] and rank["steps"], rank
+    run = tracekit.load_run(tmp_path / "run")
+    assert cut not in run.steps() and run.steps() == rank["steps"]
+    assert any("left out: the manifest records it as incomplete" in w for w in run.warnings)
+
+
 def test_data_loader_workers_stay_passive(tmp_path):
     """Spawned workers import torch too (through the injected sitecustomize): they must
     not start collectors of their own."""

@@ -153,3 +153,13 @@ def test_headline_says_when_no_what_if_beats_the_baseline(run):
     faster = build_report(run, baseline=base, whatifs=whatifs)
     assert "Best what-if: <b>fusion=4MB</b>" in faster.html
     assert "(error <b>+4.0%</b>)" in faster.html
+
+
+def test_report_lists_the_runs_warnings(run):
+    import copy
+
+    damaged = copy.copy(run)
+    damaged.warnings = ["rank1.json: 3 events dropped (negative dur)"]
+    page = build_report(damaged, baseline=None, whatifs=[], summary=None).html
+    assert "<h2>Warnings" in page and "3 events dropped (negative dur)" in page
+    assert "<h2>Warnings" not in build_report(run, baseline=None, whatifs=[], summary=None).html

@@ -284,6 +284,10 @@ def build_report(
                             else "Timeline (measured)", figure=tf.figure,
                             div_id=TIMELINE_DIV_ID))
 
+    if run.warnings:
+        items = "".join(f"<li>{_html.escape(w)}</li>" for w in run.warnings)
+        sections.append(Section(heading="Warnings: what was left out or doubted",
+                                html=f"<ul>{items}</ul>"))
     notes = _notes_html(run, baseline, whatifs)
     if notes:
         sections.append(Section(heading="Notes", html=notes))
