@@ -1,8 +1,7 @@
-"""Measure a what-if for real with step-level interleaving: two trainers in one job.
+"""Measure what-ifs for real with step-level interleaving: several trainers in one job.
 
     torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant bucket:4 --steps 120
-    torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant no-overlap
-    torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant dear
+    torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant no-overlap,dear,bucket:1
 
 Separate runs of one configuration on this 2-core machine differ by 5-10% (thread
 placement, the memory a process happens to get), so a ratio of two runs is that noisy
@@ -22,9 +21,20 @@ and data, trained side by side in the same processes, in the step order A B B A 
   re-shaped to ``RATE`` (under ``benchmarks/cluster.py``; the baseline's steps run at the
   job's own rate, ``TRACEKIT_LINK``): what ``bandwidth=`` what-ifs predict.
 
-Rank 0 prints ``ab baseline_ms=... variant_ms=... speedup=... n=...``: each side's median
-step time over its steps after the first ``--skip``, and their ratio (baseline / variant,
-> 1: the variant is faster).
+Several variants (``--variant a,b,c``) run in one job beside one baseline: each round runs
+one block of ``--block`` consecutive steps of every side, the baseline first and the
+variants in turn, the order reversed every other round (A B C, C B A, ...), so a slow
+phase of the machine hits every side alike and the job's start-up is paid once.
+
+A side is timed per block (the block's wall time over its steps): a DeAR step leaves its
+reduce-scatters in flight for the next step's forward, so its steps alternate short and
+long, and the median of single steps would fall between the two; a block ends with the
+side drained, so its time per step is the steady state's.
+
+Rank 0 prints, per variant, ``ab variant=V baseline_ms=... variant_ms=... speedup=...
+n=...``: the median time per step of the baseline's and the variant's blocks after the
+first ``--skip`` rounds, and the median over rounds of the baseline/variant ratio within
+the round (> 1: the variant is faster).
 """
 
 from __future__ import annotations
@@ -112,68 +122,98 @@ def make_side(variant: str, args, world: int, device):
                      f"not {variant!r}")
 
 
-def link_switcher(variant: str, rank: int):
-    """For ``link:RATE``: a function ``switch(side)`` that re-shapes the emulated link to
-    the job's rate (side 0) or to RATE (side 1) before that side's steps; else None."""
-    if not variant.startswith("link:"):
+def link_switcher(variants: list[str], rank: int):
+    """When a variant is ``link:RATE``: a function ``switch(side)`` that shapes the emulated
+    link to that side's rate (the job's own, ``TRACEKIT_LINK``, for every other side)
+    before its block; else None."""
+    if not any(v.startswith("link:") for v in variants):
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cluster
 
-    rates = (os.environ.get("TRACEKIT_LINK", ""), variant.partition(":")[2])
-    if not rates[0] or not os.environ.get("TRACEKIT_NETNS"):
+    own = os.environ.get("TRACEKIT_LINK", "")
+    if not own or not os.environ.get("TRACEKIT_NETNS"):
         raise SystemExit("--variant link:RATE runs under benchmarks/cluster.py (it re-shapes "
                          "the emulated link); e.g. python benchmarks/cluster.py --link 4gbit "
                          "-- torchrun --nproc_per_node 2 benchmarks/ab_worker.py --variant "
                          "link:8gbit")
+    rates = [own] + [v.partition(":")[2] if v.startswith("link:") else own for v in variants]
+    current = [None]
 
     def switch(side: int) -> None:
+        if rates[side] == current[0]:
+            return
         if rank == 0:
             cluster.shape(rates[side])
+        current[0] = rates[side]
         dist.barrier()
 
     return switch
 
 
-def order(steps: int) -> list[int]:
-    """0 = baseline, 1 = variant: A B B A A B B A ..."""
-    return [(i + 1) // 2 % 2 for i in range(steps)]
+def round_order(n_sides: int, round_index: int) -> list[int]:
+    """Sides in one round: 0 (the baseline) first and the variants in turn, reversed every
+    other round (0 1 2, 2 1 0, 0 1 2, ...)."""
+    order = list(range(n_sides))
+    return order if round_index % 2 == 0 else order[::-1]
+
+
+def run_rounds(sides: list, rounds: int, block: int, rank: int, seed: int, device,
+               switch) -> list[list[float]]:
+    """Time per step of every side's block in every round (see the module doc)."""
+    times: list[list[float]] = [[] for _ in sides]
+    step = 0
+    for r in range(rounds):
+        for which in round_order(len(sides), r):
+            side = sides[which]
+            if switch is not None:
+                switch(which)
+            t0 = time.perf_counter()
+            for _ in range(block):
+                x, y = side.work.batch_for(step, rank, seed, device)
+                side.step(x, y)
+                step += 1
+            if hasattr(side, "drain"):
+                side.drain()  # nothing of this side may run during another's block
+            times[which].append((time.perf_counter() - t0) / block)
+    return times
+
+
+def summarize(variants: list[str], times: list[list[float]], skip: int) -> list[str]:
+    """One ``ab ...`` line per variant (see the module doc)."""
+    base = times[0][skip:] or times[0]
+    lines = []
+    for v, t in zip(variants, times[1:]):
+        t = t[skip:] or t
+        ratios = [a / b for a, b in zip(base, t)]
+        lines.append(f"ab variant={v} baseline_ms={statistics.median(base) * 1000:.3f} "
+                     f"variant_ms={statistics.median(t) * 1000:.3f} "
+                     f"speedup={statistics.median(ratios):.4f} n={len(ratios)}")
+    return lines
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variant", required=True,
-                    help="bucket:MB, no-overlap, dear, dear:MB or link:RATE")
+                    help="one or more (comma-separated) of bucket:MB, no-overlap, dear, "
+                         "dear:MB, link:RATE")
     ap.add_argument("--model", choices=list(MODELS), default="mlp")
-    ap.add_argument("--steps", type=int, default=120, help="steps in all (both sides)")
-    ap.add_argument("--skip", type=int, default=4, help="first steps of each side left out")
+    ap.add_argument("--steps", type=int, default=120,
+                    help="steps of each side in all (rounds = steps / block)")
+    ap.add_argument("--block", type=int, default=2, help="consecutive steps of one side")
+    ap.add_argument("--skip", type=int, default=2, help="first rounds left out")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    variants = [v.strip() for v in args.variant.split(",") if v.strip()]
     rank, world, device = init_distributed(None)
-    sides = [make_side("baseline", args, world, device), make_side(args.variant, args, world,
-                                                                    device)]
-    times: list[list[float]] = [[], []]
-    plan = order(args.steps)
-    switch = link_switcher(args.variant, rank)
-    for i, which in enumerate(plan):
-        side = sides[which]
-        if switch is not None and (i == 0 or plan[i - 1] != which):
-            switch(which)
-        x, y = side.work.batch_for(i // 2, rank, args.seed, device)
-        t0 = time.perf_counter()
-        side.step(x, y)
-        if i + 1 < len(plan) and plan[i + 1] != which and hasattr(side, "drain"):
-            side.drain()  # nothing of this side may run during the other's step
-        times[which].append(time.perf_counter() - t0)
-    for side in sides:
-        if hasattr(side, "drain"):
-            side.drain()  # no collective may be in flight at teardown
+    sides = [make_side(v, args, world, device) for v in ["baseline", *variants]]
+    switch = link_switcher(variants, rank)
+    rounds = max(args.steps // args.block, args.skip + 1)
+    times = run_rounds(sides, rounds, args.block, rank, args.seed, device, switch)
     if rank == 0:
-        a, b = (statistics.median(t[args.skip:] or t) * 1000 for t in times)
-        n = min(len(t[args.skip:]) for t in times)
-        print(f"ab variant={args.variant} baseline_ms={a:.3f} variant_ms={b:.3f} "
-              f"speedup={a / b:.4f} n={n}", flush=True)
+        for line in summarize(variants, times, args.skip):
+            print(line, flush=True)
     finish_distributed()
 
 

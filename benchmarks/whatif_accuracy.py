@@ -12,11 +12,13 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB);
 3. predict, from that one run and the calibration, every what-if below, each with its
    95% prediction interval (``tracekit.api.Session``);
-4. measure each for real with ``benchmarks/ab_worker.py``: the baseline and the variant
-   trained side by side in one job, steps interleaved A B B A; ``bandwidth=`` variants run
-   the baseline again with the link re-shaped between blocks. Jobs are repeated until the
-   95% bootstrap interval of the median per-job speedup is within ``--ci`` (default
-   ±1.5%), or ``--max-jobs``;
+4. measure each, and every point of the sweep, for real with ``benchmarks/ab_worker.py``:
+   the baseline and every variant trained side by side in one job, in blocks of two steps
+   interleaved round by round (A B C ..., ... C B A); ``bandwidth=`` variants run the
+   baseline again with the link re-shaped before their blocks. Jobs are repeated until
+   the 95% bootstrap interval of the median per-job speedup of every what-if is within
+   ``--ci`` (default ±1.5%), or ``--max-jobs``; the per-job speedups are kept in
+   ``CELL/measured_jobs.json`` (``--reuse`` adds jobs to them);
 5. print predicted [interval], measured [CI] and the error per what-if, then per cell
    the mean and worst |error|, the interval coverage and the sweep's gap (the measured
    step of the predicted best bucket size vs the measured best's).
@@ -152,14 +154,17 @@ def ab_variant(spec: str, rate: str) -> str:
     return WHAT_IFS[spec]
 
 
-def one_job(name: str, rate: str, model: str, variant: str, steps: int) -> float:
-    """The variant's speedup over the baseline in one interleaved job."""
-    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--variant", variant,
-                                         "--model", model, "--steps", str(2 * steps)))
-    m = _AB.findall(res.stdout + res.stderr)
-    if res.returncode != 0 or not m:
-        raise SystemExit(f"ab job {variant} failed ({res.returncode}):\n{res.stderr[-2000:]}")
-    return float(m[-1][2])
+def one_job(name: str, rate: str, model: str, specs: list[str], steps: int
+            ) -> dict[str, float]:
+    """Every spec's speedup over the baseline in one interleaved job."""
+    variants = [ab_variant(s, rate) for s in specs]
+    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--variant",
+                                         ",".join(variants), "--model", model,
+                                         "--steps", str(steps)), timeout=3600)
+    found = {v: float(sp) for v, sp in _AB.findall(res.stdout + res.stderr)}
+    if res.returncode != 0 or set(found) != set(variants):
+        raise SystemExit(f"ab job failed ({res.returncode}):\n{res.stderr[-2000:]}")
+    return {s: found[v] for s, v in zip(specs, variants)}
 
 
 def median_ci(values: list[float], n_boot: int = 2000) -> tuple[float, float, float]:
@@ -170,48 +175,58 @@ def median_ci(values: list[float], n_boot: int = 2000) -> tuple[float, float, fl
     return float(np.median(x)), float(lo), float(hi)
 
 
-def measure(name: str, rate: str, model: str, spec: str, args) -> tuple[float, float, float, int]:
-    """Interleaved jobs until the median speedup's 95% CI is within ``args.ci`` %."""
-    speedups: list[float] = []
-    med = lo = hi = float("nan")
-    while len(speedups) < args.max_jobs:
-        speedups.append(one_job(name, rate, model, ab_variant(spec, rate), args.steps))
-        if len(speedups) >= args.min_jobs:
-            med, lo, hi = median_ci(speedups)
-            if max(med - lo, hi - med) / med * 100 <= args.ci:
-                break
-    if len(speedups) < args.min_jobs:
-        med, lo, hi = median_ci(speedups)
-    return med, lo, hi, len(speedups)
+def _settled(jobs: list[float], args) -> bool:
+    if len(jobs) < args.min_jobs:
+        return False
+    med, lo, hi = median_ci(jobs)
+    return max(med - lo, hi - med) / med * 100 <= args.ci
+
+
+def measure_all(name: str, rate: str, model: str, specs: list[str], cache: Path,
+                args) -> dict[str, tuple[float, float, float, int]]:
+    """Interleaved jobs of every spec not yet settled, until each median speedup's 95% CI
+    is within ``args.ci`` % (or ``args.max_jobs``): ``spec -> (median, lo, hi, jobs)``."""
+    jobs: dict[str, list[float]] = json.loads(cache.read_text()) if cache.exists() else {}
+    while True:
+        todo = [s for s in specs if not _settled(jobs.get(s, []), args)
+                and len(jobs.get(s, [])) < args.max_jobs]
+        if not todo:
+            break
+        for spec, speedup in one_job(name, rate, model, todo, args.steps).items():
+            jobs.setdefault(spec, []).append(speedup)
+        atomic_write(cache, json.dumps(jobs), what="the measured speedups")
+        print(f"    {model} {rate}: {len(todo)} what-ifs measured again; not settled: "
+              f"{sum(not _settled(jobs[s], args) for s in todo)}", flush=True)
+    return {s: (*median_ci(jobs[s]), len(jobs[s])) for s in specs}
 
 
 def run_cell(model: str, rate: str, args) -> dict:
     """Calibrate, profile, predict and measure one model on one link."""
     cell = args.out / f"{model}-{rate}"
     cell.mkdir(parents=True, exist_ok=True)
-    cache = cell / "measured.json"
-    measured = json.loads(cache.read_text()) if args.reuse and cache.exists() else {}
+    cache = cell / "measured_jobs.json"
+    if not args.reuse and cache.exists():
+        cache.unlink()
     with cluster.namespace(rate) as name:
         comm = calibrate(name, rate, cell, args.reuse)
         session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
                                                comm)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
-        for spec in [*wanted, best]:
-            if spec not in measured:
-                measured[spec] = measure(name, rate, model, spec, args)
-                atomic_write(cache, json.dumps(measured), what="the measured speedups")
-                print(f"    {model} {rate} {spec}: {measured[spec][0]:.3f} "
-                      f"[{measured[spec][1]:.3f}-{measured[spec][2]:.3f}] "
-                      f"({measured[spec][3]} jobs)", flush=True)
+        specs = list(dict.fromkeys([*wanted, *sweep]))
+        measured = measure_all(name, rate, model, specs, cache, args)
+    for spec in specs:
+        m = measured[spec]
+        print(f"    {model} {rate} {spec}: {m[0]:.3f} [{m[1]:.3f}-{m[2]:.3f}] ({m[3]} jobs)")
     for spec in wanted:
         r = rows[spec]
         r.measured, r.ci_lo, r.ci_hi, r.jobs = measured[spec]
-    fusions = {s: measured[s][0] for s in measured if s.startswith("fusion=")}
+    fusions = {s: measured[s][0] for s in sweep}
     measured_best = max(fusions, key=fusions.get)
-    gap = (fusions[measured_best] / measured[best][0] - 1.0) * 100
+    gap = (fusions[measured_best] / fusions[best] - 1.0) * 100
     return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
             "baseline_error_pct": session.baseline.error_pct, "sweep_best": best,
-            "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep}
+            "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep,
+            "sweep_measured": fusions}
 
 
 def print_cell(c: dict) -> dict:
@@ -242,7 +257,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/tracekit-whatif-accuracy"))
     ap.add_argument("--models", default="mlp,transformer,embed_mlp,cnn")
     ap.add_argument("--links", default="2gbit,4gbit,8gbit,loopback")
-    ap.add_argument("--steps", type=int, default=30, help="steps per side in one A/B job")
+    ap.add_argument("--steps", type=int, default=24,
+                    help="steps of each side in one job (in blocks of two)")
     ap.add_argument("--ci", type=float, default=1.5, help="stop when the 95%% CI is within "
                     "this many %% of the median speedup")
     ap.add_argument("--min-jobs", type=int, default=3)
