@@ -9,11 +9,16 @@ every rank's duration of every call. Rank 0 writes one JSON document::
      "world_size": 2, "device": "cpu", "torch": "2.13.0", "hosts": ["a", "a"],
      "measurements": [
        {"collective": "all_reduce", "bytes": 1024, "iters": 20,
-        "per_rank_ns": [[41000, ...], [39000, ...]]},   # [rank][iteration]
+        "per_rank_ns": [[41000, ...], [39000, ...]],    # [rank][iteration]
+        "per_rank_cpu_ns": [[9000, ...], [8500, ...]]},  # CPU time of the process
        ...]}
 
 The duration of the rank that left the barrier last (the shortest one) is the transfer
 time; the fit in ``replay/calibration.py`` uses the median of those over iterations.
+``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
+worker threads do the copies, reductions and socket calls) spent during the same call:
+on a wire-bound link a transfer keeps a fraction of a core busy, on loopback nearly one
+(``replay.interference.cores`` counts a transfer's threads by that share).
 Sizes are bytes of the full (unsharded) buffer, as ``comm_bytes`` in a trace.
 """
 
@@ -89,13 +94,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(bench: _Bench, device: torch.device) -> int:
+def _timed(bench: _Bench, device: torch.device) -> tuple[int, int]:
+    """(wall ns, process CPU ns) of one call started right after a barrier."""
     dist.barrier()
     _sync(device)
-    t0 = time.perf_counter_ns()
+    t0, c0 = time.perf_counter_ns(), time.process_time_ns()
     bench.call()
     _sync(device)
-    return time.perf_counter_ns() - t0
+    return time.perf_counter_ns() - t0, time.process_time_ns() - c0
 
 
 def _agree_on_iters(seconds: float, args: argparse.Namespace, device: torch.device) -> int:
@@ -133,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     for coll in colls:
         for nbytes in sizes:
             bench = _Bench(coll, nbytes, world, rank, device)
-            warm = [_timed(bench, device) for _ in range(max(1, args.warmup))]
+            warm = [_timed(bench, device)[0] for _ in range(max(1, args.warmup))]
             iters = _agree_on_iters(min(warm) / 1e9, args, device)
-            durs = [_timed(bench, device) for _ in range(iters)]
-            per_rank = _gather_durations(durs, world, device)
+            timed = [_timed(bench, device) for _ in range(iters)]
+            per_rank = _gather_durations([w for w, _ in timed], world, device)
+            per_rank_cpu = _gather_durations([c for _, c in timed], world, device)
             measurements.append({"collective": coll, "bytes": bench.nbytes, "iters": iters,
-                                 "per_rank_ns": per_rank})
+                                 "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu})
             if rank == 0:
-                best = sorted(min(col) for col in zip(*per_rank))[len(durs) // 2]
+                best = sorted(min(col) for col in zip(*per_rank))[len(timed) // 2]
                 sys.stderr.write(
                     f"calibrate: {coll:<15} {bench.nbytes:>11} B  x{iters:<3} median "
                     f"{best / 1e3:10.1f} us  [{time.perf_counter() - t_start:6.1f} s]\n")

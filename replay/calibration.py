@@ -16,7 +16,8 @@ taken on ``n`` ranks still re-times collectives for ``workers=N``.
        "all_reduce": {
          "group_size": 2,
          "points": [{"bytes": 1024, "median_ns": 512000, "p10_ns": ..., "p90_ns": ...,
-                     "iters": 20, "fit_ns": 512000}, ...],
+                     "iters": 20, "fit_ns": 512000, "cpu_ns": 130000,
+                     "cpu_share": 0.25}, ...],
          "segments": [{"min_bytes": 1024, "max_bytes": 2048, "alpha_ns": 250000.0,
                        "beta_bytes_per_s": 1.1e9, "r2": 1.0, "n_points": 2}, ...],
          "overall": {"alpha_ns": ..., "beta_bytes_per_s": ..., "r2": 0.99,
@@ -123,17 +124,25 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     Per call, the transfer time is the shortest rank's duration (the rank that left the
     barrier last waited for no one); per size, the median over calls (``median_ns``),
     then made non-decreasing in size (``fit_ns``, what the segments pass through).
+    When the worker recorded CPU times, ``cpu_ns`` is the median over calls of the ranks'
+    mean process CPU time and ``cpu_share`` = ``cpu_ns / median_ns``: the share of a core
+    the transfer keeps busy while it runs alone.
     """
     world = int(raw["world_size"])
     by_coll: dict[str, list[dict[str, Any]]] = {}
     for m in raw["measurements"]:
         per_rank = np.asarray(m["per_rank_ns"], dtype=float)  # [rank, iteration]
         transfer = per_rank.min(axis=0)
-        by_coll.setdefault(m["collective"], []).append({
+        point = {
             "bytes": int(m["bytes"]), "median_ns": float(np.median(transfer)),
             "p10_ns": float(np.percentile(transfer, 10)),
             "p90_ns": float(np.percentile(transfer, 90)), "iters": int(m["iters"]),
-        })
+        }
+        if m.get("per_rank_cpu_ns"):
+            cpu = float(np.median(np.asarray(m["per_rank_cpu_ns"], dtype=float).mean(axis=0)))
+            point["cpu_ns"] = cpu
+            point["cpu_share"] = cpu / point["median_ns"] if point["median_ns"] > 0 else 0.0
+        by_coll.setdefault(m["collective"], []).append(point)
     out = {}
     for coll, points in by_coll.items():
         points.sort(key=lambda p: p["bytes"])
@@ -243,6 +252,20 @@ class CalibratedCostModel(CommCostModel):
         scale = exact / at_cal if at_cal > 0 else 1.0
         return replace(line, latency_ns=line.latency_ns * scale,
                        bandwidth_ns=line.bandwidth_ns * scale)
+
+    def cpu_share(self, collective: str, nbytes: float) -> float | None:
+        """CPU time over wall time of one transfer of ``nbytes`` running alone: the measured
+        points' ``cpu_share`` interpolated in log size (the nearest end outside them);
+        a collective not calibrated takes its reference's; None for a ``comm.json``
+        written before CPU times were recorded."""
+        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
+        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce"))
+        pts = sorted((p["bytes"], p["cpu_share"]) for p in (sec or {}).get("points", [])
+                     if p.get("cpu_share") is not None and p["bytes"] > 0)
+        if not pts:
+            return None
+        xs = np.log2([b for b, _ in pts])
+        return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [c for _, c in pts]))
 
     def median_ns(self, collective: str) -> pd.Series:
         """Measured median transfer time by size (bytes -> ns) for one collective."""
@@ -430,6 +453,10 @@ class AnchoredCostModel(CommCostModel):
     def fit_for(self, collective: str, nbytes: float = 0, pg: str = "") -> CollectiveFit:
         fit = self.calibrated.fit_for(collective, nbytes, pg)
         return replace(fit, source=f"{fit.source}, scaled to the run's all-reduces")
+
+    def cpu_share(self, collective: str, nbytes: float) -> float | None:
+        """The calibration's (a transfer alone keeps the same share of a core busy)."""
+        return self.calibrated.cpu_share(collective, nbytes)
 
     def scale(self, nbytes: float) -> float:
         b = min(max(nbytes, self.size_range[0]), self.size_range[1])

@@ -215,6 +215,12 @@ class CommCostModel:
         algo = Algorithm.RING if self.algorithm is Algorithm.AUTO else self.algorithm
         return fit.terms(coll, nbytes, group_size, algo)
 
+    def cpu_share(self, collective: str, nbytes: float) -> float | None:
+        """The share of a core one such transfer keeps busy while it runs alone (CPU time
+        over wall time, measured by ``tracekit calibrate``), or None when not measured
+        (a model fitted from a trace: traces hold wall times only)."""
+        return None
+
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:
         """Predicted transfer time of one call, ns (no waiting for peers)."""
         return self.terms(collective, nbytes, group_size, pg=pg).total_ns
@@ -518,7 +524,16 @@ def fit_run_cost_model(run, graph=None, *, algorithm: Algorithm | str = Algorith
 class ScaledCostModel(CommCostModel):
     """Another model seen through a faster or slower network: ``bandwidth=2x``
     (``bandwidth_factor``), ``bandwidth=100Gbps`` (``bandwidth_bytes_per_s``, replaces the
-    fitted bus bandwidth) and ``comm-scale=X`` (``time_factor``, multiplies both parts)."""
+    fitted bus bandwidth) and ``comm-scale=X`` (``time_factor``, multiplies both parts).
+
+    A faster wire cannot make a transfer quicker than the CPU work it does (copies,
+    reductions, socket calls: what ``tracekit calibrate`` measures as its CPU time). When
+    the base model knows that share (:meth:`CommCostModel.cpu_share`), a bandwidth change
+    keeps the transfer at or above it::
+
+        gloo all-reduce of 16 MB at 8 Gbit/s: 33 ms, CPU 15 ms (share 0.45)
+        bandwidth=4x: 33 / 4 = 8 ms -> 15 ms (CPU-bound from here)
+    """
 
     base: CommCostModel
     time_factor: float = 1.0
@@ -531,14 +546,29 @@ class ScaledCostModel(CommCostModel):
     def fit_for(self, collective: str, nbytes: float, pg: str = "") -> CollectiveFit:
         return self.base.fit_for(collective, nbytes, pg)
 
+    def _cpu_floor_ns(self, collective: str, nbytes: float, base_total: float) -> float:
+        share = self.base.cpu_share(collective, nbytes)
+        return min(share, 1.0) * base_total if share is not None else 0.0
+
     def terms(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> CostTerms:
         t = self.base.terms(collective, nbytes, group_size, pg=pg)
         if self.bandwidth_bytes_per_s is not None:
             bw = t.moved_bytes / self.bandwidth_bytes_per_s * 1e9
         else:
             bw = t.bandwidth_ns / self.bandwidth_factor
+        if bw < t.bandwidth_ns:  # a faster wire: not below the transfer's CPU time
+            bw = max(bw, self._cpu_floor_ns(collective, nbytes, t.total_ns) - t.latency_ns)
         return replace(t, latency_ns=t.latency_ns * self.time_factor,
                        bandwidth_ns=bw * self.time_factor)
+
+    def cpu_share(self, collective: str, nbytes: float) -> float | None:
+        """The same CPU time over this model's (shorter or longer) wall time."""
+        share = self.base.cpu_share(collective, nbytes)
+        if share is None:
+            return None
+        base = self.base.time_ns(collective, nbytes, 2)
+        new = self.time_ns(collective, nbytes, 2)
+        return share * base / new if new > 0 else share
 
     @property
     def notes(self) -> list[str]:

@@ -135,3 +135,9 @@ def test_real_calibration_under_torchrun(tmp_path):
             assert t_small == pytest.approx(med.mean(), rel=1e-6)
     raw = model.doc["raw"]
     assert all(len(m["per_rank_ns"]) == 2 and m["iters"] >= 3 for m in raw)
+    # CPU time of every call on every rank, and the share it is of the wall time
+    assert all(len(m["per_rank_cpu_ns"]) == 2 and len(m["per_rank_cpu_ns"][0]) == m["iters"]
+               for m in raw)
+    for coll in model.collectives:
+        share = model.cpu_share(coll, 256 * KB)
+        assert share is not None and 0.0 < share < 4.0, (coll, share)

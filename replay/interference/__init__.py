@@ -41,13 +41,15 @@ def check_interference_name(name: str) -> str:
 
 
 def choose_interference(name: str, run, graph: Graph, start_ns: np.ndarray,
-                        end_ns: np.ndarray) -> InterferenceModel:
+                        end_ns: np.ndarray, *, comm_model=None) -> InterferenceModel:
     """The model ``name`` fitted on ``run``'s ``graph`` and its baseline schedule.
 
     ``"auto"`` picks ``"cores"`` for a CPU-only run (on CPU gloo runs it was the more
     accurate, see the README's figures) and ``"factor"`` when the run has GPU lanes.
     ``"cores"`` on a run with GPU lanes is an error: GPU kernels do not share the host's
-    cores with the training threads.
+    cores with the training threads. ``comm_model`` (a calibrated
+    :class:`~replay.cost_model.CommCostModel`) tells ``"cores"`` how much of a core each
+    transfer keeps busy.
     """
     check_interference_name(name)
     cpu_only = bool(graph.n_nodes) and not any(ln.kind == "gpu" for ln in graph.lanes)
@@ -61,5 +63,6 @@ def choose_interference(name: str, run, graph: Graph, start_ns: np.ndarray,
                 "--interference cores models host threads sharing CPU cores, but this run "
                 "has GPU lanes (kernels slow each other on the device, not on the cores); "
                 "use --interference factor or auto")
-        return CoreSharing(run, graph, start_ns, end_ns)
+        share = comm_model.cpu_share if comm_model is not None else None
+        return CoreSharing(run, graph, start_ns, end_ns, cpu_share=share)
     return FactorInterference(graph, start_ns, end_ns)

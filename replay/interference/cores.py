@@ -10,10 +10,19 @@ rank on the host run at once, which is exactly what a what-if changes.
 
 Model (one host, ``cores`` cores, every node a thread while it runs)::
 
-    busy(t)      = number of the host's nodes running at t (compute, host ops, and comm
-                   transfers: ``start + wait`` to the end)
-    slowdown(v)  = mean over v's span of max(1, busy(t) / cores)
+    share(v)     = 1 for compute and host ops; for a comm transfer, the share of a core
+                   it keeps busy running alone (CPU time / wall time, from the
+                   calibration: ``CommCostModel.cpu_share``), 1 when not measured
+    busy(t)      = sum of share(v) over the host's nodes running at t (comm transfers:
+                   ``start + wait`` to the end)
+    sharing(v)   = mean over v's span of max(1, busy(t) / cores)
+    slowdown(v)  = max(1, min(share(v), 1) * sharing(v))
     duration(v)  = base(v) * slowdown(v)
+
+A transfer that waits on the wire most of the time (a gloo all-reduce on a 4 Gbit/s link
+keeps ~0.25 of a core busy) barely slows the compute beside it, and is itself slowed only
+when its CPU work no longer fits beside the others (``share * sharing > 1``); on loopback
+a transfer is CPU work through and through (share ~1) and shares the cores like compute.
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
@@ -24,7 +33,8 @@ behind the :class:`~replay.interference.model.InterferenceModel` interface.
 Example: a 2-core host, both ranks' main threads computing while each rank's gloo thread
 transfers (4 busy threads)::
 
-    busy 4 on 2 cores -> every one of them runs at half speed: slowdown 2.0
+    loopback (share 1): busy 4 on 2 cores -> every one of them at half speed: slowdown 2.0
+    4 Gbit/s link (share 0.25): busy 2.5 -> compute slowdown 1.25, transfers 1.0
     the same transfer after backward (2 busy threads) -> slowdown 1.0
 
 Cores per host come from the manifest (``ranks[].cpu_cores``, recorded by ``tracekit
@@ -99,14 +109,17 @@ def _this_machine_cores() -> int:
 
 
 def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
-             cores: np.ndarray) -> np.ndarray:
-    """Per interval ``[start, end)``: mean of ``max(1, busy(t) / cores)`` over it, where
-    ``busy(t)`` counts the intervals of the same host covering ``t``."""
+             cores: np.ndarray, share: np.ndarray | None = None) -> np.ndarray:
+    """Per interval ``[start, end)``: ``max(1, min(share, 1) * sharing)``, where sharing is
+    the mean of ``max(1, busy(t) / cores)`` over it and ``busy(t)`` the sum of ``share``
+    (default 1) over the intervals of the same host covering ``t``."""
+    share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
     out = np.ones(len(start), dtype=float)
     for h, sel in groups(host):
         s, e = start[sel], end[sel]
         t = np.concatenate([s, e])
-        step = np.concatenate([np.ones(len(s)), -np.ones(len(e))])
+        w = share[sel]
+        step = np.concatenate([w, -w])
         order = np.argsort(t, kind="stable")
         t, step = t[order], step[order]
         rate = np.maximum(1.0, np.cumsum(step) / float(cores[h]))  # on [t_i, t_i+1)
@@ -121,8 +134,33 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
         ok = span > 0
         val = np.ones(len(sel))
         val[ok] = (integral(e[ok]) - integral(s[ok])) / span[ok]
-        out[sel] = np.maximum(val, 1.0)
+        out[sel] = np.maximum(np.minimum(w, 1.0) * np.maximum(val, 1.0), 1.0)
     return out
+
+
+def transfer_shares(graph: Graph, cpu_share: Callable[[str, float], float | None] | None
+                    ) -> tuple[np.ndarray, list[str]]:
+    """``share(v)`` of every node (see module doc) and a note saying where it came from."""
+    share = np.ones(graph.n_nodes, dtype=float)
+    comm = np.flatnonzero(graph.kind == NodeKind.COMM)
+    if cpu_share is None or not len(comm):
+        return share, ([] if not len(comm) else [
+            "core sharing: each comm transfer counted as a fully busy thread (no CPU times "
+            "measured; 'tracekit calibrate' records them, pass --comm-model comm.json)"])
+    cache: dict[tuple[int, int], float | None] = {}
+    for v in comm:
+        key = (int(graph.name[v]), int(graph.bytes[v]))
+        if key not in cache:
+            cache[key] = cpu_share(graph.names[key[0]], float(max(key[1], 0)))
+        if cache[key] is not None:
+            share[v] = max(float(cache[key]), 0.0)
+    if any(c is None for c in cache.values()):
+        return share, ["core sharing: the calibration has no CPU times (written by an older "
+                       "tracekit): comm transfers counted as fully busy threads; calibrate "
+                       "again"]
+    used = share[comm]
+    return share, [f"core sharing: comm transfers keep {used.min():.2f}-{used.max():.2f} of a "
+                   "core busy (CPU time / wall time, calibrated)"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +178,7 @@ class ContentionResult:
 def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndarray,
                      hc: HostCores,
                      schedule: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                     passes: int = 6) -> ContentionResult:
+                     share: np.ndarray | None = None, passes: int = 6) -> ContentionResult:
     """Re-time every node of a variant for the core sharing its own schedule produces.
 
     ``dur_ns``: durations as measured (including the baseline's contention) or as a
@@ -155,7 +193,7 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
 
     def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        return slowdown(start, end, host, hc.cores)
+        return slowdown(start, end, host, hc.cores, share)
 
     res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
                  durations=durations, measure=measure, schedule=schedule, passes=passes,
@@ -170,15 +208,32 @@ class CoreSharing(InterferenceModel):
 
     name = "cores"
 
-    def __init__(self, run, graph: Graph, start_ns: np.ndarray, end_ns: np.ndarray) -> None:
+    def __init__(self, run, graph: Graph, start_ns: np.ndarray, end_ns: np.ndarray, *,
+                 cpu_share: Callable[[str, float], float | None] | None = None) -> None:
         """Hosts and cores from the run's manifest; the slowdown inside every measured
         duration is read from the baseline *replay* ``start_ns``/``end_ns`` (as the factor
         model's overlap is), so a variant that changes nothing stays exactly the
-        baseline, whatever the replay moved by a few microseconds."""
+        baseline, whatever the replay moved by a few microseconds. ``cpu_share``: a comm
+        transfer's share of a core by collective name and bytes
+        (:meth:`replay.cost_model.CommCostModel.cpu_share`), None: 1 for every transfer."""
         self.hosts = host_cores(run, graph)
-        self.notes = list(self.hosts.notes)
+        self.cpu_share = cpu_share
+        self.base_share, share_notes = transfer_shares(graph, cpu_share)
+        self.base_dur = graph.dur_ns.astype(float)
+        self.notes = [*self.hosts.notes, *share_notes]
         self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.host_of_rank[graph.rank],
-                                      self.hosts.cores)
+                                      self.hosts.cores, self.base_share)
+
+    def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
+        """``share(v)`` in a variant: a transfer kept from the run does the same CPU work
+        in the time the variant gives it (``bandwidth=2x`` halves it: twice the share);
+        one a what-if created has the calibrated share at its size."""
+        share = transfer_shares(graph, self.cpu_share)[0]
+        kept = np.flatnonzero((graph.kind == NodeKind.COMM) & (origin >= 0))
+        o = origin[kept]
+        share[kept] = self.base_share[o] * self.base_dur[o] / np.maximum(
+            graph.dur_ns[kept].astype(float), 1.0)
+        return share
 
     def describe(self) -> str:
         return self.hosts.describe()
@@ -195,6 +250,6 @@ class CoreSharing(InterferenceModel):
         # nodes a what-if created (timed by the contention-free cost model)
         res = apply_contention(graph=graph, dur_ns=graph.dur_ns, hc=self.hosts,
                                base_slowdown=from_origin(self.base_slowdown, origin, 1.0),
-                               schedule=schedule)
+                               schedule=schedule, share=self.variant_shares(graph, origin))
         return Retimed(dur_ns=res.dur_ns,
                        notes=self.settle_notes("core sharing", res.last_change))

@@ -74,16 +74,21 @@ _NO_COMM_MODEL = ("the run has no collectives with known sizes to fit a cost mod
                   "pass --comm-model comm.json from 'tracekit calibrate'")
 
 
-def _comm_model(run: Run, graph: Graph, comm_model
+def _load(comm_model) -> CommCostModel | None:
+    """None, a ``comm.json`` path or a model -> the model."""
+    if comm_model is None or isinstance(comm_model, CommCostModel):
+        return comm_model
+    return load_comm_model(Path(comm_model))
+
+
+def _comm_model(run: Run, graph: Graph, model: CommCostModel | None
                 ) -> tuple[CommCostModel | None, FittedCostModel | None, list[str]]:
     notes: list[str] = []
     fitted = fit_run_cost_model(run, graph)
     if not fitted.fits:
         fitted = None
-    if comm_model is None:
+    if model is None:
         return fitted, fitted, notes
-    model = comm_model if isinstance(comm_model, CommCostModel) else load_comm_model(
-        Path(comm_model))
     if isinstance(model, CalibratedCostModel) and fitted is not None:
         ar = [f for (_, c), f in fitted.fits.items() if c == "all_reduce"]
         if ar:
@@ -104,8 +109,10 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     """
     reuse = getattr(baseline, "graph", None) is graph and baseline.schedule is not None
     sched = baseline.schedule if reuse else schedule_full(graph)
-    model = choose_interference(interference, run, graph, sched.start_ns, sched.end_ns)
-    comm, fitted, notes = _comm_model(run, model.cost_fit_graph(graph), comm_model)
+    given = _load(comm_model)
+    model = choose_interference(interference, run, graph, sched.start_ns, sched.end_ns,
+                                comm_model=given)
+    comm, fitted, notes = _comm_model(run, model.cost_fit_graph(graph), given)
     notes += model.notes
     sync, sync_error = None, ""
     try:
