@@ -48,18 +48,20 @@ def _events(rows: list[dict]) -> pd.DataFrame:
 
 def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
             grad_bytes=(1000, 1000, 1000, 1000), buckets=((0, 1), (2, 3)), ranks=2,
-            comm_lanes=1):
+            comm_lanes=1, optimizer_annotation=False):
     """A graph + run as ``build_graph`` would give for that DDP step (see module doc).
 
     ``grad_bytes`` are in ready order; parameter ``n-1-k`` is the k-th ready (DDP's
     reverse registration order); ``buckets`` are positions in ready order;
-    ``comm_lanes=2``: gloo's two worker threads, the buckets taking turns on them."""
+    ``comm_lanes=2``: gloo's two worker threads, the buckets taking turns on them;
+    ``optimizer_annotation``: E lies inside torch.optim's ``Optimizer.step#SGD.step``."""
     n = len(grad_bytes)
     cols = {k: [] for k in ("rank", "lane", "kind", "step", "name", "dur_ns", "bytes",
                             "coll_id")}
     names: list[str] = []
     lanes, edges = [], []
     fwd_nodes: dict[tuple[int, int, str], int] = {}
+    optimizer_nodes: dict[tuple[int, int], int] = {}
 
     def node(rank, lane, kind, step, name, dur, nbytes=-1, coll=-1):
         if name not in names:
@@ -92,6 +94,7 @@ def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
                         issues.append((s, b, chain[-1]))
             w = node(r, main, NodeKind.COMPUTE, s, "reducer::copy_bucket_to_grad", TAIL)
             chain += [w, node(r, main, NodeKind.COMPUTE, s, "Optimizer.step", TAIL)]
+            optimizer_nodes[(r, s)] = chain[-1]
             issues.append((s, -1, w))
         edges += [(a, b, EdgeKind.LANE_ORDER) for a, b in zip(chain[:-1], chain[1:])]
         comm_chains = [[] for _ in comms]
@@ -135,6 +138,11 @@ def ddp_run(*, steps=(1,), modules=(("m", 1_000 * US),), module_params=None,
     ann = [{"rank": r, "lane_kind": "cpu", "lane": 100 + r, "name": f"tracekit.fwd:{mod}",
             "kind": "annotation", "ts_ns": int(g.start_ns[v]), "dur_ns": int(g.dur_ns[v]),
             "step": s} for (r, s, mod), v in fwd_nodes.items()]
+    if optimizer_annotation:
+        ann += [{"rank": r, "lane_kind": "cpu", "lane": 100 + r,
+                 "name": "Optimizer.step#SGD.step", "kind": "annotation",
+                 "ts_ns": int(g.start_ns[v]), "dur_ns": int(g.dur_ns[v]), "step": s}
+                for (r, s), v in optimizer_nodes.items()]
     run = Run(path="synthetic", events=_events(ann), traces={}, manifest=manifest,
               world_size=ranks, backend="gloo")
     return run, g
@@ -270,6 +278,52 @@ def test_dear_graph_structure():
     # every collective instance has one node per rank
     ids, counts = np.unique(h.coll_id[h.kind == NodeKind.COMM], return_counts=True)
     assert set(counts) == {2}
+
+
+def test_dear_moves_the_optimizer_update_after_each_all_gather():
+    """DeAR updates each bucket after its all-gather in the next forward: E (50 us) leaves
+    the end of the step, where it hid behind the last reduce-scatter (300 us: the next
+    forward waits for it anyway), and comes back as 25 us per bucket (equal bytes) after
+    each all-gather, where nothing hides it. Step 1's forward gains 2 x 25 us, which
+    delays its backward and so its last reduce-scatter by 50 us; step 2's m0 then starts
+    50 + 25 us later and m1 50 + 50 us later."""
+    mods = (("m0", 500 * US), ("m1", 500 * US))
+    kw = dict(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])),
+              grad_bytes=(250_000,) * 4)
+    starts = {}
+    for annotated in (False, True):
+        run, g = ddp_run(**kw, optimizer_annotation=annotated)
+        _, (res,) = _evaluate(run, g, ["dear"])
+        tl = res.result.timeline
+        r0 = tl[(tl["rank"] == 0) & (tl["step"] == 2)]
+        starts[annotated] = {n: int(r0[r0["name"] == n]["ts_ns"].iloc[0])
+                             for n in ("fwd m0", "fwd m1")}
+        notes = " ".join([*res.notes, *res.result.notes])
+        assert ("moved into the next forward" in notes) == annotated, notes
+        assert ("stays at the end of the step" in notes) == (not annotated), notes
+        updates = r0[r0["name"] == "dear:update"]
+        assert len(updates) == (2 if annotated else 0)
+        assert set(updates["dur_ns"]) <= {TAIL // 2}
+    assert starts[True]["fwd m0"] - starts[False]["fwd m0"] == TAIL + TAIL // 2
+    assert starts[True]["fwd m1"] - starts[False]["fwd m1"] == 2 * TAIL
+
+
+def test_dear_update_waits_for_its_all_gather():
+    mods = (("m0", 500 * US), ("m1", 500 * US))
+    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])),
+                     optimizer_annotation=True)
+    base = replay(run, g)
+    ctx = build_context(run, g, base, comm_model=model(), interference="none")
+    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, mode=DEAR_SYNC),
+                     cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
+    h = rw.graph
+    name = np.array(h.names, dtype=object)[h.name]
+    src, dst = h.src[h.edge_kind == EdgeKind.PARAM_READY], h.dst[h.edge_kind == EdgeKind.PARAM_READY]
+    assert {(str(name[a]), str(name[b])) for a, b in zip(src, dst)} == {
+        ("gloo:all_gather", "dear:update")}
+    assert (name == "dear:update").sum() == 2 * 2 * 2  # buckets x steps x ranks
+    # the optimizer's own node takes no time any more
+    assert set(h.dur_ns[name == "Optimizer.step"]) == {0}
 
 
 def test_dear_without_module_boundaries_says_how_to_get_them():

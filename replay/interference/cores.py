@@ -139,12 +139,14 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
 
 
 def transfer_shares(graph: Graph, cpu_share: Callable[[str, float], float | None] | None
-                    ) -> tuple[np.ndarray, list[str]]:
-    """``share(v)`` of every node (see module doc) and a note saying where it came from."""
+                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``share(v)`` of every node (see module doc), which of them were measured (comm
+    transfers with a calibrated CPU time), and a note saying where they came from."""
     share = np.ones(graph.n_nodes, dtype=float)
+    measured = np.zeros(graph.n_nodes, dtype=bool)
     comm = np.flatnonzero(graph.kind == NodeKind.COMM)
     if cpu_share is None or not len(comm):
-        return share, ([] if not len(comm) else [
+        return share, measured, ([] if not len(comm) else [
             "core sharing: each comm transfer counted as a fully busy thread (no CPU times "
             "measured; 'tracekit calibrate' records them, pass --comm-model comm.json)"])
     cache: dict[tuple[int, int], float | None] = {}
@@ -154,12 +156,13 @@ def transfer_shares(graph: Graph, cpu_share: Callable[[str, float], float | None
             cache[key] = cpu_share(graph.names[key[0]], float(max(key[1], 0)))
         if cache[key] is not None:
             share[v] = max(float(cache[key]), 0.0)
+            measured[v] = True
     if any(c is None for c in cache.values()):
-        return share, ["core sharing: the calibration has no CPU times (written by an older "
+        return share, measured, ["core sharing: the calibration has no CPU times (written by an older "
                        "tracekit): comm transfers counted as fully busy threads; calibrate "
                        "again"]
     used = share[comm]
-    return share, [f"core sharing: comm transfers keep {used.min():.2f}-{used.max():.2f} of a "
+    return share, measured, [f"core sharing: comm transfers keep {used.min():.2f}-{used.max():.2f} of a "
                    "core busy (CPU time / wall time, calibrated)"]
 
 
@@ -218,7 +221,7 @@ class CoreSharing(InterferenceModel):
         (:meth:`replay.cost_model.CommCostModel.cpu_share`), None: 1 for every transfer."""
         self.hosts = host_cores(run, graph)
         self.cpu_share = cpu_share
-        self.base_share, share_notes = transfer_shares(graph, cpu_share)
+        self.base_share, self.base_measured, share_notes = transfer_shares(graph, cpu_share)
         self.base_dur = graph.dur_ns.astype(float)
         self.notes = [*self.hosts.notes, *share_notes]
         self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.host_of_rank[graph.rank],
@@ -227,9 +230,11 @@ class CoreSharing(InterferenceModel):
     def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
         """``share(v)`` in a variant: a transfer kept from the run does the same CPU work
         in the time the variant gives it (``bandwidth=2x`` halves it: twice the share);
-        one a what-if created has the calibrated share at its size."""
+        one a what-if created has the calibrated share at its size. Transfers without a
+        measured share stay fully busy threads (1), whatever their time."""
         share = transfer_shares(graph, self.cpu_share)[0]
         kept = np.flatnonzero((graph.kind == NodeKind.COMM) & (origin >= 0))
+        kept = kept[self.base_measured[origin[kept]]]
         o = origin[kept]
         share[kept] = self.base_share[o] * self.base_dur[o] / np.maximum(
             graph.dur_ns[kept].astype(float), 1.0)

@@ -10,8 +10,16 @@ does, so a prediction can be checked against a real run.
 The costs of the two halves come from the cost model: with ``--comm-model comm.json``
 they are measured (on gloo a reduce-scatter costs far more than half an all-reduce);
 without it they are extrapolated from the run's all-reduces by formula, and the notes
-say so. The optimizer work stays where the baseline had it (DeAR moves the update of
-each bucket into the forward; the host time is the same).
+say so.
+
+DeAR has no optimizer step at the end: each bucket's parameters are updated in the
+next forward, right after its all-gather, on the training thread (``train_dear.py``'s
+``finish_bucket``). So the baseline's ``Optimizer.step#`` work (its ops and the gaps
+between them) is taken out of the end of the step, where it would hide behind the
+reduce-scatters still in flight, and put back as one ``dear:update`` node after each
+all-gather, its share of the time in proportion to the bucket's bytes. Without an
+``Optimizer.step#`` annotation (or when the optimizer launches device work) the update
+stays where the baseline had it, and the notes say so.
 
 Before/after, rank 0 of step 6, two buckets (:class:`DearSync` in
 :func:`replay.whatif.rewrite.materialize`)::
@@ -26,13 +34,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from replay.whatif.gradients import GradientSync, RankStepSync
 from replay.whatif.overlap import Overlap
 from replay.whatif.registry import Stage, WhatIf, register
 from replay.whatif.rewrite import GradientRewrite, StepBuild, SyncMode
 from replay.whatif.variant_edit import VariantEdit
 from tracekit.errors import TracekitError
-from tracekit.graph.model import EdgeKind, NodeKind
+from tracekit.graph.edit import with_durations
+from tracekit.graph.model import EdgeKind, Graph, NodeKind
 
 
 def _first_use(sync: GradientSync, bucket: tuple[int, ...]) -> str:
@@ -54,6 +65,27 @@ class DearSync(SyncMode):
     backward_issue = "c10d::reduce_scatter_"
     reuses_baseline_buckets = False
     waited_in_backward = False
+
+    def pre_edit(self, graph: Graph, sync: GradientSync) -> tuple[Graph, dict]:
+        """The optimizer's nodes take no time at the end of the step (their time, with
+        the lane gaps between them, is kept per rank and step for the updates)."""
+        moved: dict[tuple[int, int], int] = {}
+        dur = graph.dur_ns.copy()
+        delay = graph.delay_ns.copy()
+        lane_edge = graph.edge_kind == EdgeKind.LANE_ORDER
+        for key, rs in sync.per_rank_step.items():
+            nodes = rs.optimizer_nodes
+            if not len(nodes) or (graph.kind[nodes] == NodeKind.LAUNCH).any():
+                continue
+            inside = np.zeros(graph.n_nodes, dtype=bool)
+            inside[nodes] = True
+            gaps = np.flatnonzero(lane_edge & inside[graph.src] & inside[graph.dst])
+            moved[key] = int(dur[nodes].sum() + delay[gaps].sum())
+            dur[nodes] = 0
+            delay[gaps] = 0
+        if moved:
+            graph = replace(with_durations(graph, dur), delay_ns=delay)
+        return graph, {"update_ns": moved}
 
     def prepare(self, rw: GradientRewrite, rs: RankStepSync) -> dict[int, int]:
         """Per bucket, the first node of the forward of the module that first uses it."""
@@ -85,8 +117,25 @@ class DearSync(SyncMode):
             sb.main_before[before].append(iss)
             sb.comm_order.append(ag)
             rw.edges[EdgeKind.ISSUE].append((iss, ag, sync.issue_delay_ns))
-            rw.edges[EdgeKind.PARAM_READY].append((ag, before, 0))
+            ready = self._update(rw, sb, b, t0)
+            if ready is None:
+                rw.edges[EdgeKind.PARAM_READY].append((ag, before, 0))
+            else:  # the update waits for the all-gather; the module runs after it
+                sb.main_before[before].append(ready)
+                rw.new_edges[EdgeKind.PARAM_READY].append((ag, ready, 0))
             rw.mode_state.setdefault("all_gathers", {})[(rs.rank, rs.step, b)] = ag
+
+    @staticmethod
+    def _update(rw: GradientRewrite, sb: StepBuild, b: int, t0: int) -> int | None:
+        """Bucket ``b``'s share of the step's optimizer time as one host node (local new
+        id); None when the optimizer's time was not moved."""
+        total = rw.mode_state.get("update_ns", {}).get((sb.rs.rank, sb.rs.step))
+        if total is None:
+            return None
+        share = rw.bucket_bytes[b] / max(sum(rw.bucket_bytes), 1)
+        return rw.nodes.add(lane=sb.rs.lane, kind=int(NodeKind.COMPUTE), name="dear:update",
+                            dur_ns=int(round(total * share)), start_ns=t0, step=sb.rs.step,
+                            rank=sb.rs.rank)
 
     def finish(self, rw: GradientRewrite) -> list[str]:
         """An all-gather needs the previous step's reduce-scatter of its bucket."""
@@ -97,8 +146,19 @@ class DearSync(SyncMode):
                 rw.edges[EdgeKind.COMM_DONE].append((prev, ag, 0))
         if not rw.steps:
             return []
-        return [f"dear: the all-gathers of step {rw.steps[0]} have no reduce-scatter before "
-                "them in the replayed window and start when issued"]
+        notes = [f"dear: the all-gathers of step {rw.steps[0]} have no reduce-scatter before "
+                 "them in the replayed window and start when issued"]
+        moved = rw.mode_state.get("update_ns", {})
+        if len(moved) < len(rw.sync.per_rank_step):
+            notes.append("dear: the optimizer's work stays at the end of the step in "
+                         f"{len(rw.sync.per_rank_step) - len(moved)} rank-step(s) (no "
+                         "Optimizer.step# annotation on the training thread, or it launches "
+                         "device work); DeAR would update each bucket after its all-gather")
+        elif moved:
+            ms = np.median(list(moved.values())) / 1e6
+            notes.append(f"dear: the optimizer's work (median {ms:.2f} ms a step) moved into "
+                         "the next forward, after each bucket's all-gather")
+        return notes
 
 
 DEAR_SYNC = DearSync()

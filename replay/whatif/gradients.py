@@ -24,6 +24,8 @@ once per run (:func:`find_gradient_sync`) into a :class:`GradientSync`:
   last issue.
 - **forward first use** (for DeAR): with ``tracekit profile``'s ``tracekit.fwd:<module>``
   annotations, the first node of each module's forward per rank and step.
+- **optimizer** (for DeAR): the backward lane's nodes inside torch.optim's
+  ``Optimizer.step#...`` annotation, per rank and step.
 
 Before (rank 0, step 6 of a 16-layer MLP, DDP buckets 1 MB + 15 MB)::
 
@@ -60,6 +62,8 @@ _HOOK_WORK = re.compile(r"reducer|mul_out|copy|as_strided|view|detach|div|Accumu
 _WAIT_EDGES = (EdgeKind.HOST_WAIT, EdgeKind.COMM_DONE, EdgeKind.STREAM_WAIT)
 _ISSUE_EDGES = (EdgeKind.ISSUE, EdgeKind.LAUNCH)
 FWD_PREFIX = "tracekit.fwd:"
+#: torch.optim's profiler annotation of ``optimizer.step()`` (``Optimizer.step#SGD.step``)
+OPTIMIZER_PREFIX = "Optimizer.step#"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +100,9 @@ class RankStepSync:
     comm_lanes: tuple[int, ...]
     #: module qualname -> first node of its forward in this step (DeAR); {} unknown
     forward_first: dict[str, int] = field(default_factory=dict)
+    #: nodes of ``lane`` inside this step's ``Optimizer.step#`` annotation (DeAR moves
+    #: them); empty when the trace has none
+    optimizer_nodes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,16 +157,37 @@ def _by_target(graph: Graph, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sel, graph.dst[sel]
 
 
-def _forward_annotations(run) -> pd.DataFrame:
-    """``tracekit.fwd:<module>`` annotations of the run: rank, step, module, ts_ns."""
+def _annotations(run, prefix: str) -> pd.DataFrame:
+    """Events whose name starts with ``prefix``: rank, step, name (prefix cut), ts_ns,
+    end_ns."""
     ev = run.events
     names = ev["name"]
-    cats = [c for c in names.cat.categories if str(c).startswith(FWD_PREFIX)] if hasattr(
-        names, "cat") else sorted({n for n in names.astype(str) if n.startswith(FWD_PREFIX)})
+    cats = [c for c in names.cat.categories if str(c).startswith(prefix)] if hasattr(
+        names, "cat") else sorted({n for n in names.astype(str) if n.startswith(prefix)})
     ann = ev[names.isin(cats)] if cats else ev.iloc[:0]
     return pd.DataFrame({"rank": ann["rank"].to_numpy(), "step": ann["step"].to_numpy(),
-                         "module": [str(n)[len(FWD_PREFIX):] for n in ann["name"]],
-                         "ts_ns": ann["ts_ns"].to_numpy()})
+                         "module": [str(n)[len(prefix):] for n in ann["name"]],
+                         "ts_ns": ann["ts_ns"].to_numpy(),
+                         "end_ns": ann["ts_ns"].to_numpy() + ann["dur_ns"].to_numpy()})
+
+
+def _forward_annotations(run) -> pd.DataFrame:
+    """``tracekit.fwd:<module>`` annotations of the run: rank, step, module, ts_ns."""
+    return _annotations(run, FWD_PREFIX)
+
+
+def _optimizer_nodes(spans: dict, graph: Graph, rank: int, step: int,
+                     lane_nodes: np.ndarray) -> np.ndarray:
+    """Nodes of the lane, in this step, that start inside an ``Optimizer.step#`` span."""
+    mine = spans.get((rank, step))
+    if mine is None or mine.empty:
+        return np.zeros(0, dtype=np.int64)
+    on_lane = lane_nodes[graph.step[lane_nodes] == step]
+    starts = graph.start_ns[on_lane]
+    inside = np.zeros(len(on_lane), dtype=bool)
+    for t0, t1 in zip(mine["ts_ns"], mine["end_ns"]):
+        inside |= (starts >= t0) & (starts < t1)
+    return on_lane[inside].astype(np.int64)
 
 
 def _forward_first(ann: dict, graph: Graph, rank: int, step: int,
@@ -234,11 +262,14 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
     prefix = "gloo:"
     ann = _forward_annotations(run)
     annotations = {key: g for key, g in ann.groupby(["rank", "step"])} if len(ann) else {}
+    opt = _annotations(run, OPTIMIZER_PREFIX)
+    optimizer = {key: g for key, g in opt.groupby(["rank", "step"])} if len(opt) else {}
     for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
             [graph.rank, graph.step]):
         if step < 0:
             continue
-        rs = _rank_step_sync(graph, index, annotations, int(rank), int(step), nodes.to_numpy())
+        rs = _rank_step_sync(graph, index, annotations, int(rank), int(step), nodes.to_numpy(),
+                             optimizer)
         if rs is None:
             continue
         comms, issues, lasts = rs.bucket_comm, rs.bucket_issue, rs.bucket_last_grad
@@ -345,8 +376,9 @@ def _backward_lane(graph: Graph, index: _GraphIndex, nodes: np.ndarray) -> _Back
                          grad_pos={int(v): i for i, v in enumerate(accg)})
 
 
-def _rank_step_sync(graph: Graph, index: _GraphIndex, annotations: pd.DataFrame, rank: int,
-                    step: int, nodes: np.ndarray) -> RankStepSync | None:
+def _rank_step_sync(graph: Graph, index: _GraphIndex, annotations: dict, rank: int,
+                    step: int, nodes: np.ndarray, optimizer: dict | None = None
+                    ) -> RankStepSync | None:
     """Gradient synchronization of one rank's step (``nodes``: the step's nodes on that
     rank); None when it has no gradients or no bucket collectives."""
     bl = _backward_lane(graph, index, nodes)
@@ -365,7 +397,9 @@ def _rank_step_sync(graph: Graph, index: _GraphIndex, annotations: pd.DataFrame,
         wait_delay_ns=0, bucket_waits=bucket_waits, gap_wait_target=gap_target,
         comm_lanes=tuple(dict.fromkeys(int(graph.lane[c]) for c in comms)),
         forward_first=_forward_first(annotations, graph, rank, step,
-                                     index.lane_nodes(bl.lane)))
+                                     index.lane_nodes(bl.lane)),
+        optimizer_nodes=_optimizer_nodes(optimizer or {}, graph, rank, step,
+                                         index.lane_nodes(bl.lane)))
 
 
 def _bucket_collectives(graph: Graph, index: _GraphIndex, nodes: np.ndarray,

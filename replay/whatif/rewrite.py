@@ -64,6 +64,12 @@ class SyncMode:
     #: backward waits for the bucket where the baseline waited (DDP's finalize)
     waited_in_backward: bool = True
 
+    def pre_edit(self, graph: Graph, sync: GradientSync) -> tuple[Graph, dict[str, Any]]:
+        """Edit the graph before it is re-planned (DeAR takes the optimizer's time out of
+        the end of the step); returns the graph and state for :attr:`GradientRewrite.
+        mode_state`."""
+        return graph, {}
+
     def prepare(self, rw: GradientRewrite, rs: RankStepSync) -> Any:
         """Facts this mode needs about one rank and step, read before the graph changes
         (so a missing fact is an error before anything is built)."""
@@ -192,6 +198,9 @@ class GradientRewrite:
         self.inserts: list[tuple[str, int, list[int]]] = []
         self.leads: dict[int, int] = {}
         self.edges: dict[EdgeKind, list[tuple[int, int, int]]] = defaultdict(list)
+        #: edges between two new nodes of any kind (ISSUE and COMM_DONE in ``edges`` are
+        #: such edges too; other kinds there point at existing nodes)
+        self.new_edges: dict[EdgeKind, list[tuple[int, int, int]]] = defaultdict(list)
         #: (rank, step, bucket) -> the bucket's backward collective (local new id)
         self.backward_node: dict[tuple[int, int, int], int] = {}
         self.new_id = renumbering(self.removed)
@@ -332,6 +341,9 @@ class GradientRewrite:
             d = [shift(b) if kind in (EdgeKind.ISSUE, EdgeKind.COMM_DONE) else b
                  for _, b, _ in es]
             g = add_edges(g, s, d, kind, delay_ns=[dl for _, _, dl in es])
+        for kind, es in self.new_edges.items():
+            g = add_edges(g, [shift(a) for a, _, _ in es], [shift(b) for _, b, _ in es], kind,
+                          delay_ns=[dl for _, _, dl in es])
         return g
 
 
@@ -339,7 +351,9 @@ def materialize(graph: Graph, sync: GradientSync, plan: GradientPlan, *,
                 cost_ns: Callable[[str, int], float]) -> Rewritten:
     """Apply ``plan`` to ``graph`` (see module doc). ``cost_ns(collective, bytes)`` is the
     transfer time of one collective on the run's group."""
+    graph, state = plan.mode.pre_edit(graph, sync)
     rw = GradientRewrite(graph, sync, plan, cost_ns)
+    rw.mode_state.update(state)
     facts = {key: rw.step_facts(rs) for key, rs in sync.per_rank_step.items()}
     g = remove_nodes(graph, rw.removed)
     for key, rs in sorted(sync.per_rank_step.items()):
