@@ -15,7 +15,10 @@ every rank's duration of every call. Rank 0 writes one JSON document::
 
 The duration of the rank that left the barrier last (the shortest one) is the transfer
 time; the fit in ``replay/calibration.py`` uses the median of those over iterations.
-``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
+On gloo, an all-reduce is also timed two at a time (``per_rank_pair_ns``, both calls
+issued together and both waited for): how much two transfers side by side slow each
+other is what ``replay.interference.cores`` needs to share the link. ``cpu_cores`` is
+the cores the rank may run on. ``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
 worker threads do the copies, reductions and socket calls) spent during the same call:
 on a wire-bound link a transfer keeps a fraction of a core busy, on loopback nearly one
 (``replay.interference.cores`` counts a transfer's threads by that share).
@@ -67,9 +70,15 @@ class _Bench:
         shard = numel // world
         self.nbytes = numel * 4
         mk = lambda n: torch.ones(n, dtype=torch.float32, device=device)  # noqa: E731
+        #: two calls at once (gloo's all-reduce only: its worker threads run them side by
+        #: side; NCCL runs one process group's calls one after another), else None
+        self.pair = None
         if coll == "all_reduce":
-            buf = mk(numel)
+            buf, other = mk(numel), mk(numel)
             self.call = lambda: dist.all_reduce(buf)
+            if dist.get_backend() == "gloo":
+                self.pair = lambda: [w.wait() for w in (dist.all_reduce(buf, async_op=True),
+                                                        dist.all_reduce(other, async_op=True))]
         elif coll == "reduce_scatter":
             src, dst = mk(numel), mk(shard)
             # torch 2.13 renamed reduce_scatter_tensor (now deprecated) to *_single
@@ -89,17 +98,25 @@ class _Bench:
             raise SystemExit(f"unknown collective {coll!r}; choose from {', '.join(COLLECTIVES)}")
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(bench: _Bench, device: torch.device) -> tuple[int, int]:
-    """(wall ns, process CPU ns) of one call started right after a barrier."""
+def _timed(bench: _Bench, device: torch.device, *, pair: bool = False) -> tuple[int, int]:
+    """(wall ns, process CPU ns) of one call (``pair``: two at once) started right after
+    a barrier."""
     dist.barrier()
     _sync(device)
     t0, c0 = time.perf_counter_ns(), time.process_time_ns()
-    bench.call()
+    (bench.pair if pair else bench.call)()
     _sync(device)
     return time.perf_counter_ns() - t0, time.process_time_ns() - c0
 
@@ -144,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             timed = [_timed(bench, device) for _ in range(iters)]
             per_rank = _gather_durations([w for w, _ in timed], world, device)
             per_rank_cpu = _gather_durations([c for _, c in timed], world, device)
-            measurements.append({"collective": coll, "bytes": bench.nbytes, "iters": iters,
-                                 "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu})
+            entry = {"collective": coll, "bytes": bench.nbytes, "iters": iters,
+                     "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu}
+            if bench.pair is not None:
+                pairs = [_timed(bench, device, pair=True)[0] for _ in range(iters)]
+                entry["per_rank_pair_ns"] = _gather_durations(pairs, world, device)
+            measurements.append(entry)
             if rank == 0:
                 best = sorted(min(col) for col in zip(*per_rank))[len(timed) // 2]
                 sys.stderr.write(
@@ -156,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
-               "hosts": hosts, "measurements": measurements}
+               "hosts": hosts, "cpu_cores": _cores(), "measurements": measurements}
         atomic_write_json(args.out, doc, indent=None, what="the raw measurements")
     dist.barrier()
     dist.destroy_process_group()

@@ -126,7 +126,9 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     then made non-decreasing in size (``fit_ns``, what the segments pass through).
     When the worker recorded CPU times, ``cpu_ns`` is the median over calls of the ranks'
     mean process CPU time and ``cpu_share`` = ``cpu_ns / median_ns``: the share of a core
-    the transfer keeps busy while it runs alone.
+    the transfer keeps busy while it runs alone. When it timed calls two at a time,
+    ``pair_ns`` is their median and ``pair_ratio`` = ``pair_ns / median_ns`` (1: side by
+    side cost nothing, 2: they took turns).
     """
     world = int(raw["world_size"])
     by_coll: dict[str, list[dict[str, Any]]] = {}
@@ -138,6 +140,10 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
             "p10_ns": float(np.percentile(transfer, 10)),
             "p90_ns": float(np.percentile(transfer, 90)), "iters": int(m["iters"]),
         }
+        if m.get("per_rank_pair_ns"):
+            pair = float(np.median(np.asarray(m["per_rank_pair_ns"], dtype=float).min(axis=0)))
+            point["pair_ns"] = pair
+            point["pair_ratio"] = pair / point["median_ns"] if point["median_ns"] > 0 else 1.0
         if m.get("per_rank_cpu_ns"):
             cpu = float(np.median(np.asarray(m["per_rank_cpu_ns"], dtype=float).mean(axis=0)))
             point["cpu_ns"] = cpu
@@ -164,7 +170,8 @@ def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -
         "format": FORMAT, "version": VERSION,
         "backend": raw.get("backend", ""), "world_size": int(raw["world_size"]),
         "device": raw.get("device", ""), "torch": raw.get("torch", ""),
-        "hosts": raw.get("hosts", []), "command": command or [],
+        "hosts": raw.get("hosts", []), "cpu_cores": raw.get("cpu_cores"),
+        "command": command or [],
         "collectives": fit_measurements(raw), "raw": raw["measurements"],
     }
 
@@ -266,6 +273,34 @@ class CalibratedCostModel(CommCostModel):
             return None
         xs = np.log2([b for b, _ in pts])
         return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [c for _, c in pts]))
+
+    def link_share(self, collective: str, nbytes: float) -> float | None:
+        """The share of the link one transfer of ``nbytes`` keeps busy (0..1), from the
+        all-reduces timed two at a time: two transfers that each keep the link busy a
+        share ``L`` of their time take ``max(1, 2 L)`` times as long side by side, so
+        ``L = ratio / 2`` once the CPU sharing the pair adds (core sharing's own model:
+        ``max(1, s * max(1, busy / cores))`` for CPU share ``s``, ``busy`` the transfers'
+        threads on the host) is taken out. None without pair timings or core counts."""
+        sec = self.doc["collectives"].get("all_reduce") or {}
+        cores = self.doc.get("cpu_cores")
+        hosts = self.doc.get("hosts") or []
+        if not cores or not hosts:
+            return None
+        per_host = len(hosts) / max(len(set(hosts)), 1)
+        xs, ys = [], []
+        for p in sec.get("points", []):
+            if p.get("pair_ratio") is None or p.get("cpu_share") is None or p["bytes"] <= 0:
+                continue
+            s = min(float(p["cpu_share"]), 1.0)
+            cpu_alone = max(1.0, s * max(1.0, per_host * s / cores))
+            cpu_pair = max(1.0, s * max(1.0, 2 * per_host * s / cores))
+            xs.append(math.log2(p["bytes"]))
+            ys.append(min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0, 0.0), 1.0))
+        if not xs:
+            return None
+        order = np.argsort(xs)
+        return float(np.interp(math.log2(max(nbytes, 1.0)), np.asarray(xs)[order],
+                               np.asarray(ys)[order]))
 
     def median_ns(self, collective: str) -> pd.Series:
         """Measured median transfer time by size (bytes -> ns) for one collective."""
@@ -457,6 +492,10 @@ class AnchoredCostModel(CommCostModel):
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """The calibration's (a transfer alone keeps the same share of a core busy)."""
         return self.calibrated.cpu_share(collective, nbytes)
+
+    def link_share(self, collective: str, nbytes: float) -> float | None:
+        """The calibration's."""
+        return self.calibrated.link_share(collective, nbytes)
 
     def scale(self, nbytes: float) -> float:
         b = min(max(nbytes, self.size_range[0]), self.size_range[1])

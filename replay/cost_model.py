@@ -221,6 +221,12 @@ class CommCostModel:
         (a model fitted from a trace: traces hold wall times only)."""
         return None
 
+    def link_share(self, collective: str, nbytes: float) -> float | None:
+        """The share of the link one such transfer keeps busy running alone (0..1: how
+        much transfers side by side slow each other, measured by ``tracekit calibrate``
+        on gloo), or None when not measured."""
+        return None
+
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:
         """Predicted transfer time of one call, ns (no waiting for peers)."""
         return self.terms(collective, nbytes, group_size, pg=pg).total_ns
@@ -560,6 +566,10 @@ class ScaledCostModel(CommCostModel):
             bw = max(bw, self._cpu_floor_ns(collective, nbytes, t.total_ns) - t.latency_ns)
         return replace(t, latency_ns=t.latency_ns * self.time_factor,
                        bandwidth_ns=bw * self.time_factor)
+
+    def link_share(self, collective: str, nbytes: float) -> float | None:
+        """The base model's (a wire-bound transfer keeps the link as busy at any rate)."""
+        return self.base.link_share(collective, nbytes)
 
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """The same CPU time over this model's (shorter or longer) wall time."""

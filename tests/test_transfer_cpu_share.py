@@ -112,10 +112,48 @@ def test_a_kept_transfer_made_faster_takes_a_larger_share(tmp_path):
     class Run:
         manifest = None
 
-    cs = CoreSharing(Run(), g, g.start_ns, g.start_ns + g.dur_ns, cpu_share=model.cpu_share)
+    cs = CoreSharing(Run(), g, g.start_ns, g.start_ns + g.dur_ns, comm_model=model)
     assert cs.base_share.tolist() == pytest.approx([1.0, 0.2])
     assert any("0.20-0.20 of a core" in n for n in cs.notes)
     faster = with_durations(g, np.array([20, 10]))
     assert cs.variant_shares(faster, np.array([0, 1])).tolist() == pytest.approx([1.0, 0.4])
     # a transfer a what-if created has the calibrated share at its size
     assert cs.variant_shares(faster, np.array([0, -1])).tolist() == pytest.approx([1.0, 0.2])
+
+
+def test_transfers_side_by_side_share_the_link():
+    """Two transfers over [0, 10) on one host: each keeping the link busy all the time
+    (link share 1) takes twice as long beside the other, 0.75 takes 1.5x, 0.5 none; the
+    compute beside them is not on the wire."""
+    start, end = np.zeros(3), np.full(3, 10.0)
+    host, cores = np.zeros(3, dtype=np.int64), np.array([8])
+    share = np.array([1.0, 0.1, 0.1])
+    for link, want in ((1.0, 2.0), (0.75, 1.5), (0.5, 1.0)):
+        got = slowdown(start, end, host, cores, share, np.array([0.0, link, link]))
+        assert got.tolist() == pytest.approx([1.0, want, want])
+
+
+def test_link_share_comes_from_two_transfers_timed_side_by_side(tmp_path):
+    """A pair that took 1.8x one call, on a host whose cores the pair does not saturate,
+    keeps the link busy 0.9 of the time; without pair timings there is no link share."""
+    raw = _raw({"all_reduce": (0.0, 500e6)}, [MB, 16 * MB])
+    raw["cpu_cores"] = 8
+    for m in raw["measurements"]:
+        t = m["per_rank_ns"][0][0]
+        m["per_rank_cpu_ns"] = [[int(0.2 * t)] * m["iters"]] * 2
+        m["per_rank_pair_ns"] = [[int(1.8 * t)] * m["iters"], [int(1.8 * t) + 5] * m["iters"]]
+    path = tmp_path / "pair.json"
+    write_comm_model(build_comm_model(raw), path)
+    model = load_comm_model(path)
+    assert model.link_share("all_reduce", 4 * MB) == pytest.approx(0.9, rel=1e-3)
+    assert _model(tmp_path, {MB: 0.2, 4 * MB: 0.2, 16 * MB: 0.2}).link_share(
+        "all_reduce", MB) is None
+    # on 1 core, two ranks' CPU-bound transfers (share 1) explain a 2x pair by sharing
+    # the cores: 0.5, two of them side by side fit on the link (no link slowdown)
+    raw["cpu_cores"] = 1
+    for m in raw["measurements"]:
+        t = m["per_rank_ns"][0][0]
+        m["per_rank_cpu_ns"] = [[t] * m["iters"]] * 2
+        m["per_rank_pair_ns"] = [[2 * t] * m["iters"]] * 2
+    write_comm_model(build_comm_model(raw), path)
+    assert load_comm_model(path).link_share("all_reduce", MB) == pytest.approx(0.5)

@@ -9,6 +9,8 @@ comm lane, one ``gloo:all_reduce`` per bucket whose duration is exactly the cost
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,6 +174,24 @@ def test_fusion_merges_two_buckets_into_one():
     tl = res.result.timeline
     assert (tl["name"] == "gloo:all_reduce").sum() == 2  # one per rank
     assert "1 bucket(s)" in res.notes[0]
+
+
+def test_a_new_bucket_does_not_carry_the_sharing_its_stand_in_ran_under():
+    """The interference model re-applies the variant's own core/link sharing, so the
+    sharing inside the measured time of the bucket a new one stands in for is divided out
+    first: measured 2x the model under a slowdown of 2 -> the new bucket is the model's."""
+    run, g = ddp_run()
+    ctx = build_context(run, g, replay(run, g), comm_model=model(), interference="none")
+    comm = g.kind == NodeKind.COMM
+    g2 = dataclasses.replace(g, dur_ns=np.where(comm, g.dur_ns * 2, g.dur_ns))
+    plan = GradientPlan(buckets=((0, 1, 2, 3),))
+    cost = lambda c, b: ctx.comm.time_ns(c, b, 2)  # noqa: E731
+    name = lambda h: np.array(h.names, dtype=object)[h.name]  # noqa: E731
+    for contention, want in ((None, 2 * t_model("all_reduce", 4000)),
+                             (np.where(comm, 2.0, 1.0), t_model("all_reduce", 4000))):
+        h = materialize(g2, ctx.sync, plan, cost_ns=cost, contention=contention).graph
+        merged = h.dur_ns[(name(h) == "gloo:all_reduce") & (h.rank == 0)]
+        assert merged.tolist() == [pytest.approx(want, abs=1)]
 
 
 def test_smaller_buckets_split_and_each_is_timed_by_the_model():

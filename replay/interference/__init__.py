@@ -63,6 +63,5 @@ def choose_interference(name: str, run, graph: Graph, start_ns: np.ndarray,
                 "--interference cores models host threads sharing CPU cores, but this run "
                 "has GPU lanes (kernels slow each other on the device, not on the cores); "
                 "use --interference factor or auto")
-        share = comm_model.cpu_share if comm_model is not None else None
-        return CoreSharing(run, graph, start_ns, end_ns, cpu_share=share)
+        return CoreSharing(run, graph, start_ns, end_ns, comm_model=comm_model)
     return FactorInterference(graph, start_ns, end_ns)

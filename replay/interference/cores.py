@@ -108,21 +108,20 @@ def _this_machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
-             cores: np.ndarray, share: np.ndarray | None = None) -> np.ndarray:
-    """Per interval ``[start, end)``: ``max(1, min(share, 1) * sharing)``, where sharing is
-    the mean of ``max(1, busy(t) / cores)`` over it and ``busy(t)`` the sum of ``share``
-    (default 1) over the intervals of the same host covering ``t``."""
-    share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
+def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.ndarray,
+              capacity: np.ndarray) -> np.ndarray:
+    """Per interval ``[start, end)``: the mean over it of ``max(1, load(t) / capacity)``,
+    where ``load(t)`` sums ``weight`` over the intervals of the same host covering ``t``
+    and ``capacity`` is the host's (cores, or 1 link)."""
     out = np.ones(len(start), dtype=float)
     for h, sel in groups(host):
         s, e = start[sel], end[sel]
         t = np.concatenate([s, e])
-        w = share[sel]
+        w = weight[sel]
         step = np.concatenate([w, -w])
         order = np.argsort(t, kind="stable")
         t, step = t[order], step[order]
-        rate = np.maximum(1.0, np.cumsum(step) / float(cores[h]))  # on [t_i, t_i+1)
+        rate = np.maximum(1.0, np.cumsum(step) / float(capacity[h]))  # on [t_i, t_i+1)
         area = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(t))])
 
         def integral(x: np.ndarray, t=t, rate=rate, area=area) -> np.ndarray:
@@ -134,36 +133,81 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
         ok = span > 0
         val = np.ones(len(sel))
         val[ok] = (integral(e[ok]) - integral(s[ok])) / span[ok]
-        out[sel] = np.maximum(np.minimum(w, 1.0) * np.maximum(val, 1.0), 1.0)
+        out[sel] = np.maximum(val, 1.0)
     return out
 
 
-def transfer_shares(graph: Graph, cpu_share: Callable[[str, float], float | None] | None
-                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``share(v)`` of every node (see module doc), which of them were measured (comm
-    transfers with a calibrated CPU time), and a note saying where they came from."""
-    share = np.ones(graph.n_nodes, dtype=float)
-    measured = np.zeros(graph.n_nodes, dtype=bool)
+def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
+             cores: np.ndarray, share: np.ndarray | None = None,
+             link: np.ndarray | None = None) -> np.ndarray:
+    """Per interval ``[start, end)``: ``max(1, min(share, 1) * sharing)``, where sharing is
+    :func:`mean_load` of ``share`` (default 1) on the host's cores; for an interval with a
+    ``link`` share (> 0), at least :func:`mean_load` of ``link`` on the host's one link
+    (transfers side by side share the wire)."""
+    share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
+    sharing = mean_load(start, end, host, share, cores)
+    out = np.maximum(np.minimum(share, 1.0) * sharing, 1.0)
+    if link is not None and (np.asarray(link) > 0).any():
+        link = np.asarray(link, dtype=float)
+        on_wire = mean_load(start, end, host, link, np.ones(len(cores)))
+        out = np.where(link > 0, np.maximum(out, on_wire), out)
+    return out
+
+
+def per_transfer(graph: Graph, value: Callable[[str, float], float | None] | None
+                 ) -> np.ndarray:
+    """``value(collective name, bytes)`` of every comm node (NaN elsewhere, and where the
+    value is None: not measured), computed once per distinct name and size."""
+    out = np.full(graph.n_nodes, np.nan)
     comm = np.flatnonzero(graph.kind == NodeKind.COMM)
-    if cpu_share is None or not len(comm):
-        return share, measured, ([] if not len(comm) else [
-            "core sharing: each comm transfer counted as a fully busy thread (no CPU times "
-            "measured; 'tracekit calibrate' records them, pass --comm-model comm.json)"])
+    if value is None or not len(comm):
+        return out
     cache: dict[tuple[int, int], float | None] = {}
     for v in comm:
         key = (int(graph.name[v]), int(graph.bytes[v]))
         if key not in cache:
-            cache[key] = cpu_share(graph.names[key[0]], float(max(key[1], 0)))
+            cache[key] = value(graph.names[key[0]], float(max(key[1], 0)))
         if cache[key] is not None:
-            share[v] = max(float(cache[key]), 0.0)
-            measured[v] = True
-    if any(c is None for c in cache.values()):
-        return share, measured, ["core sharing: the calibration has no CPU times (written by an older "
-                       "tracekit): comm transfers counted as fully busy threads; calibrate "
-                       "again"]
+            out[v] = max(float(cache[key]), 0.0)
+    return out
+
+
+def transfer_shares(graph: Graph, comm_model) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``share(v)`` of every node (see module doc), which of them were measured (comm
+    transfers with a calibrated CPU time), and a note saying where they came from."""
+    comm = graph.kind == NodeKind.COMM
+    value = per_transfer(graph, comm_model.cpu_share if comm_model is not None else None)
+    measured = ~np.isnan(value)
+    share = np.where(measured, value, 1.0)
+    if not comm.any():
+        return share, measured, []
+    if comm_model is None:
+        return share, measured, [
+            "core sharing: each comm transfer counted as a fully busy thread (no CPU times "
+            "measured; 'tracekit calibrate' records them, pass --comm-model comm.json)"]
+    if not measured[comm].all():
+        return share, measured, [
+            "core sharing: the calibration has no CPU times (written by an older tracekit): "
+            "comm transfers counted as fully busy threads; calibrate again"]
     used = share[comm]
-    return share, measured, [f"core sharing: comm transfers keep {used.min():.2f}-{used.max():.2f} of a "
-                   "core busy (CPU time / wall time, calibrated)"]
+    return share, measured, [f"core sharing: comm transfers keep {used.min():.2f}-"
+                             f"{used.max():.2f} of a core busy (CPU time / wall time, "
+                             "calibrated)"]
+
+
+def link_shares(graph: Graph, comm_model) -> tuple[np.ndarray, list[str]]:
+    """``link(v)``: the share of the host's link each comm transfer keeps busy (0 for
+    other nodes and where not measured), and a note."""
+    value = per_transfer(graph, comm_model.link_share if comm_model is not None else None)
+    link = np.where(np.isnan(value), 0.0, np.minimum(value, 1.0))
+    comm = graph.kind == NodeKind.COMM
+    if not comm.any() or comm_model is None:
+        return link, []
+    if np.isnan(value[comm]).any():
+        return link, ["link sharing: not modelled (the calibration did not time transfers "
+                      "side by side: gloo calibrations from this tracekit do)"]
+    return link, [f"link sharing: comm transfers keep {link[comm].min():.2f}-"
+                  f"{link[comm].max():.2f} of the link busy (two side by side, calibrated)"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +225,8 @@ class ContentionResult:
 def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndarray,
                      hc: HostCores,
                      schedule: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                     share: np.ndarray | None = None, passes: int = 6) -> ContentionResult:
+                     share: np.ndarray | None = None, link: np.ndarray | None = None,
+                     passes: int = 6) -> ContentionResult:
     """Re-time every node of a variant for the core sharing its own schedule produces.
 
     ``dur_ns``: durations as measured (including the baseline's contention) or as a
@@ -196,7 +241,7 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
 
     def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        return slowdown(start, end, host, hc.cores, share)
+        return slowdown(start, end, host, hc.cores, share, link)
 
     res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
                  durations=durations, measure=measure, schedule=schedule, passes=passes,
@@ -212,27 +257,29 @@ class CoreSharing(InterferenceModel):
     name = "cores"
 
     def __init__(self, run, graph: Graph, start_ns: np.ndarray, end_ns: np.ndarray, *,
-                 cpu_share: Callable[[str, float], float | None] | None = None) -> None:
+                 comm_model=None) -> None:
         """Hosts and cores from the run's manifest; the slowdown inside every measured
         duration is read from the baseline *replay* ``start_ns``/``end_ns`` (as the factor
         model's overlap is), so a variant that changes nothing stays exactly the
-        baseline, whatever the replay moved by a few microseconds. ``cpu_share``: a comm
-        transfer's share of a core by collective name and bytes
-        (:meth:`replay.cost_model.CommCostModel.cpu_share`), None: 1 for every transfer."""
+        baseline, whatever the replay moved by a few microseconds. ``comm_model``: a
+        calibrated :class:`~replay.cost_model.CommCostModel` whose ``cpu_share`` and
+        ``link_share`` weigh each transfer; None: every transfer a fully busy thread,
+        the link not shared."""
         self.hosts = host_cores(run, graph)
-        self.cpu_share = cpu_share
-        self.base_share, self.base_measured, share_notes = transfer_shares(graph, cpu_share)
+        self.comm_model = comm_model
+        self.base_share, self.base_measured, share_notes = transfer_shares(graph, comm_model)
+        link, link_notes = link_shares(graph, comm_model)
         self.base_dur = graph.dur_ns.astype(float)
-        self.notes = [*self.hosts.notes, *share_notes]
+        self.notes = [*self.hosts.notes, *share_notes, *link_notes]
         self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.host_of_rank[graph.rank],
-                                      self.hosts.cores, self.base_share)
+                                      self.hosts.cores, self.base_share, link)
 
     def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
         """``share(v)`` in a variant: a transfer kept from the run does the same CPU work
         in the time the variant gives it (``bandwidth=2x`` halves it: twice the share);
         one a what-if created has the calibrated share at its size. Transfers without a
         measured share stay fully busy threads (1), whatever their time."""
-        share = transfer_shares(graph, self.cpu_share)[0]
+        share = transfer_shares(graph, self.comm_model)[0]
         kept = np.flatnonzero((graph.kind == NodeKind.COMM) & (origin >= 0))
         kept = kept[self.base_measured[origin[kept]]]
         o = origin[kept]
@@ -242,6 +289,10 @@ class CoreSharing(InterferenceModel):
 
     def describe(self) -> str:
         return self.hosts.describe()
+
+    def comm_contention(self, graph: Graph) -> np.ndarray:
+        """The core and link sharing read from the baseline replay."""
+        return self.base_slowdown
 
     def cost_fit_graph(self, graph: Graph) -> Graph:
         """Cost models are fitted on contention-free transfer times, so a collective a
@@ -255,6 +306,7 @@ class CoreSharing(InterferenceModel):
         # nodes a what-if created (timed by the contention-free cost model)
         res = apply_contention(graph=graph, dur_ns=graph.dur_ns, hc=self.hosts,
                                base_slowdown=from_origin(self.base_slowdown, origin, 1.0),
-                               schedule=schedule, share=self.variant_shares(graph, origin))
+                               schedule=schedule, share=self.variant_shares(graph, origin),
+                               link=link_shares(graph, self.comm_model)[0])
         return Retimed(dur_ns=res.dur_ns,
                        notes=self.settle_notes("core sharing", res.last_change))

@@ -53,6 +53,13 @@ class InterferenceModel(ABC):
         """The graph the collective cost models are fitted on (default: as measured)."""
         return graph
 
+    def comm_contention(self, graph: Graph) -> np.ndarray:
+        """Per node of the baseline ``graph``, the slowdown inside its measured duration
+        that :meth:`retime` applies again by itself (default 1: none). A what-if that
+        times a new collective from a measured one divides this out, so the new one is
+        not slowed twice."""
+        return np.ones(graph.n_nodes)
+
     def settle_notes(self, what: str, last_change: float) -> list[str]:
         """A note when the variant's makespan still moved in its last settle pass."""
         if last_change <= SETTLE_TOLERANCE:

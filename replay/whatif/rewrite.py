@@ -17,8 +17,10 @@ A :class:`GradientPlan` says what the variant does; :func:`materialize` edits th
    bucket the baseline had unchanged keeps its lane;
 3. each new bucket stands in for the baseline bucket that held its last gradient (same
    rank and step): it is waited for where that one was, and its duration is the cost
-   model's, scaled by that bucket's measured transfer / model ratio (the contention it
-   ran under carries over); a bucket the baseline had unchanged keeps its measured time;
+   model's, scaled by that bucket's measured transfer / model ratio (what the model does
+   not explain about it carries over; the core and link sharing inside the measured
+   time is divided out first, since the interference model re-applies the variant's
+   own); a bucket the baseline had unchanged keeps its measured time (divided the same);
 4. the sync mode adds what it needs beyond that: the all-reduce is waited for in backward
    (HOST_WAIT into the node DDP's ``finalize_backward`` waits in); DeAR's mode adds
    all-gathers to the next forward instead.
@@ -173,8 +175,12 @@ class GradientRewrite:
     """One application of a :class:`GradientPlan` to a graph (see module doc)."""
 
     def __init__(self, graph: Graph, sync: GradientSync, plan: GradientPlan,
-                 cost_ns: Callable[[str, int], float]) -> None:
+                 cost_ns: Callable[[str, int], float],
+                 contention: np.ndarray | None = None) -> None:
         self.graph, self.sync, self.plan, self.cost_ns = graph, sync, plan, cost_ns
+        #: per old node, the sharing inside its measured duration that the interference
+        #: model applies again (a new bucket's time must not carry it twice)
+        self.contention = np.ones(graph.n_nodes) if contention is None else contention
         self.mode = plan.mode
         self.bucket_bytes = [sum(sync.params[i].bytes for i in b) for b in plan.buckets]
         # DDP launches buckets in index order: bucket i goes when buckets 0..i are ready
@@ -221,13 +227,15 @@ class GradientRewrite:
     def step_facts(self, rs: RankStepSync) -> StepFacts:
         graph, sync = self.graph, self.sync
         model = np.array([self.cost_ns("all_reduce", int(b)) for b in graph.bytes[rs.bucket_comm]])
-        corr = np.where(model > 0, graph.dur_ns[rs.bucket_comm] / np.maximum(model, 1e-9), 1.0)
+        alone = graph.dur_ns[rs.bucket_comm] / np.maximum(self.contention[rs.bucket_comm], 1.0)
+        corr = np.where(model > 0, alone / np.maximum(model, 1e-9), 1.0)
         anchors = {}
         for lane in rs.comm_lanes:
             first_old = int(min(c for c in rs.bucket_comm if graph.lane[c] == lane))
             anchors[lane] = comm_anchor(graph, lane, first_old, self.removed)
         fallback = self.kept(rs.wait_target) if rs.wait_target >= 0 else -1
-        old = [OldBucket(nbytes=int(graph.bytes[c]), dur_ns=int(graph.dur_ns[c]),
+        old = [OldBucket(nbytes=int(graph.bytes[c]),
+                         dur_ns=int(round(graph.dur_ns[c] / max(self.contention[c], 1.0))),
                          lane=int(graph.lane[c]),
                          issue_delay_ns=self.issue_delay.get((int(i), int(c)),
                                                              sync.issue_delay_ns),
@@ -348,11 +356,14 @@ class GradientRewrite:
 
 
 def materialize(graph: Graph, sync: GradientSync, plan: GradientPlan, *,
-                cost_ns: Callable[[str, int], float]) -> Rewritten:
+                cost_ns: Callable[[str, int], float],
+                contention: np.ndarray | None = None) -> Rewritten:
     """Apply ``plan`` to ``graph`` (see module doc). ``cost_ns(collective, bytes)`` is the
-    transfer time of one collective on the run's group."""
+    transfer time of one collective on the run's group; ``contention``: per node, the
+    sharing inside its measured duration that the interference model applies again
+    (:meth:`~replay.interference.model.InterferenceModel.comm_contention`)."""
     graph, state = plan.mode.pre_edit(graph, sync)
-    rw = GradientRewrite(graph, sync, plan, cost_ns)
+    rw = GradientRewrite(graph, sync, plan, cost_ns, contention)
     rw.mode_state.update(state)
     facts = {key: rw.step_facts(rs) for key, rs in sync.per_rank_step.items()}
     g = remove_nodes(graph, rw.removed)
