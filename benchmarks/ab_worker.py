@@ -209,7 +209,7 @@ def main(argv=None) -> None:
     rank, world, device = init_distributed(None)
     sides = [make_side(v, args, world, device) for v in ["baseline", *variants]]
     switch = link_switcher(variants, rank)
-    rounds = max(args.steps // args.block, args.skip + 1)
+    rounds = max(args.steps // args.block, args.skip + 3)
     times = run_rounds(sides, rounds, args.block, rank, args.seed, device, switch)
     if rank == 0:
         for line in summarize(variants, times, args.skip):
