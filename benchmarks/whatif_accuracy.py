@@ -57,7 +57,7 @@ WHAT_IFS = {
     "bandwidth=2x": "", "bandwidth=0.5x": "",
 }
 SWEEP = "fusion=1MB..128MB"
-_AB = re.compile(r"ab variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
+_AB = re.compile(r"ab (?:baseline=\S+ )?variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
 
 
