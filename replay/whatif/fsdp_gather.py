@@ -16,7 +16,7 @@ node ``c`` (the first op of unit 2's backward)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,30 +33,6 @@ class HostOp:
     name: str
     kind: int
     dur_ns: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewCollective:
-    """One collective to add on one rank (see :meth:`CollectiveAdder.add`)."""
-
-    rank: int
-    step: int
-    #: shared by the same collective instance on every rank
-    key: tuple
-    #: host ops issuing it (the last one issues) and the node they go before
-    issue_ops: tuple[HostOp, ...]
-    issue_before: int
-    #: the collective: name, transfer time, bytes, comm lane, delay of its ISSUE edge
-    name: str
-    dur_ns: int
-    nbytes: int
-    comm_lane: int
-    issue_delay_ns: int
-    #: host ops that wait for it and copy out, the node they go before (-1: nothing
-    #: waits on the host) and the delay of the wait edge
-    wait_ops: tuple[HostOp, ...] = ()
-    wait_before: int = -1
-    wait_delay_ns: int = 0
 
 
 def host_ops(graph: Graph, nodes) -> tuple[HostOp, ...]:
@@ -88,60 +64,71 @@ def _comm_anchor(graph: Graph, lane: int, rank_t: int) -> tuple[str, int]:
     return ("after", int(before[-1])) if len(before) else ("before", int(on[0]))
 
 
-@dataclass
 class CollectiveAdder:
-    """Additions to one graph (see module doc)."""
+    """Additions to one graph (see module doc). Host ops placed before the same node go
+    there in the order of the calls."""
 
-    graph: Graph
-    items: list[NewCollective] = field(default_factory=list)
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._cols: dict[str, list] = {k: [] for k in (
+            "lane", "kind", "name", "dur_ns", "start_ns", "step", "rank", "bytes", "coll_id")}
+        self._inserts: list[tuple[str, int, list[int]]] = []
+        self._edges: dict[EdgeKind, list[tuple[int, int, int]]] = {EdgeKind.ISSUE: [],
+                                                                   EdgeKind.HOST_WAIT: []}
+        self._keys: dict[tuple, int] = {}
+        self._coll: list[tuple] = []  # per new node: its collective key (or None)
 
-    def add(self, item: NewCollective) -> None:
-        self.items.append(item)
+    def _node(self, lane, kind, name, dur, t, rank, step, nbytes=-1, key=None) -> int:
+        for k, v in (("lane", lane), ("kind", kind), ("name", name), ("dur_ns", int(dur)),
+                     ("start_ns", t), ("step", step), ("rank", rank), ("bytes", nbytes),
+                     ("coll_id", -1)):
+            self._cols[k].append(v)
+        self._coll.append(key)
+        return self.graph.n_nodes + len(self._coll) - 1
+
+    def _host(self, ops: tuple[HostOp, ...], before: int, rank: int, step: int) -> list[int]:
+        g = self.graph
+        t = int(g.start_ns[before]) - 1
+        ids = [self._node(int(g.lane[before]), op.kind, op.name, op.dur_ns, t, rank, step)
+               for op in ops]
+        if ids:
+            self._inserts.append(("before", before, ids))
+        return ids
+
+    def issue(self, *, rank: int, step: int, key: tuple, ops: tuple[HostOp, ...], before: int,
+              name: str, dur_ns: int, nbytes: int, comm_lane: int, issue_delay_ns: int = 0
+              ) -> int:
+        """Host ``ops`` (the last one issues) before node ``before``, and the collective
+        ``name`` on ``comm_lane`` (placed by time); ``key`` names the collective instance
+        (the same on every rank). Returns the new collective's id."""
+        issued = self._host(ops, before, rank, step)
+        t = int(self.graph.start_ns[before]) - 1
+        c = self._node(comm_lane, int(NodeKind.COMM), name, dur_ns, t, rank, step, nbytes, key)
+        self._inserts.append((*_comm_anchor(self.graph, comm_lane, t), [c]))
+        self._edges[EdgeKind.ISSUE].append((issued[-1], c, issue_delay_ns))
+        return c
+
+    def wait(self, comm: int, *, ops: tuple[HostOp, ...] = (), before: int,
+             delay_ns: int = 0, rank: int, step: int) -> None:
+        """Host ``ops`` before node ``before``; the first of them (else ``before``) waits
+        for collective ``comm``."""
+        waits = self._host(ops, before, rank, step)
+        self._edges[EdgeKind.HOST_WAIT].append((comm, waits[0] if waits else before,
+                                                delay_ns))
 
     def write(self) -> tuple[Graph, int]:
         """The graph with every addition; returns it and how many nodes were added (they
         are the last ones)."""
         g = self.graph
-        if not self.items:
+        if not self._coll:
             return g, 0
-        keys = sorted({it.key for it in self.items}, key=repr)
-        coll = dict(zip(keys, new_coll_ids(g, len(keys)).tolist()))
-        cols: dict[str, list] = {k: [] for k in ("lane", "kind", "name", "dur_ns", "start_ns",
-                                                 "step", "rank", "bytes", "coll_id")}
-        inserts: list[tuple[str, int, list[int]]] = []
-        edges: dict[EdgeKind, list[tuple[int, int, int]]] = {EdgeKind.ISSUE: [],
-                                                             EdgeKind.HOST_WAIT: []}
-        base = g.n_nodes
-
-        def node(lane, kind, name, dur, t, it, nbytes=-1, cid=-1) -> int:
-            for k, v in (("lane", lane), ("kind", kind), ("name", name), ("dur_ns", dur),
-                         ("start_ns", t), ("step", it.step), ("rank", it.rank),
-                         ("bytes", nbytes), ("coll_id", cid)):
-                cols[k].append(v)
-            return base + len(cols["lane"]) - 1
-
-        for it in self.items:
-            main = int(g.lane[it.issue_before])
-            t = int(g.start_ns[it.issue_before]) - 1
-            issued = [node(main, op.kind, op.name, op.dur_ns, t, it) for op in it.issue_ops]
-            c = node(it.comm_lane, int(NodeKind.COMM), it.name, it.dur_ns, t, it, it.nbytes,
-                     coll[it.key])
-            inserts.append(("before", it.issue_before, issued))
-            inserts.append((*_comm_anchor(g, it.comm_lane, t), [c]))
-            edges[EdgeKind.ISSUE].append((issued[-1], c, it.issue_delay_ns))
-            if it.wait_before >= 0:
-                tw = int(g.start_ns[it.wait_before]) - 1
-                waits = [node(int(g.lane[it.wait_before]), op.kind, op.name, op.dur_ns, tw, it)
-                         for op in it.wait_ops]
-                if waits:
-                    inserts.append(("before", it.wait_before, waits))
-                edges[EdgeKind.HOST_WAIT].append(
-                    (c, waits[0] if waits else it.wait_before, it.wait_delay_ns))
-        g, ids = add_nodes(g, **{k: np.asarray(v) for k, v in cols.items()})
-        assert int(ids[0]) == base
-        g = splice(g, group_inserts(inserts))
-        for kind, es in edges.items():
+        keys = sorted({k for k in self._coll if k is not None}, key=repr)
+        ids = dict(zip(keys, new_coll_ids(g, len(keys)).tolist()))
+        self._cols["coll_id"] = [ids[k] if k is not None else -1 for k in self._coll]
+        g, new = add_nodes(g, **{k: np.asarray(v) for k, v in self._cols.items()})
+        g = splice(g, group_inserts(self._inserts))
+        for kind, es in self._edges.items():
             if es:
                 g = add_edges(g, [a for a, _, _ in es], [b for _, b, _ in es], kind,
                               delay_ns=[d for _, _, d in es])
-        return g, len(ids)
+        return g, len(new)

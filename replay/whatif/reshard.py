@@ -28,7 +28,6 @@ import numpy as np
 
 from replay.whatif.fsdp_gather import (
     CollectiveAdder,
-    NewCollective,
     host_ops,
     issue_delay,
     wait_delay,
@@ -74,28 +73,44 @@ def _backward_order(rs: RankStepFSDP, graph: Graph, missing: list[str]) -> list[
     return sorted(have, key=lambda u: int(graph.start_ns[rs.pre_backward[u]]))
 
 
+def _regather(adder: CollectiveAdder, graph: Graph, rs: RankStepFSDP, order: list[str]
+              ) -> None:
+    """One rank-step's backward all-gathers for ``order`` (backward order): each
+    pre-backward hook waits for its unit's all-gather, then prefetches the next one."""
+    comm: dict[str, int] = {}
+
+    def gather(unit: str, before: int) -> None:
+        fwd = rs.find(unit, FORWARD)
+        comm[unit] = adder.issue(
+            rank=rs.rank, step=rs.step, key=(rs.step, unit, BACKWARD),
+            ops=host_ops(graph, fwd.host), before=before,
+            name=graph.node_name(fwd.comm), dur_ns=int(graph.dur_ns[fwd.comm]),
+            nbytes=int(graph.bytes[fwd.comm]), comm_lane=int(graph.lane[fwd.comm]),
+            issue_delay_ns=issue_delay(graph, fwd))
+
+    for k, unit in enumerate(order):
+        at = rs.pre_backward[unit]
+        if k == 0:
+            gather(unit, at)
+        fwd = rs.find(unit, FORWARD)
+        adder.wait(comm[unit], ops=host_ops(graph, fwd.copy_out), before=at,
+                   delay_ns=wait_delay(graph, fwd), rank=rs.rank, step=rs.step)
+        if k + 1 < len(order):
+            gather(order[k + 1], at)
+
+
 def reshard_on(graph: Graph, fs: FSDPGraph) -> tuple[Graph, int, list[str]]:
     """Add a backward all-gather to every unit without one (see module doc); returns the
     graph, how many nodes were added (the last ones) and notes."""
     adder = CollectiveAdder(graph)
     skipped = 0
-    for (rank, step), rs in sorted(fs.per_rank_step.items()):
+    for _, rs in sorted(fs.per_rank_step.items()):
         regathered = {c.unit for c in rs.collectives if c.phase == BACKWARD}
         missing = [c.unit for c in rs.collectives
                    if c.phase == FORWARD and c.unit not in regathered]
         order = _backward_order(rs, graph, missing)
         skipped += len(missing) - len(order)
-        for k, unit in enumerate(order):
-            fwd = rs.find(unit, FORWARD)
-            issue_at = rs.pre_backward[order[max(k - 1, 0)]]  # prefetched one ahead
-            adder.add(NewCollective(
-                rank=rank, step=step, key=(step, unit, BACKWARD),
-                issue_ops=host_ops(graph, fwd.host), issue_before=issue_at,
-                name=graph.node_name(fwd.comm), dur_ns=int(graph.dur_ns[fwd.comm]),
-                nbytes=int(graph.bytes[fwd.comm]), comm_lane=int(graph.lane[fwd.comm]),
-                issue_delay_ns=issue_delay(graph, fwd),
-                wait_ops=host_ops(graph, fwd.copy_out), wait_before=rs.pre_backward[unit],
-                wait_delay_ns=wait_delay(graph, fwd)))
+        _regather(adder, graph, rs, order)
     g, added = adder.write()
     notes = []
     if skipped:
