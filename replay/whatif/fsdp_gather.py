@@ -77,6 +77,9 @@ class CollectiveAdder:
                                                                    EdgeKind.HOST_WAIT: []}
         self._keys: dict[tuple, int] = {}
         self._coll: list[tuple] = []  # per new node: its collective key (or None)
+        #: per new collective: the host ops that issued it / that wait and copy out
+        self.issued_by: dict[int, list[int]] = {}
+        self.copied_by: dict[int, list[int]] = {}
 
     def _node(self, lane, kind, name, dur, t, rank, step, nbytes=-1, key=None) -> int:
         for k, v in (("lane", lane), ("kind", kind), ("name", name), ("dur_ns", int(dur)),
@@ -106,6 +109,7 @@ class CollectiveAdder:
         c = self._node(comm_lane, int(NodeKind.COMM), name, dur_ns, t, rank, step, nbytes, key)
         self._inserts.append((*_comm_anchor(self.graph, comm_lane, t), [c]))
         self._edges[EdgeKind.ISSUE].append((issued[-1], c, issue_delay_ns))
+        self.issued_by[c] = issued
         return c
 
     def wait(self, comm: int, *, ops: tuple[HostOp, ...] = (), before: int,
@@ -113,6 +117,7 @@ class CollectiveAdder:
         """Host ``ops`` before node ``before``; the first of them (else ``before``) waits
         for collective ``comm``."""
         waits = self._host(ops, before, rank, step)
+        self.copied_by.setdefault(comm, []).extend(waits)
         self._edges[EdgeKind.HOST_WAIT].append((comm, waits[0] if waits else before,
                                                 delay_ns))
 

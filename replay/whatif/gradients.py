@@ -150,16 +150,24 @@ def _by_target(graph: Graph, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sel, graph.dst[sel]
 
 
-def _forward_annotations(run) -> pd.DataFrame:
-    """``tracekit.fwd:<module>`` annotations of the run: rank, step, module, ts_ns."""
+def module_annotations(run, prefix: str = FWD_PREFIX) -> pd.DataFrame:
+    """``<prefix><module>`` annotations of the run (``tracekit.fwd:`` by default): rank,
+    step, module, ts_ns."""
     ev = run.events
     names = ev["name"]
-    cats = [c for c in names.cat.categories if str(c).startswith(FWD_PREFIX)] if hasattr(
-        names, "cat") else sorted({n for n in names.astype(str) if n.startswith(FWD_PREFIX)})
+    cats = [c for c in names.cat.categories if str(c).startswith(prefix)] if hasattr(
+        names, "cat") else sorted({n for n in names.astype(str) if n.startswith(prefix)})
     ann = ev[names.isin(cats)] if cats else ev.iloc[:0]
     return pd.DataFrame({"rank": ann["rank"].to_numpy(), "step": ann["step"].to_numpy(),
-                         "module": [str(n)[len(FWD_PREFIX):] for n in ann["name"]],
+                         "module": [str(n)[len(prefix):] for n in ann["name"]],
                          "ts_ns": ann["ts_ns"].to_numpy()})
+
+
+def first_nodes(ann: dict, graph: Graph, rank: int, step: int,
+                lane_nodes: np.ndarray) -> dict[str, int]:
+    """Module -> the first node of the lane at or after its annotation began (``ann``:
+    :func:`module_annotations` grouped by rank and step)."""
+    return _forward_first(ann, graph, rank, step, lane_nodes)
 
 
 def _forward_first(ann: dict, graph: Graph, rank: int, step: int,
@@ -232,7 +240,7 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
     sizes_by_layout: dict[tuple, list] = {}
     issue_durs, issue_delays = [], []
     prefix = "gloo:"
-    ann = _forward_annotations(run)
+    ann = module_annotations(run)
     annotations = {key: g for key, g in ann.groupby(["rank", "step"])} if len(ann) else {}
     for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
             [graph.rank, graph.step]):
