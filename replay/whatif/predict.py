@@ -127,6 +127,10 @@ def _check_needs(ctx: WhatIfContext, variant: Variant) -> None:
     if any(t.needs_comm_model for t in variant.transforms) and ctx.comm is None:
         raise TracekitError(f"{variant.spec}: {_NO_COMM_MODEL}")
     if any(t.needs_gradient_sync for t in variant.transforms) and ctx.sync is None:
+        if ctx.fsdp is not None:
+            raise TracekitError(f"{variant.spec}: this run is already an FSDP2 run, without "
+                                "DDP's gradient all-reduces; re-plan it with reshard=off or "
+                                "reshard=on")
         raise TracekitError(f"{variant.spec}: {ctx.sync_error}")
 
 
