@@ -9,7 +9,9 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 ``loopback`` = unshaped, printed for reference, not a target):
 
 1. calibrate the collectives on that link (``tracekit calibrate``);
-2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB);
+2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB), and an
+   FSDP2 baseline (``samples/train_fsdp.py``: every Linear and the root, resharding)
+   for the what-ifs of an FSDP run (``reshard=off``);
 3. predict, from that one run and the calibration, every what-if below, each with its
    95% prediction interval (``tracekit.api.Session``);
 4. measure each for real with ``benchmarks/ab_worker.py``: the baseline and the variant
@@ -23,6 +25,8 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 
 Targets (issue 11), on the shaped links: mean |predicted/measured - 1| <= 3% and worst
 <= 5% per model and rate; sweep gap <= 2%; coverage >= 80%; baseline replay error <= 2%.
+Issue 16: reshard=off and fsdp=CLASS within 5% of the measured speedup, FSDP baseline
+replay error <= 3%.
 """
 
 from __future__ import annotations
@@ -55,7 +59,11 @@ WHAT_IFS = {
     **{f"fusion={mb}MB": f"bucket:{mb}" for mb in (1, 4, 16, 64, 100)},
     "overlap=off": "no-overlap", "dear": "dear", "dear+fusion=4MB": "dear:4",
     "bandwidth=2x": "", "bandwidth=0.5x": "",
+    "fsdp=Linear": "fsdp:Linear", "fsdp=Linear+reshard=off": "fsdp-noreshard:Linear",
 }
+#: what-ifs predicted from an FSDP2 baseline (samples/train_fsdp.py --unit Linear):
+#: spec -> (ab_worker --baseline, --variant)
+FSDP_WHAT_IFS = {"reshard=off": ("fsdp:Linear", "fsdp-noreshard:Linear")}
 SWEEP = "fusion=1MB..128MB"
 _AB = re.compile(r"ab (?:baseline=\S+ )?variant=\S+ baseline_ms=([0-9.]+) variant_ms=([0-9.]+) speedup=([0-9.]+)")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
@@ -119,15 +127,16 @@ def calibrate(name: str, rate: str, cell: Path, reuse: bool) -> Path:
     return path
 
 
-def profile(name: str, rate: str, model: str, cell: Path, reuse: bool) -> Path:
-    run = cell / "baseline"
+def profile(name: str, rate: str, model: str, cell: Path, reuse: bool,
+            trainer: str = "train_ddp.py") -> Path:
+    run = cell / ("baseline" if trainer == "train_ddp.py" else "baseline-fsdp")
     if reuse and (run / "manifest.json").exists():
         return run
     if run.exists():
         shutil.rmtree(run)
     res = _in_link(name, rate, [str(VENV / "tracekit"), "profile", "--out", str(run),
                                 "--wait", "2", "--warmup", "2", "--steps", "10", "--",
-                                *_torchrun("samples/train_ddp.py", "--model", model,
+                                *_torchrun(f"samples/{trainer}", "--model", model,
                                            "--steps", "16")])
     if res.returncode != 0:
         raise SystemExit(f"profiling {model} on {rate} failed:\n{res.stderr[-2000:]}")
@@ -144,6 +153,20 @@ def predict(run: Path, comm: Path) -> tuple[Session, dict[str, Row], tuple[str, 
     return session, rows, (sweep.best_spec, dict(sweep.sweep))
 
 
+def predict_fsdp(run: Path, comm: Path) -> tuple[Session, dict[str, Row]]:
+    """The FSDP run's what-ifs, each with its interval."""
+    session = Session(run, PredictionOptions(comm_model=str(comm)))
+    return session, {r.spec: Row(spec=r.spec, predicted=r.speedup, lo=r.speedup_lo,
+                                 hi=r.speedup_hi) for r in session.what_ifs(list(FSDP_WHAT_IFS))}
+
+
+def ab_sides(spec: str, rate: str) -> tuple[str, str]:
+    """``(--baseline, --variant)`` of the ab_worker jobs that measure ``spec``."""
+    if spec in FSDP_WHAT_IFS:
+        return FSDP_WHAT_IFS[spec]
+    return "baseline", ab_variant(spec, rate)
+
+
 def ab_variant(spec: str, rate: str) -> str:
     if spec.startswith("bandwidth="):
         return f"link:{scaled_rate(rate, float(spec.split('=')[1].rstrip('x')))}"
@@ -152,10 +175,12 @@ def ab_variant(spec: str, rate: str) -> str:
     return WHAT_IFS[spec]
 
 
-def one_job(name: str, rate: str, model: str, variant: str, steps: int) -> float:
+def one_job(name: str, rate: str, model: str, sides: tuple[str, str], steps: int) -> float:
     """The variant's speedup over the baseline in one interleaved job."""
-    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--variant", variant,
-                                         "--model", model, "--steps", str(2 * steps)))
+    base, variant = sides
+    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--baseline", base,
+                                         "--variant", variant, "--model", model,
+                                         "--steps", str(2 * steps)))
     m = _AB.findall(res.stdout + res.stderr)
     if res.returncode != 0 or not m:
         raise SystemExit(f"ab job {variant} failed ({res.returncode}):\n{res.stderr[-2000:]}")
@@ -175,7 +200,7 @@ def measure(name: str, rate: str, model: str, spec: str, args) -> tuple[float, f
     speedups: list[float] = []
     med = lo = hi = float("nan")
     while len(speedups) < args.max_jobs:
-        speedups.append(one_job(name, rate, model, ab_variant(spec, rate), args.steps))
+        speedups.append(one_job(name, rate, model, ab_sides(spec, rate), args.steps))
         if len(speedups) >= args.min_jobs:
             med, lo, hi = median_ci(speedups)
             if max(med - lo, hi - med) / med * 100 <= args.ci:
@@ -195,6 +220,9 @@ def run_cell(model: str, rate: str, args) -> dict:
         comm = calibrate(name, rate, cell, args.reuse)
         session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
                                                comm)
+        fsdp_session, fsdp_rows = predict_fsdp(
+            profile(name, rate, model, cell, args.reuse, "train_fsdp.py"), comm)
+        rows.update(fsdp_rows)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
         for spec in [*wanted, best]:
             if spec not in measured:
@@ -210,13 +238,14 @@ def run_cell(model: str, rate: str, args) -> dict:
     measured_best = max(fusions, key=fusions.get)
     gap = (fusions[measured_best] / measured[best][0] - 1.0) * 100
     return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
-            "baseline_error_pct": session.baseline.error_pct, "sweep_best": best,
+            "baseline_error_pct": session.baseline.error_pct,
+            "fsdp_baseline_error_pct": fsdp_session.baseline.error_pct, "sweep_best": best,
             "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep}
 
 
 def print_cell(c: dict) -> dict:
     print(f"\n{c['model']} on {c['rate']} (baseline replay error "
-          f"{c['baseline_error_pct']:+.2f}%)")
+          f"{c['baseline_error_pct']:+.2f}%, FSDP baseline {c['fsdp_baseline_error_pct']:+.2f}%)")
     print(f"  {'what-if':<18} {'predicted [95% interval]':>26} {'measured [95% CI]':>26} "
           f"{'error':>8} {'in':>3}")
     errs = []
