@@ -44,6 +44,7 @@ def _model(torch):
     return Net()
 
 
+@pytest.mark.filterwarnings("ignore:FSDP2-wrapped module")
 def test_fsdp_units_are_recorded_in_forward_order(gloo_world_1):
     torch = gloo_world_1
     from torch.distributed.fsdp import fully_shard
