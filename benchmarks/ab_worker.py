@@ -19,7 +19,14 @@ and data, trained side by side in the same processes, in the step order A B B A 
   forward;
 - ``link:RATE``: the baseline trainer again, its steps run with the emulated link
   re-shaped to ``RATE`` (under ``benchmarks/cluster.py``; the baseline's steps run at the
-  job's own rate, ``TRACEKIT_LINK``): what ``bandwidth=`` what-ifs predict.
+  job's own rate, ``TRACEKIT_LINK``): what ``bandwidth=`` what-ifs predict;
+- ``fsdp:CLASS`` / ``fsdp-noreshard:CLASS``: FSDP2, ``fully_shard`` on every module of
+  class ``CLASS`` and the root (``samples/train_fsdp.py --unit CLASS``, with
+  ``--no-reshard``): what ``fsdp=CLASS`` (and ``fsdp=CLASS+reshard=off``) predict.
+
+``--baseline`` takes the same forms (default ``baseline``: DDP's defaults), so
+``--baseline fsdp:Linear --variant fsdp-noreshard:Linear`` measures ``reshard=off`` on an
+FSDP run.
 
 Several variants (``--variant a,b,c``) run in one job beside one baseline: each round runs
 one block of ``--block`` consecutive steps of every side, the baseline first and the
@@ -53,6 +60,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
 from train_ddp import train_step  # noqa: E402
 from train_dear import DearTrainer  # noqa: E402
+from train_fsdp import shard  # noqa: E402
 from workloads import (  # noqa: E402
     MODELS,
     build_workload,
@@ -103,6 +111,24 @@ class DearSide:
                 b.reduce_scatter.wait()
 
 
+class FSDPSide:
+    """One FSDP2-wrapped copy (``samples/train_fsdp.py``'s wrapping and step)."""
+
+    def __init__(self, work, *, unit: str, reshard: bool, lr: float) -> None:
+        self.work = work
+        with torch.no_grad():  # start from rank 0's weights, as DDP does
+            for p in work.model.parameters():
+                dist.broadcast(p, 0)
+        shard(work.model, unit, reshard)
+        self.opt = torch.optim.SGD(work.model.parameters(), lr=lr)
+
+    def step(self, x, y) -> None:
+        loss = self.work.loss(self.work.model(x), y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+
+
 def make_side(variant: str, args, world: int, device):
     work = build_workload(args.model, batch=None, hidden=None, layers=None, seed=args.seed)
     work.model.to(device)
@@ -115,11 +141,14 @@ def make_side(variant: str, args, world: int, device):
         return DearSide(work, world=world, lr=args.lr, bucket_mb=float(mb) if mb else None)
     if variant.startswith("link:"):
         return DDPSide(work, bucket_mb=None, no_overlap=False, world=world, lr=args.lr)
+    if variant.startswith(("fsdp:", "fsdp-noreshard:")):
+        kind, _, unit = variant.partition(":")
+        return FSDPSide(work, unit=unit, reshard=kind == "fsdp", lr=args.lr)
     if variant.startswith("bucket:"):
         return DDPSide(work, bucket_mb=float(variant.partition(":")[2]), no_overlap=False,
                        world=world, lr=args.lr)
-    raise SystemExit(f"--variant must be bucket:MB, no-overlap, dear, dear:MB or link:RATE, "
-                     f"not {variant!r}")
+    raise SystemExit(f"--variant must be bucket:MB, no-overlap, dear, dear:MB, link:RATE, "
+                     f"fsdp:CLASS or fsdp-noreshard:CLASS, not {variant!r}")
 
 
 def link_switcher(variants: list[str], rank: int):
@@ -196,7 +225,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variant", required=True,
                     help="one or more (comma-separated) of bucket:MB, no-overlap, dear, "
-                         "dear:MB, link:RATE")
+                         "dear:MB, link:RATE, fsdp:CLASS, fsdp-noreshard:CLASS")
+    ap.add_argument("--baseline", default="baseline",
+                    help="side A: baseline (DDP's defaults) or any --variant form")
     ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=120,
                     help="steps of each side in all (rounds = steps / block)")
@@ -207,7 +238,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     variants = [v.strip() for v in args.variant.split(",") if v.strip()]
     rank, world, device = init_distributed(None)
-    sides = [make_side(v, args, world, device) for v in ["baseline", *variants]]
+    sides = [make_side(v, args, world, device) for v in [args.baseline, *variants]]
     switch = link_switcher(variants, rank)
     rounds = max(args.steps // args.block, args.skip + 3)
     times = run_rounds(sides, rounds, args.block, rank, args.seed, device, switch)

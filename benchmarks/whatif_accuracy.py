@@ -9,7 +9,9 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 ``loopback`` = unshaped, printed for reference, not a target):
 
 1. calibrate the collectives on that link (``tracekit calibrate``);
-2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB);
+2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB), and an
+   FSDP2 baseline (``samples/train_fsdp.py``: every Linear and the root, resharding)
+   for the what-ifs of an FSDP run (``reshard=off``);
 3. predict, from that one run and the calibration, every what-if below, each with its
    95% prediction interval (``tracekit.api.Session``);
 4. measure each, and every point of the sweep, for real with ``benchmarks/ab_worker.py``:
@@ -25,6 +27,8 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 
 Targets (issue 11), on the shaped links: mean |predicted/measured - 1| <= 3% and worst
 <= 5% per model and rate; sweep gap <= 2%; coverage >= 80%; baseline replay error <= 2%.
+Issue 16: reshard=off and fsdp=CLASS within 5% of the measured speedup, FSDP baseline
+replay error <= 3%.
 """
 
 from __future__ import annotations
@@ -57,7 +61,11 @@ WHAT_IFS = {
     **{f"fusion={mb}MB": f"bucket:{mb}" for mb in (1, 4, 16, 64, 100)},
     "overlap=off": "no-overlap", "dear": "dear", "dear+fusion=4MB": "dear:4",
     "bandwidth=2x": "", "bandwidth=0.5x": "",
+    "fsdp=Linear": "fsdp:Linear", "fsdp=Linear+reshard=off": "fsdp-noreshard:Linear",
 }
+#: what-ifs predicted from an FSDP2 baseline (samples/train_fsdp.py --unit Linear):
+#: spec -> (ab_worker --baseline, --variant)
+FSDP_WHAT_IFS = {"reshard=off": ("fsdp:Linear", "fsdp-noreshard:Linear")}
 SWEEP = "fusion=1MB..128MB"
 _AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=([0-9.]+)")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
@@ -121,15 +129,16 @@ def calibrate(name: str, rate: str, cell: Path, reuse: bool) -> Path:
     return path
 
 
-def profile(name: str, rate: str, model: str, cell: Path, reuse: bool) -> Path:
-    run = cell / "baseline"
+def profile(name: str, rate: str, model: str, cell: Path, reuse: bool,
+            trainer: str = "train_ddp.py") -> Path:
+    run = cell / ("baseline" if trainer == "train_ddp.py" else "baseline-fsdp")
     if reuse and (run / "manifest.json").exists():
         return run
     if run.exists():
         shutil.rmtree(run)
     res = _in_link(name, rate, [str(VENV / "tracekit"), "profile", "--out", str(run),
                                 "--wait", "2", "--warmup", "2", "--steps", "10", "--",
-                                *_torchrun("samples/train_ddp.py", "--model", model,
+                                *_torchrun(f"samples/{trainer}", "--model", model,
                                            "--steps", "16")])
     if res.returncode != 0:
         raise SystemExit(f"profiling {model} on {rate} failed:\n{res.stderr[-2000:]}")
@@ -146,6 +155,20 @@ def predict(run: Path, comm: Path) -> tuple[Session, dict[str, Row], tuple[str, 
     return session, rows, (sweep.best_spec, dict(sweep.sweep))
 
 
+def predict_fsdp(run: Path, comm: Path) -> tuple[Session, dict[str, Row]]:
+    """The FSDP run's what-ifs, each with its interval."""
+    session = Session(run, PredictionOptions(comm_model=str(comm)))
+    return session, {r.spec: Row(spec=r.spec, predicted=r.speedup, lo=r.speedup_lo,
+                                 hi=r.speedup_hi) for r in session.what_ifs(list(FSDP_WHAT_IFS))}
+
+
+def ab_sides(spec: str, rate: str) -> tuple[str, str]:
+    """``(--baseline, --variant)`` of the ab_worker jobs that measure ``spec``."""
+    if spec in FSDP_WHAT_IFS:
+        return FSDP_WHAT_IFS[spec]
+    return "baseline", ab_variant(spec, rate)
+
+
 def ab_variant(spec: str, rate: str) -> str:
     if spec.startswith("bandwidth="):
         return f"link:{scaled_rate(rate, float(spec.split('=')[1].rstrip('x')))}"
@@ -154,12 +177,12 @@ def ab_variant(spec: str, rate: str) -> str:
     return WHAT_IFS[spec]
 
 
-def one_job(name: str, rate: str, model: str, specs: list[str], steps: int
+def one_job(name: str, rate: str, model: str, baseline: str, specs: list[str], steps: int
             ) -> dict[str, float]:
-    """Every spec's speedup over the baseline in one interleaved job."""
-    variants = [ab_variant(s, rate) for s in specs]
-    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--variant",
-                                         ",".join(variants), "--model", model,
+    """Every spec's speedup over ``baseline`` (an ab_worker side) in one interleaved job."""
+    variants = [ab_sides(s, rate)[1] for s in specs]
+    res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--baseline", baseline,
+                                         "--variant", ",".join(variants), "--model", model,
                                          "--steps", str(steps)), timeout=3600)
     found = {v: float(sp) for v, sp in _AB.findall(res.stdout + res.stderr)}
     if res.returncode != 0 or set(found) != set(variants):
@@ -184,17 +207,21 @@ def _settled(jobs: list[float], args) -> bool:
 
 def measure_all(name: str, rate: str, model: str, specs: list[str], cache: Path,
                 args) -> dict[str, tuple[float, float, float, int]]:
-    """Interleaved jobs of every spec not yet settled, until each median speedup's 95% CI
-    is within ``args.ci`` % (or ``args.max_jobs``): ``spec -> (median, lo, hi, jobs)``."""
+    """Interleaved jobs of every spec not yet settled (one job per baseline side: DDP's
+    defaults, or FSDP2 for the what-ifs of an FSDP run), until each median speedup's 95%
+    CI is within ``args.ci`` % (or ``args.max_jobs``): ``spec -> (median, lo, hi, jobs)``."""
     jobs: dict[str, list[float]] = json.loads(cache.read_text()) if cache.exists() else {}
     while True:
         todo = [s for s in specs if not _settled(jobs.get(s, []), args)
                 and len(jobs.get(s, [])) < args.max_jobs]
         if not todo:
             break
-        for spec, speedup in one_job(name, rate, model, todo, args.steps).items():
-            jobs.setdefault(spec, []).append(speedup)
-        atomic_write(cache, json.dumps(jobs), what="the measured speedups")
+        for baseline in dict.fromkeys(ab_sides(s, rate)[0] for s in todo):
+            group = [s for s in todo if ab_sides(s, rate)[0] == baseline]
+            for spec, speedup in one_job(name, rate, model, baseline, group,
+                                         args.steps).items():
+                jobs.setdefault(spec, []).append(speedup)
+            atomic_write(cache, json.dumps(jobs), what="the measured speedups")
         print(f"    {model} {rate}: {len(todo)} what-ifs measured again; not settled: "
               f"{sum(not _settled(jobs[s], args) for s in todo)}", flush=True)
     return {s: (*median_ci(jobs[s]), len(jobs[s])) for s in specs}
@@ -211,6 +238,9 @@ def run_cell(model: str, rate: str, args) -> dict:
         comm = calibrate(name, rate, cell, args.reuse)
         session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
                                                comm)
+        fsdp_session, fsdp_rows = predict_fsdp(
+            profile(name, rate, model, cell, args.reuse, "train_fsdp.py"), comm)
+        rows.update(fsdp_rows)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
         specs = list(dict.fromkeys([*wanted, *sweep]))
         measured = measure_all(name, rate, model, specs, cache, args)
@@ -224,14 +254,15 @@ def run_cell(model: str, rate: str, args) -> dict:
     measured_best = max(fusions, key=fusions.get)
     gap = (fusions[measured_best] / fusions[best] - 1.0) * 100
     return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
-            "baseline_error_pct": session.baseline.error_pct, "sweep_best": best,
+            "baseline_error_pct": session.baseline.error_pct,
+            "fsdp_baseline_error_pct": fsdp_session.baseline.error_pct, "sweep_best": best,
             "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep,
             "sweep_measured": fusions}
 
 
 def print_cell(c: dict) -> dict:
     print(f"\n{c['model']} on {c['rate']} (baseline replay error "
-          f"{c['baseline_error_pct']:+.2f}%)")
+          f"{c['baseline_error_pct']:+.2f}%, FSDP baseline {c['fsdp_baseline_error_pct']:+.2f}%)")
     print(f"  {'what-if':<18} {'predicted [95% interval]':>26} {'measured [95% CI]':>26} "
           f"{'error':>8} {'in':>3}")
     errs = []

@@ -6,6 +6,8 @@
 
 - ``torch.optim.Optimizer.step``: a global step post-hook marks each step boundary;
 - ``DistributedDataParallel.__init__``: wrapped, to record the wrapped model's metadata;
+- a global module forward pre-hook, until a model is recorded: the first forward of an
+  FSDP2 module (``fully_shard``) records that module (the outermost one runs first);
 - ``torch.distributed.init_process_group``: wrapped, to turn NCCL's log on before NCCL
   starts (see :mod:`collectors.nccl_env`);
 - ``atexit``: writes the rank's part of the run folder and merges ``manifest.json``.
@@ -84,6 +86,7 @@ def _patch_torch() -> None:
 
     register_optimizer_step_post_hook(_on_optimizer_step)
     _wrap_ddp_init()
+    _watch_fsdp_roots()
     _wrap_init_process_group()
 
 
@@ -99,6 +102,27 @@ def _wrap_ddp_init() -> None:
             s.watch(self.module, ddp=self)
 
     ddp_cls.__init__ = __init__
+
+
+def _watch_fsdp_roots() -> None:
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from collectors.fsdp_meta import is_fsdp_module
+
+    handle = None
+
+    def pre_forward(module, _args):
+        s = _session
+        if s is None or handle is None:
+            return
+        if s.models.primary is not None:
+            handle.remove()
+            return
+        if is_fsdp_module(module):
+            handle.remove()
+            s.watch(module, in_forward=True)
+
+    handle = register_module_forward_pre_hook(pre_forward)
 
 
 def _wrap_init_process_group() -> None:

@@ -11,7 +11,9 @@
              "gradient_as_bucket_view": false, "static_graph": false,
              "find_unused_parameters": false, "buckets_source": "rebuilt",
              "buckets": [{"index": 0, "params": [31, 30], "bytes": 1050624}, ...]},
-     "forward_order": [{"module": "0", "params": [0, 1]}, ...]}
+     "forward_order": [{"module": "0", "params": [0, 1]}, ...],
+     "modules": [{"module": "0", "class": "Linear", "params": [0, 1], "order": 1}, ...],
+     "fsdp": {"units": [{"module": "0", "class": "Linear", ...}, ...]}}   # or null
 
 - ``index`` is the position in ``module.named_parameters()`` (registration order, shared
   parameters once); every other list refers to parameters by this index.
@@ -28,6 +30,8 @@
   ``out_proj.weight`` without calling ``out_proj``), attributed to the nearest ancestor
   that ran. These entries are the *forward units* that get ``tracekit.fwd:`` /
   ``tracekit.bwd:`` annotations (see :mod:`collectors.annotations`).
+- ``modules`` (every module, its class and the parameters under it) and ``fsdp`` (the
+  FSDP2 units, when ``fully_shard`` wrapped the model): see :mod:`collectors.fsdp_meta`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from collectors.fsdp_meta import ParamIndex, fsdp_units, module_table
 
 _MB = 1024 * 1024
 
@@ -98,14 +104,17 @@ def parse_bucket_indices(text: str) -> list[list[int]]:
 class ModelRecorder:
     """Records one model's metadata; see the module docstring for what and how."""
 
-    def __init__(self, module: torch.nn.Module, *, ddp: Any = None) -> None:
+    def __init__(self, module: torch.nn.Module, *, ddp: Any = None,
+                 in_forward: bool = False) -> None:
         self.module = module
         self.ddp = ddp
         self.parameters = describe_parameters(module)
         self._index_of = {id(p): i for i, (_, p) in enumerate(module.named_parameters())}
+        self._params = ParamIndex(self.parameters, self._index_of)
         self.forward_units: list[ForwardUnit] = []
         self.ddp_config: dict[str, Any] | None = self._ddp_config() if ddp is not None else None
-        self._first_run: dict[str, int] = {}
+        #: qualname -> position in the first forward ('' already running: ``in_forward``)
+        self._first_run: dict[str, int] = {"": 0} if in_forward else {}
         self._hooks: list[Any] = []
         self._arm_forward_order()
 
@@ -131,8 +140,8 @@ class ModelRecorder:
         owned: dict[str, list[int]] = {}
         placed: set[int] = set()  # a shared parameter goes to its first owner only
         for qualname, sub in self.module.named_modules():
-            for _, p in sub.named_parameters(recurse=False):
-                i = self._index_of.get(id(p))
+            for name, p in sub.named_parameters(recurse=False):
+                i = self._params.of(p, f"{qualname}.{name}" if qualname else name)
                 if i is None or i in placed:
                     continue
                 placed.add(i)
@@ -211,11 +220,14 @@ class ModelRecorder:
 
     # ----- output ---------------------------------------------------------------------
     def to_manifest(self) -> dict[str, Any]:
+        units = fsdp_units(self.module, self.parameters, self._params, self._first_run)
         return {
             "parameters": self.parameters,
             "ddp": self.ddp_config,
             "forward_order": [{"module": u.module, "params": list(u.params)}
                               for u in self.forward_units],
+            "modules": module_table(self.module, self._params, self._first_run),
+            "fsdp": {"units": units} if units else None,
         }
 
 

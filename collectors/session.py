@@ -137,8 +137,10 @@ class ProfileSession:
         self._write_part_safely()
 
     # ----- inputs from the job --------------------------------------------------------
-    def watch(self, module: torch.nn.Module, *, ddp: Any = None) -> None:
-        """Record metadata of ``module`` (the module DDP wraps, with ``ddp`` its wrapper)."""
+    def watch(self, module: torch.nn.Module, *, ddp: Any = None, in_forward: bool = False
+              ) -> None:
+        """Record metadata of ``module`` (the module DDP wraps, with ``ddp`` its wrapper;
+        ``in_forward``: called from inside the module's first forward)."""
         if os.getpid() != self.pid:
             return
         try:
@@ -148,7 +150,7 @@ class ProfileSession:
                         self.report(f"another model ({type(module).__name__}) was wrapped; "
                                     "metadata is recorded for the first one only")
                     return
-                self.models.add(ModelRecorder(module, ddp=ddp))
+                self.models.add(ModelRecorder(module, ddp=ddp, in_forward=in_forward))
         except Exception as exc:
             self.report(f"could not record model metadata: {exc!r}")
 

@@ -4,6 +4,7 @@ reductions are matched across ranks and the baseline reproduces the measured ste
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,9 @@ def test_a_profiled_fsdp_run_replays(tmp_path, reshard):
     subprocess.run(cmd + ([] if reshard else ["--no-reshard"]), check=True,
                    capture_output=True, cwd=tmp_path)
     run = load_run(out)
+    units = run.manifest.fsdp_units  # the collector found the FSDP2 root and its units
+    assert [(u.module, u.cls) for u in units[1:]] == [(str(2 * i), "Linear") for i in range(6)]
+    assert all(u.reshard_after_forward is reshard and u.bytes > 0 for u in units[1:])
     comm = run.events[run.events["kind"] == "comm"]
     gathers = (comm["collective"] == "all_gather").sum()
     reductions = comm["collective"].isin(["all_reduce", "reduce_scatter"]).sum()
@@ -45,3 +49,10 @@ def test_a_profiled_fsdp_run_replays(tmp_path, reshard):
     # rest of the suite (quiet-machine figures: benchmarks/replay_accuracy.py); a graph
     # that lost the FSDP dependencies misses by far more
     assert abs(base.error_pct) <= 10.0, base.step_ms
+    # the FSDP what-if of this run, from the CLI with --json
+    spec = "reshard=off" if reshard else "reshard=on"
+    doc = json.loads(subprocess.run([sys.executable, "-m", "tracekit", "replay", str(out),
+                                     "--what-if", spec, "--json"], check=True,
+                                    capture_output=True, text=True, cwd=tmp_path).stdout)
+    (w,) = doc["what_ifs"]
+    assert (w["speedup"] > 1.0) if reshard else (w["speedup"] < 1.0), w

@@ -4,9 +4,10 @@ run, re-time it with cost models fitted on the run, and replay.
 The one entry point is :func:`evaluate` (the library's front door,
 :class:`tracekit.api.Session`, calls it). Each what-if is one module here that registers
 itself (:mod:`replay.whatif.registry`: ``fusion``, ``overlap``, ``dear``, ``bandwidth``,
-``comm_scale``, ``workers``, ``compute_scale``, ``stragglers``, ``slow_rank``); SPEC
-strings are parsed by :mod:`replay.whatif.spec`; the gradient re-planning the DDP
-what-ifs share is in ``gradients``, ``bucketing``, ``rewrite`` and ``splice``, network
+``comm_scale``, ``workers``, ``compute_scale``, ``stragglers``, ``slow_rank``,
+``reshard``, ``fsdp``); SPEC strings are parsed by :mod:`replay.whatif.spec`; the
+gradient re-planning the DDP what-ifs share is in ``gradients``, ``bucketing``,
+``rewrite`` and ``splice``, the FSDP ones' in ``fsdp_gather`` and ``fsdp_plan``, network
 re-timing in ``retiming``, the per-variant pipeline in ``predict``.
 
 Example::

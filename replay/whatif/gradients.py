@@ -157,9 +157,10 @@ def _by_target(graph: Graph, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sel, graph.dst[sel]
 
 
-def _annotations(run, prefix: str) -> pd.DataFrame:
-    """Events whose name starts with ``prefix``: rank, step, name (prefix cut), ts_ns,
-    end_ns."""
+def module_annotations(run, prefix: str = FWD_PREFIX) -> pd.DataFrame:
+    """``<prefix><module>`` annotations of the run (``tracekit.fwd:`` by default; any
+    name prefix, e.g. ``Optimizer.step#``): rank, step, module (the name after the
+    prefix), ts_ns, end_ns."""
     ev = run.events
     names = ev["name"]
     cats = [c for c in names.cat.categories if str(c).startswith(prefix)] if hasattr(
@@ -169,11 +170,6 @@ def _annotations(run, prefix: str) -> pd.DataFrame:
                          "module": [str(n)[len(prefix):] for n in ann["name"]],
                          "ts_ns": ann["ts_ns"].to_numpy(),
                          "end_ns": ann["ts_ns"].to_numpy() + ann["dur_ns"].to_numpy()})
-
-
-def _forward_annotations(run) -> pd.DataFrame:
-    """``tracekit.fwd:<module>`` annotations of the run: rank, step, module, ts_ns."""
-    return _annotations(run, FWD_PREFIX)
 
 
 def _optimizer_nodes(spans: dict, graph: Graph, rank: int, step: int,
@@ -188,6 +184,13 @@ def _optimizer_nodes(spans: dict, graph: Graph, rank: int, step: int,
     for t0, t1 in zip(mine["ts_ns"], mine["end_ns"]):
         inside |= (starts >= t0) & (starts < t1)
     return on_lane[inside].astype(np.int64)
+
+
+def first_nodes(ann: dict, graph: Graph, rank: int, step: int,
+                lane_nodes: np.ndarray) -> dict[str, int]:
+    """Module -> the first node of the lane at or after its annotation began (``ann``:
+    :func:`module_annotations` grouped by rank and step)."""
+    return _forward_first(ann, graph, rank, step, lane_nodes)
 
 
 def _forward_first(ann: dict, graph: Graph, rank: int, step: int,
@@ -260,9 +263,9 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
     sizes_by_layout: dict[tuple, list] = {}
     issue_durs, issue_delays = [], []
     prefix = "gloo:"
-    ann = _forward_annotations(run)
+    ann = module_annotations(run)
     annotations = {key: g for key, g in ann.groupby(["rank", "step"])} if len(ann) else {}
-    opt = _annotations(run, OPTIMIZER_PREFIX)
+    opt = module_annotations(run, OPTIMIZER_PREFIX)
     optimizer = {key: g for key, g in opt.groupby(["rank", "step"])} if len(opt) else {}
     for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
             [graph.rank, graph.step]):

@@ -42,6 +42,7 @@ from replay.whatif.variant_edit import VariantEdit
 from tracekit.core.run import Run
 from tracekit.errors import TracekitError
 from tracekit.graph.edit import with_durations
+from tracekit.graph.fsdp import FSDPGraph, find_fsdp
 from tracekit.graph.model import Graph
 from tracekit.log import get_logger
 
@@ -65,6 +66,8 @@ class WhatIfContext:
     #: DDP's gradient sync, or None (then ``sync_error`` says why)
     sync: GradientSync | None
     sync_error: str = ""
+    #: FSDP2's collectives in the graph (None: not an FSDP run)
+    fsdp: FSDPGraph | None = None
     world: int = 1
     #: notes about the cost models and the interference fit, shared by every variant
     notes: list[str] = field(default_factory=list)
@@ -119,8 +122,11 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
         sync = find_gradient_sync(run, graph)
     except TracekitError as exc:
         sync_error = str(exc)
+    fsdp = find_fsdp(run, graph)
+    if fsdp is not None:
+        notes.append(fsdp.describe())
     return WhatIfContext(run=run, graph=graph, baseline=baseline, comm=comm, fitted=fitted,
-                         interference=model, sync=sync, sync_error=sync_error,
+                         interference=model, sync=sync, sync_error=sync_error, fsdp=fsdp,
                          world=max(int(run.world_size), 1), notes=notes)
 
 
@@ -128,16 +134,22 @@ def _check_needs(ctx: WhatIfContext, variant: Variant) -> None:
     if any(t.needs_comm_model for t in variant.transforms) and ctx.comm is None:
         raise TracekitError(f"{variant.spec}: {_NO_COMM_MODEL}")
     if any(t.needs_gradient_sync for t in variant.transforms) and ctx.sync is None:
+        if ctx.fsdp is not None:
+            raise TracekitError(f"{variant.spec}: this run is already an FSDP2 run, without "
+                                "DDP's gradient all-reduces; re-plan it with reshard=off or "
+                                "reshard=on")
         raise TracekitError(f"{variant.spec}: {ctx.sync_error}")
 
 
 def _gradients_stage(edit: VariantEdit, what_ifs) -> None:
     ctx = edit.ctx
-    edit.plan = GradientPlan(buckets=ctx.sync.buckets)
-    edit.notes += ctx.sync.notes
-    for t in what_ifs:
+    if ctx.sync is not None:
+        edit.plan = GradientPlan(buckets=ctx.sync.buckets)
+        if any(t.needs_gradient_sync for t in what_ifs):
+            edit.notes += ctx.sync.notes
+    for t in sorted(what_ifs, key=lambda t: t.apply_order):
         t.apply(edit)
-    if not edit.plan.same_as(ctx.sync):
+    if edit.plan is not None and not edit.plan.same_as(ctx.sync):
         cost = lambda coll, nbytes: ctx.comm.time_ns(coll, nbytes, ctx.world)  # noqa: E731
         rw = materialize(edit.graph, ctx.sync, edit.plan, cost_ns=cost,
                          contention=ctx.interference.comm_contention(edit.graph))
@@ -169,7 +181,8 @@ _STAGES = {Stage.GRADIENTS: _gradients_stage, Stage.NETWORK: _network_stage,
 def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[str]]:
     """Replay one variant; returns the result and notes about what was assumed."""
     _check_needs(ctx, variant)
-    edit = VariantEdit(ctx=ctx, graph=ctx.graph, origin=np.arange(ctx.graph.n_nodes))
+    edit = VariantEdit(ctx=ctx, graph=ctx.graph, origin=np.arange(ctx.graph.n_nodes),
+                       fsdp=ctx.fsdp)
     for stage in Stage:
         what_ifs = [t for t in variant.transforms if t.stage is stage]
         if stage is Stage.NETWORK:  # durations are edited from here on

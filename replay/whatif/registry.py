@@ -79,6 +79,8 @@ class WhatIf(ABC):
     needs_comm_model: ClassVar[bool] = False
     #: needs DDP's gradient synchronization found in the graph
     needs_gradient_sync: ClassVar[bool] = False
+    #: within its stage, what-ifs apply in this order (then in the order given)
+    apply_order: ClassVar[int] = 0
 
     @classmethod
     @abstractmethod

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tracekit.graph.fsdp import FSDPGraph
 from tracekit.graph.model import Graph
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class VariantEdit:
     dur_ns: np.ndarray | None = None
     #: the gradient plan during the GRADIENTS stage (None otherwise)
     plan: GradientPlan | None = None
+    #: FSDP's collectives in ``graph`` (None: none, or node ids changed since)
+    fsdp: FSDPGraph | None = None
     #: the network change during the NETWORK stage (None otherwise)
     retiming: CommRetiming | None = None
     #: what was assumed, for the output

@@ -86,8 +86,10 @@ def _summary(outcome) -> None:
     model = m.get("model") or {}
     if model:
         ddp = model.get("ddp") or {}
-        lines.append(f"tracekit: model {len(model.get('parameters') or [])} parameters, "
-                     f"{len(ddp.get('buckets') or [])} DDP buckets")
+        units = (model.get("fsdp") or {}).get("units") or []
+        what = (f"{len(units)} FSDP units" if units
+                else f"{len(ddp.get('buckets') or [])} DDP buckets")
+        lines.append(f"tracekit: model {len(model.get('parameters') or [])} parameters, {what}")
     for e in m.get("errors", []):
         lines.append(f"tracekit: problem: {e}")
     if with_trace and not outcome.error:

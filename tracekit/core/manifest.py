@@ -51,7 +51,15 @@ The manifest (``schema_version`` 1) is a JSON object::
         },
         "forward_order": [                     # modules in the order their forward ran
           {"module": "0", "params": [0, 1]}
-        ]
+        ],
+        "modules": [                           # every module (named_modules order), its
+          {"module": "0", "class": "Linear",   # class, the parameters under it, its place
+           "params": [0, 1], "order": 1}       # in the first forward (null: never ran)
+        ],
+        "fsdp": {"units": [                    # FSDP2 units (fully_shard); null: none
+          {"module": "0", "class": "Linear", "order": 1, "params": [0, 1],
+           "numel": 262656, "bytes": 1050624, "dtype": "float32",
+           "reshard_after_forward": true}]}
       },
       "overhead": {"profiled_step_ms": 51.0, "unprofiled_step_ms": 47.1, "ratio": 1.08,
                    "how": "..."},              # medians pooled over ranks
@@ -92,6 +100,21 @@ class ParamInfo:
     requires_grad: bool = True
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModuleInfo:
+    """One module of the model (``model.modules``), or one FSDP2 unit (``model.fsdp``)."""
+
+    module: str
+    cls: str
+    #: parameter indices under the module (an FSDP unit: those it all-gathers)
+    params: tuple[int, ...]
+    #: position in the first forward (None: never ran or unknown)
+    order: int | None = None
+    #: FSDP units only: unsharded bytes and ``reshard_after_forward`` (None unknown)
+    bytes: int = 0
+    reshard_after_forward: bool | None = None
+
+
 @dataclass(kw_only=True)
 class Manifest:
     """Typed view of ``manifest.json``; :attr:`raw` keeps the whole document."""
@@ -110,6 +133,10 @@ class Manifest:
     first_bucket_mb: float | None = None
     #: modules in forward execution order, each with the parameter indices it uses
     forward_order: list[tuple[str, list[int]]] = field(default_factory=list)
+    #: every module with its class (older manifests: [])
+    modules: list[ModuleInfo] = field(default_factory=list)
+    #: FSDP2 units in forward order ([]: not an FSDP run, or an older manifest)
+    fsdp_units: list[ModuleInfo] = field(default_factory=list)
     #: rank -> host name ('' unknown)
     hosts: dict[int, str] = field(default_factory=dict)
     #: rank -> CPU cores its process could run on (absent when not recorded)
@@ -156,6 +183,8 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         buckets = [[int(i) for i in b["params"]] for b in ddp.get("buckets") or []]
         fwd = [(str(m["module"]), [int(i) for i in m.get("params") or []])
                for m in model.get("forward_order") or []]
+        modules = [_module_info(m) for m in model.get("modules") or []]
+        units = [_module_info(u) for u in (model.get("fsdp") or {}).get("units") or []]
     except (KeyError, TypeError, ValueError) as exc:
         raise TracekitError(f"manifest is malformed ({exc!r}); re-run 'tracekit profile'",
                             path=path) from None
@@ -170,10 +199,21 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         bucket_cap_mb=ddp.get("bucket_cap_mb"),
         first_bucket_mb=ddp.get("first_bucket_mb"),
         forward_order=fwd,
+        modules=modules,
+        fsdp_units=units,
         hosts=hosts,
         cpu_cores=cores,
         incomplete_steps=_incomplete_steps(doc.get("ranks") or []),
     )
+
+
+def _module_info(m: dict) -> ModuleInfo:
+    order = m.get("order")
+    return ModuleInfo(module=str(m["module"]), cls=str(m.get("class") or ""),
+                      params=tuple(int(i) for i in m.get("params") or []),
+                      order=None if order is None else int(order),
+                      bytes=int(m.get("bytes") or 0),
+                      reshard_after_forward=m.get("reshard_after_forward"))
 
 
 def _incomplete_steps(ranks: list[dict]) -> dict[int, list[int]]:

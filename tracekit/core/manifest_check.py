@@ -219,6 +219,43 @@ def _check_model(p: _Problems, model: dict) -> None:
         where = f"model.forward_order[{i}]."
         p.typed(m, "module", where, "str", required=True)
         p.list_of(m, "params", where, "count")
+    for i, m in enumerate(p.list_of(model, "modules", "model.", "dict")):
+        where = f"model.modules[{i}]."
+        p.typed(m, "module", where, "str", required=True)
+        p.typed(m, "class", where, "str")
+        p.typed(m, "order", where, "count")
+        _check_indices(p, p.list_of(m, "params", where, "count"), f"{where}params", indices)
+    fsdp = p.typed(model, "fsdp", "model.", "dict")
+    if fsdp is not None:
+        _check_fsdp(p, fsdp, indices)
+
+
+def _check_indices(p: _Problems, params: list, field: str, indices: dict[int, int]) -> None:
+    unknown = sorted(set(params) - set(indices)) if indices else []
+    if unknown:
+        p.add(field, f"parameter {unknown[0]} is not in model.parameters",
+              "list only indices of model.parameters")
+
+
+def _check_fsdp(p: _Problems, fsdp: dict, indices: dict[int, int]) -> None:
+    """``model.fsdp.units``: FSDP2 units (see :mod:`collectors.fsdp_meta`)."""
+    seen: dict[str, int] = {}
+    for i, u in enumerate(p.list_of(fsdp, "units", "model.fsdp.", "dict")):
+        where = f"model.fsdp.units[{i}]."
+        module = p.typed(u, "module", where, "str", required=True)
+        if module is not None:
+            if module in seen:
+                p.add(f"{where}module", f"{module!r} is also the module of "
+                      f"model.fsdp.units[{seen[module]}]", "list each FSDP unit once")
+            seen.setdefault(module, i)
+        p.typed(u, "class", where, "str")
+        p.typed(u, "dtype", where, "str")
+        p.typed(u, "order", where, "count")
+        p.typed(u, "numel", where, "count")
+        p.int_in(u, "bytes", where, 0, MAX_PARAM_BYTES * 1024, required=True)
+        p.typed(u, "reshard_after_forward", where, "bool")
+        params = p.list_of(u, "params", where, "count")
+        _check_indices(p, params, f"{where}params", indices)
 
 
 def _check_ddp(p: _Problems, ddp: dict, indices: dict[int, int]) -> None:
@@ -235,9 +272,6 @@ def _check_ddp(p: _Problems, ddp: dict, indices: dict[int, int]) -> None:
         params = p.list_of(b, "params", at, "count")
         if "params" not in b:
             p.add(f"{at}params", "missing (expected a list of parameter indices)")
-        unknown = sorted(set(params) - set(indices)) if indices else []
-        if unknown:
-            p.add(f"{at}params", f"parameter {unknown[0]} is not in model.parameters",
-                  "list only indices of model.parameters")
+        _check_indices(p, params, f"{at}params", indices)
         p.typed(b, "index", at, "count")
         p.int_in(b, "bytes", at, 0, MAX_PARAM_BYTES * 1024)
