@@ -175,6 +175,24 @@ def summarize(run: Run) -> Summary:
                    notes=notes, stragglers=find_stragglers(run, steps))
 
 
+class _ByStart:
+    """Intervals sorted by start, to hand each window only those that may reach into it
+    (a superset: :func:`clip` empties the others), instead of every interval of the rank
+    for every step."""
+
+    def __init__(self, s: np.ndarray, e: np.ndarray) -> None:
+        o = np.argsort(s, kind="stable")
+        self.s, self.e = s[o], e[o]
+        self.reach = np.maximum.accumulate(self.e) if len(self.e) else self.e
+
+    def near(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """The intervals that may overlap ``[lo, hi)``: every one before them ends by
+        ``lo``, every one after them starts at or after ``hi``."""
+        a = int(np.searchsorted(self.reach, lo, side="right"))
+        b = max(a, int(np.searchsorted(self.s, hi, side="left")))
+        return self.s[a:b], self.e[a:b]
+
+
 def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]:
     notes: list[str] = []
     if ev.empty:
@@ -204,16 +222,16 @@ def _summarize_rank(rank: int, ev: pd.DataFrame) -> tuple[list[dict], list[str]]
                          "(the most operator time)")
 
     windows = step_windows(ev, device_tail=True)
-    c_s, c_e = ts[compute_mask], end[compute_mask]
-    w_s, w_e = ts[wait_mask], end[wait_mask]
-    m_s, m_e = ts[is_comm], end[is_comm]
+    computes = _ByStart(ts[compute_mask], end[compute_mask])
+    waits = _ByStart(ts[wait_mask], end[wait_mask])
+    comms = _ByStart(ts[is_comm], end[is_comm])
     rows = []
     for n, lo, hi in zip(windows["step"].tolist(), windows["start_ns"].tolist(),
                          windows["end_ns"].tolist()):
-        compute = union(*clip(c_s, c_e, lo, hi))
-        if len(w_s):
-            compute = difference(compute, union(*clip(w_s, w_e, lo, hi)))
-        b = breakdown((lo, hi), compute, (m_s, m_e))
+        compute = union(*clip(*computes.near(lo, hi), lo, hi))
+        if len(waits.s):
+            compute = difference(compute, union(*clip(*waits.near(lo, hi), lo, hi)))
+        b = breakdown((lo, hi), compute, comms.near(lo, hi))
         rows.append({
             "rank": rank, "step": n, "basis": basis, "start_ns": lo, "end_ns": hi,
             "step_ns": b.window_ns, "compute_ns": b.compute_ns, "comm_ns": b.comm_ns,
