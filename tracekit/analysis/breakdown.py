@@ -126,24 +126,18 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         """The ``tracekit summary --json`` object."""
-        ranks = []
-        for rank in self.ranks_present:
-            rows = self.steps[self.steps["rank"] == rank]
-            ranks.append({
-                "rank": int(rank),
-                "steps": [
-                    {
-                        "step": int(r.step),
-                        "ms": round(float(r.ms), 6),
-                        "compute_ms": round(float(r.compute_ms), 6),
-                        "comm_ms": round(float(r.comm_ms), 6),
-                        "exposed_comm_ms": round(float(r.exposed_comm_ms), 6),
-                        "idle_ms": round(float(r.idle_ms), 6),
-                        "overlap_ms": round(float(r.overlap_ms), 6),
-                    }
-                    for r in rows.itertuples(index=False)
-                ],
+        # one pass over the rows (not a filter of the table per rank)
+        cols = ["step", "ms", "compute_ms", "comm_ms", "exposed_comm_ms", "idle_ms",
+                "overlap_ms"]
+        values = {c: self.steps[c].tolist() for c in ["rank", *cols]}
+        by_rank: dict[int, list[dict]] = {}
+        for i, r in enumerate(values["rank"]):
+            by_rank.setdefault(int(r), []).append({
+                "step": int(values["step"][i]),
+                **{c: round(float(values[c][i]), 6) for c in cols[1:]},
             })
+        ranks = [{"rank": int(rank), "steps": by_rank.get(int(rank), [])}
+                 for rank in self.ranks_present]
         return {
             "world_size": int(self.world_size),
             "ranks_present": [int(r) for r in self.ranks_present],
