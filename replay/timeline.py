@@ -78,15 +78,17 @@ def step_windows(run: Run, graph: Graph, sched: Schedule) -> pd.DataFrame:
     One pass over the nodes, grouped by (rank, step) with a sort (no loop over ranks).
     """
     wins = _measured_windows(run)
-    mend = np.asarray(graph.start_ns) + np.asarray(graph.wait_ns) + np.asarray(graph.dur_ns)
-    rank = np.asarray(graph.rank, dtype=np.int64)
-    step = np.asarray(graph.step, dtype=np.int64)
-    lane = np.asarray(graph.lane, dtype=np.int64)
-    start = np.asarray(graph.start_ns, dtype=np.int64)
-    if graph.n_nodes == 0:
-        rows = []
-    else:
-        rows = _window_rows(wins, graph, rank, step, lane, start, mend, sched)
+    rows = []
+    # a (rank, step) window never spans ranks: a chunk of whole ranks at a time, so the
+    # scratch arrays stay small however large the world
+    for lo, hi in _rank_chunks(np.asarray(graph.rank)):
+        part = slice(lo, hi)
+        start = np.asarray(graph.start_ns[part], dtype=np.int64)
+        mend = start + np.asarray(graph.wait_ns[part]) + np.asarray(graph.dur_ns[part])
+        rows += _window_rows(wins, graph, np.asarray(graph.rank[part], dtype=np.int64),
+                             np.asarray(graph.step[part], dtype=np.int64),
+                             np.asarray(graph.lane[part], dtype=np.int64), start, mend,
+                             sched.ready_ns[part], sched.end_ns[part])
     df = pd.DataFrame(rows, columns=["rank", "step", "lane", "measured_start", "measured_end",
                                      "predicted_start", "predicted_end"])
     # a window ends where the next step's window starts (measured gap between them kept)
@@ -123,9 +125,27 @@ def _first_per_group(group: np.ndarray, order_key: np.ndarray) -> np.ndarray:
     return o[first]
 
 
+def _rank_chunks(rank: np.ndarray, rows: int = 500_000) -> list[tuple[int, int]]:
+    """Node ranges ``(lo, hi)`` of whole ranks, about ``rows`` nodes each (one range when
+    the nodes are not sorted by rank; none without nodes)."""
+    n = len(rank)
+    if n == 0:
+        return []
+    if n <= rows or not bool((rank[1:] >= rank[:-1]).all()):
+        return [(0, n)]
+    cuts = np.flatnonzero(rank[1:] != rank[:-1]) + 1
+    out, lo = [], 0
+    for c in cuts.tolist():
+        if c - lo >= rows:
+            out.append((lo, c))
+            lo = c
+    return out + [(lo, n)]
+
+
 def _window_rows(wins: pd.DataFrame, graph: Graph, rank, step, lane, start, mend,
-                 sched: Schedule) -> list[tuple]:
-    """Rows of :func:`step_windows` before the next-window adjustment."""
+                 ready_ns: np.ndarray, end_ns: np.ndarray) -> list[tuple]:
+    """Rows of :func:`step_windows` before the next-window adjustment, for the nodes given
+    (whole ranks; their scheduled ``ready_ns`` and ``end_ns`` beside)."""
     main_lane = {ln.rank: ln.id for ln in graph.lanes if ln.is_main}
     n_steps = int(step.max() - step.min()) + 1
     s0 = int(step.min())
@@ -147,9 +167,9 @@ def _window_rows(wins: pd.DataFrame, graph: Graph, rank, step, lane, start, mend
     a = idx[_first_per_group(gu, start[idx])]
     z = idx[_first_per_group(gu, -mend[idx])]
     ready_min = np.full(len(ukey), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(ready_min, gu, sched.ready_ns[idx])
+    np.minimum.at(ready_min, gu, ready_ns[idx])
     end_max = np.full(len(ukey), np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(end_max, gu, sched.end_ns[idx])
+    np.maximum.at(end_max, gu, end_ns[idx])
     rows = []
     for g in range(len(ukey)):
         w_s, w_e = int(start[a[g]]), int(mend[z[g]])  # without events: the nodes

@@ -29,8 +29,13 @@ The header holds the key, the :class:`~tracekit.core.kineto.TraceMeta`, the warn
 the parse logged (repeated when the entry is used, so a cached trace warns like a parsed
 one), and per column its dtype, length, offset, CRC-32 and, for a categorical, its
 categories. One column more, ``__graph_rows__``, marks the rows of the compact table
-(:mod:`tracekit.core.reduce`), so one entry serves both tables. Columns are read
-straight into the run's arrays (:class:`EntryReader`, :mod:`tracekit.core.assemble`).
+(:mod:`tracekit.core.reduce`), so one entry serves both tables. With it, every column
+holds the compact table's rows first (in order), then the others, each part with its own
+CRC-32: the compact table is read straight into the run's arrays, the whole table is put
+back in order through the mask (:class:`EntryReader`, :mod:`tracekit.core.assemble`).
+An integer column whose rows all hold one value (``comm_bytes`` of a trace without
+collective sizes: -1) is not stored: its spec says ``const`` and ``stored: false``; one
+constant on the compact table's rows only is ``const_graph`` (that part need not be read).
 Entries are written like every tracekit output (:mod:`tracekit.core.atomic`: a temporary
 file in the same folder, fsync'ed, renamed into place), so a reader never sees half an
 entry, and a killed writer's temporary file is swept by the next write.
@@ -62,8 +67,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = get_logger(__name__)
 
-#: bump when the file layout changes
-FORMAT = 2
+#: bump when the file layout changes (3: the compact table's rows first in every column)
+FORMAT = 3
 MAGIC = b"TKCACHE1"
 FOLDER = ".tracekit-cache"
 SUFFIX = ".tkc"
@@ -81,10 +86,11 @@ _CORE_IMPORT = re.compile(rb"^\s*(?:from|import)\s+tracekit\.core\.(\w+)", re.MU
 
 
 def _parser_sources() -> list[Path]:
-    """The source files the parser is made of: :mod:`tracekit.core.kineto` and every
-    ``tracekit.core`` module it imports, transitively (read from the sources)."""
+    """The source files an entry is made by: the parser, :mod:`tracekit.core.kineto`, the
+    reducer that marks the compact table's rows, :mod:`tracekit.core.reduce`, and every
+    ``tracekit.core`` module they import, transitively (read from the sources)."""
     folder = Path(__file__).parent
-    todo, seen = ["kineto"], set()
+    todo, seen = ["kineto", "reduce"], set()
     while todo:
         name = todo.pop()
         src = folder / f"{name}.py"
@@ -231,17 +237,60 @@ def _pad(n: int) -> int:
     return -n % _ALIGN
 
 
+def column_constant(arr: np.ndarray) -> int | None:
+    """The value of every entry of an integer array, or None (several, or none)."""
+    if len(arr) == 0 or arr.dtype.kind not in "iu":
+        return None
+    lo = int(arr.min())
+    return lo if lo == int(arr.max()) else None
+
+
+def _mark_constants(specs: list[dict], arrays: list[np.ndarray], n_graph: int | None) -> None:
+    """``const`` (``const_graph``: over the compact table's rows) in the spec of an integer
+    column whose rows all hold one value: a reader need not read it; a column constant on
+    every row is not stored at all (its array becomes empty)."""
+    for i, (spec, arr) in enumerate(zip(specs, arrays)):
+        if "categories" in spec:
+            continue
+        spec["const"] = column_constant(arr)
+        if n_graph is not None:
+            spec["const_graph"] = column_constant(arr[:n_graph])
+        if spec["const"] is not None:
+            spec["stored"] = False
+            spec.pop("crc", None)
+            spec.pop("crc_rest", None)
+            arrays[i] = arr[:0]
+
+
+def _graph_first(specs: list[dict], arrays: list[np.ndarray],
+                 mask: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """Every column with the rows where ``mask`` holds first, then the others; each
+    spec's ``crc`` becomes the first part's CRC-32 and ``crc_rest`` the second's."""
+    order = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
+    n = int(mask.sum())
+    out = []
+    for spec, arr in zip(specs, arrays):
+        arr = arr.take(order)
+        spec["crc"] = _crc32(arr[:n].view(np.uint8))
+        spec["crc_rest"] = _crc32(arr[n:].view(np.uint8))
+        out.append(arr)
+    return n, out
+
+
 def write_entry(entry: Path, key: dict, events: pd.DataFrame, meta: dict, logs: list, *,
                 graph_rows: np.ndarray | None = None) -> None:
     """Write one entry atomically (a temporary file in the same folder, then a rename)."""
     specs, arrays = _encode_columns(events)
     extra = {}
     if graph_rows is not None:
-        mask = np.ascontiguousarray(graph_rows, dtype=np.uint8)
+        keep = np.asarray(graph_rows, dtype=bool)
+        extra["graph_rows"], arrays = _graph_first(specs, arrays, keep)
+    _mark_constants(specs, arrays, extra.get("graph_rows"))
+    if graph_rows is not None:
+        mask = np.ascontiguousarray(keep, dtype=np.uint8)
         specs.append({"name": GRAPH_ROWS, "dtype": mask.dtype.str, "length": len(mask),
                       "crc": _crc32(mask)})
         arrays.append(mask)
-        extra["graph_rows"] = int(mask.sum())
     offset = 0
     for spec, arr in zip(specs, arrays):
         spec["offset"] = offset
@@ -295,10 +344,12 @@ class EntryReader:
         self.meta = dict(header["meta"])
         self.logs = list(header.get("logs", []))
         graph_rows = header.get("graph_rows")
-        #: rows of the compact table, when the entry keeps its mask (else None)
+        #: rows of the compact table, when the entry keeps its mask (else None); each
+        #: column then holds those rows first
         self.graph_rows = int(graph_rows) if graph_rows is not None else None
         self._specs = {spec["name"]: spec for spec in header["columns"]}
         self._start = data_start
+        self._mask: np.ndarray | None = None
 
     @classmethod
     def open(cls, entry: Path, key: dict) -> EntryReader | None:
@@ -332,7 +383,10 @@ class EntryReader:
             dtype = np.dtype(spec["dtype"])
             if dtype.hasobject or int(spec["length"]) != self.rows:
                 raise DamagedEntry(f"column {name!r} has a bad type or length")
-            if int(spec["offset"]) + self.rows * dtype.itemsize > data_bytes:
+            stored = spec.get("stored", True)
+            if stored is not True and not (stored is False and spec.get("const") is not None):
+                raise DamagedEntry(f"column {name!r} is neither stored nor constant")
+            if stored and int(spec["offset"]) + self.rows * dtype.itemsize > data_bytes:
                 raise DamagedEntry(f"column {name!r} lies outside the file")
             want = EVENT_COLUMNS.get(name, ("uint8", ""))[0]
             if want == "category":
@@ -340,8 +394,17 @@ class EntryReader:
                     raise DamagedEntry(f"column {name!r} is not a categorical")
             elif dtype != np.dtype(want):
                 raise DamagedEntry(f"column {name!r} is {dtype}, expected {want}")
-        if self.graph_rows is not None and GRAPH_ROWS not in self._specs:
-            raise DamagedEntry("the compact-table mask is missing")
+            for k in ("const", "const_graph"):
+                v = spec.get(k)
+                if v is not None and (type(v) is not int or not (
+                        np.iinfo(dtype).min <= v <= np.iinfo(dtype).max)):
+                    raise DamagedEntry(f"column {name!r} has a bad constant")
+        if self.graph_rows is not None:
+            if GRAPH_ROWS not in self._specs or not 0 <= self.graph_rows <= self.rows:
+                raise DamagedEntry("the compact-table mask is missing")
+            if any("crc_rest" not in spec for n, spec in self._specs.items()
+                   if n != GRAPH_ROWS and spec.get("stored", True)):
+                raise DamagedEntry("a column lacks the checksum of its second part")
 
     def categories(self, name: str) -> list[str] | None:
         """The categories of a categorical column (None for other columns)."""
@@ -351,34 +414,80 @@ class EntryReader:
     def dtype(self, name: str) -> np.dtype:
         return np.dtype(self._specs[name]["dtype"])
 
-    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
-        """Column ``name`` (category codes for a categorical), read into ``out`` when
-        given (its dtype and length must match); raises :class:`DamagedEntry`."""
+    def constant(self, name: str, graph: bool = False) -> int | None:
+        """The one value every row of column ``name`` (of the compact table's rows with
+        ``graph``) holds, when the writer found one; else None (read the column)."""
+        return self._specs[name].get("const_graph" if graph else "const")
+
+    def _read_part(self, name: str, arr: np.ndarray, first: int, crc: int) -> None:
+        """Stored rows ``first .. first + len(arr)`` of column ``name`` into ``arr``,
+        checked against ``crc`` (and the category codes against the categories)."""
         spec = self._specs[name]
-        dtype = np.dtype(spec["dtype"])
-        arr = np.empty(self.rows, dtype=dtype) if out is None else out
-        if arr.dtype != dtype or len(arr) != self.rows:
-            raise ValueError(f"read {name!r}: out has the wrong type or length")
         buf = memoryview(arr).cast("B")
         try:
             with open(self.path, "rb") as f:
-                f.seek(self._start + int(spec["offset"]))
+                f.seek(self._start + int(spec["offset"]) + first * arr.itemsize)
                 got = f.readinto(buf)
         except OSError as exc:
             raise DamagedEntry(f"cannot read ({exc.strerror or exc})") from None
         if got != arr.nbytes:
             raise DamagedEntry(f"column {name!r} is truncated")
-        if _crc32(buf) != int(spec["crc"]):
+        if _crc32(buf) != int(crc):
             raise DamagedEntry(f"column {name!r} fails its checksum")
         cats = spec.get("categories")
-        if cats is not None and self.rows and (int(arr.min()) < -1
-                                               or int(arr.max()) >= len(cats)):
+        if cats is not None and len(arr) and (int(arr.min()) < -1
+                                              or int(arr.max()) >= len(cats)):
             raise DamagedEntry(f"column {name!r} has a category code out of range")
+
+    def _out(self, name: str, out: np.ndarray | None, n: int) -> np.ndarray:
+        dtype = np.dtype(self._specs[name]["dtype"])
+        arr = np.empty(n, dtype=dtype) if out is None else out
+        if arr.dtype != dtype or len(arr) != n:
+            raise ValueError(f"read {name!r}: out has the wrong type or length")
+        return arr
+
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """Column ``name`` (category codes for a categorical) in the table's row order,
+        read into ``out`` when given (its dtype and length must match); raises
+        :class:`DamagedEntry`."""
+        spec = self._specs[name]
+        arr = self._out(name, out, self.rows)
+        if not spec.get("stored", True):
+            arr[...] = spec["const"]
+            return arr
+        if self.graph_rows is None or name == GRAPH_ROWS:
+            self._read_part(name, arr, 0, spec["crc"])
+            return arr
+        n = self.graph_rows
+        stored = np.empty(self.rows, dtype=arr.dtype)
+        self._read_part(name, stored[:n], 0, spec["crc"])
+        self._read_part(name, stored[n:], n, spec["crc_rest"])
+        mask = self.mask()
+        arr[mask] = stored[:n]
+        arr[~mask] = stored[n:]
+        return arr
+
+    def read_graph(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """Column ``name`` of the compact table only (its :attr:`graph_rows` rows, stored
+        first), read straight into ``out`` when given; raises :class:`DamagedEntry`."""
+        if self.graph_rows is None:
+            raise ValueError("this entry does not mark the compact table's rows")
+        arr = self._out(name, out, self.graph_rows)
+        spec = self._specs[name]
+        if not spec.get("stored", True):
+            arr[...] = spec["const"]
+        else:
+            self._read_part(name, arr, 0, spec["crc"])
         return arr
 
     def mask(self) -> np.ndarray:
-        """Rows of the compact table (bool)."""
-        return self.read(GRAPH_ROWS).astype(bool)
+        """Rows of the compact table (bool), in the table's row order."""
+        if self._mask is None:
+            mask = self.read(GRAPH_ROWS).astype(bool)
+            if int(mask.sum()) != self.graph_rows:
+                raise DamagedEntry("the compact-table mask does not match its row count")
+            self._mask = mask
+        return self._mask
 
     def to_frame(self) -> pd.DataFrame:
         """Every column, as an event table."""

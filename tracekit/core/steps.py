@@ -80,6 +80,17 @@ def _rank_chunks(rank: np.ndarray) -> list[tuple[int, int]]:
     return out + [(lo, len(rank))]
 
 
+def _first_per_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each ``(a, b)`` pair, in position order
+    (what ``drop_duplicates(keep="first")`` keeps)."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64)
+    o = np.lexsort((b, a))  # stable: within a pair, positions stay in order
+    new = np.ones(len(o), dtype=bool)
+    new[1:] = (a[o][1:] != a[o][:-1]) | (b[o][1:] != b[o][:-1])
+    return np.sort(o[new])
+
+
 def _windows(events: pd.DataFrame, device_tail: bool) -> pd.DataFrame:
     rank = events["rank"].to_numpy()
     ts = events["ts_ns"].to_numpy()
@@ -88,34 +99,53 @@ def _windows(events: pd.DataFrame, device_tail: bool) -> pd.DataFrame:
 
     st = np.flatnonzero(equals(events["kind"], EventKind.STEP.value))
     st = st[np.argsort(ts[st], kind="stable")]
-    numbers = np.array([step_number(n) for n in events["name"].iloc[st].tolist()],
-                       dtype=np.int64)
-    ann = pd.DataFrame({"rank": rank[st], "step": numbers, "start_ns": ts[st],
-                        "end_ns": end[st]})
-    ann = ann.drop_duplicates(["rank", "step"], keep="first")  # the earliest one counts
+    name = events["name"]
+    if isinstance(name.dtype, pd.CategoricalDtype):  # one number per distinct name
+        codes = name.cat.codes.to_numpy()[st]
+        u_codes, inv = np.unique(codes, return_inverse=True)
+        cats = name.cat.categories
+        per_code = np.array([step_number(cats[c] if c >= 0 else np.nan)
+                             for c in u_codes.tolist()], dtype=np.int64)
+        numbers = per_code[inv.ravel()] if len(st) else np.zeros(0, dtype=np.int64)
+    else:
+        numbers = np.array([step_number(n) for n in name.iloc[st].tolist()], dtype=np.int64)
+    first = _first_per_pair(rank[st], numbers)  # the earliest one counts
+    a_rank, a_step = rank[st][first].astype(np.int64), numbers[first]
+    a_start, a_end = ts[st][first], end[st][first]
     # one integer key per (rank, step) of the events that have a step
     with_step = np.flatnonzero(step >= 0)
     r0, s_max = (int(rank.min()), int(step.max())) if len(with_step) else (0, 0)
     width = s_max + 1
     key = (rank[with_step].astype(np.int64) - r0) * width + step[with_step]
-    ann_key = (ann["rank"].to_numpy().astype(np.int64) - r0) * width + ann["step"].to_numpy()
-    if device_tail and len(ann):
+    ann_key = (a_rank - r0) * width + a_step
+    if device_tail and len(a_rank):
         gpu = equals(events["lane_kind"], LaneKind.GPU.value)[with_step]
-        tail = pd.Series(end[with_step][gpu]).groupby(key[gpu]).max()
-        got = tail.reindex(ann_key).fillna(-1).to_numpy().astype(np.int64)
-        ann["end_ns"] = np.maximum(ann["end_ns"].to_numpy(), got)
+        g_key, g_end = key[gpu], end[with_step][gpu]
+        u_key, inv = np.unique(g_key, return_inverse=True)
+        tail = np.full(len(u_key), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(tail, inv.ravel(), g_end)
+        pos = np.minimum(np.searchsorted(u_key, ann_key), max(len(u_key) - 1, 0))
+        found = (u_key[pos] == ann_key) if len(u_key) else np.zeros(len(ann_key), dtype=bool)
+        got = np.where(found, tail[pos] if len(u_key) else -1, -1)
+        a_end = np.maximum(a_end, got)
+    out_rank, out_step, out_start, out_end = a_rank, a_step, a_start, a_end
+    annotated = np.ones(len(a_rank), dtype=bool)
     # spans only for the steps without an annotation (usually none)
     loose = with_step[~member_of(key, ann_key)] if len(ann_key) else with_step
-    spans = pd.DataFrame({"rank": rank[loose], "step": step[loose], "start_ns": ts[loose],
-                          "end_ns": end[loose]})
-    spans = spans.groupby(["rank", "step"], as_index=False).agg(
-        start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
-    have = pd.MultiIndex.from_frame(ann[["rank", "step"]])
-    spans = spans[~pd.MultiIndex.from_frame(spans[["rank", "step"]]).isin(have)]
-    out = pd.concat([ann[["rank", "step", "start_ns", "end_ns"]].assign(annotated=True),
-                     spans.assign(annotated=False)], ignore_index=True)
-    out = out.sort_values(["rank", "start_ns"], kind="stable").reset_index(drop=True)
-    return _frame(out["rank"], out["step"], out["start_ns"], out["end_ns"], out["annotated"])
+    if len(loose):
+        spans = pd.DataFrame({"rank": rank[loose], "step": step[loose],
+                              "start_ns": ts[loose], "end_ns": end[loose]})
+        spans = spans.groupby(["rank", "step"], as_index=False).agg(
+            start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
+        have = pd.MultiIndex.from_arrays([a_rank, a_step])
+        spans = spans[~pd.MultiIndex.from_frame(spans[["rank", "step"]]).isin(have)]
+        out_rank = np.concatenate([a_rank, spans["rank"].to_numpy(dtype=np.int64)])
+        out_step = np.concatenate([a_step, spans["step"].to_numpy(dtype=np.int64)])
+        out_start = np.concatenate([a_start, spans["start_ns"].to_numpy(dtype=np.int64)])
+        out_end = np.concatenate([a_end, spans["end_ns"].to_numpy(dtype=np.int64)])
+        annotated = np.concatenate([annotated, np.zeros(len(spans), dtype=bool)])
+    o = np.lexsort((out_start, out_rank))  # stable, like sort_values(kind="stable")
+    return _frame(out_rank[o], out_step[o], out_start[o], out_end[o], annotated[o])
 
 
 def _frame(rank, step, start, end, annotated) -> pd.DataFrame:
