@@ -157,3 +157,24 @@ def test_link_share_comes_from_two_transfers_timed_side_by_side(tmp_path):
         m["per_rank_pair_ns"] = [[2 * t] * m["iters"]] * 2
     write_comm_model(build_comm_model(raw), path)
     assert load_comm_model(path).link_share("all_reduce", MB) == pytest.approx(0.5)
+
+
+def test_one_collective_loads_the_link_once_whatever_its_ranks():
+    """Both ranks' nodes of one all-reduce (same coll_id, one host) carry half of its link
+    share each: alone, it is not slowed; two collectives side by side are (2x)."""
+    from replay.interference.cores import link_shares
+
+    class Model:
+        def link_share(self, coll, nbytes):
+            return 1.0
+
+    g = make_graph(lanes=[(0, "cpu"), (1, "cpu")], lane=[0, 1, 0, 1], dur=[10] * 4,
+                   edges=[], kind=[NodeKind.COMM] * 4, coll=[7, 7, 8, 8])
+    link, _ = link_shares(g, Model(), np.zeros(4, dtype=np.int64))
+    assert link.tolist() == pytest.approx([0.5] * 4)
+    start, end = np.zeros(4), np.full(4, 10.0)
+    share = np.full(4, 0.1)
+    host, cores = np.zeros(4, dtype=np.int64), np.array([8])
+    alone = slowdown(start[:2], end[:2], host[:2], cores, share[:2], link[:2])
+    assert alone.tolist() == pytest.approx([1.0, 1.0])
+    assert slowdown(start, end, host, cores, share, link).tolist() == pytest.approx([2.0] * 4)

@@ -195,19 +195,30 @@ def transfer_shares(graph: Graph, comm_model) -> tuple[np.ndarray, np.ndarray, l
                              "calibrated)"]
 
 
-def link_shares(graph: Graph, comm_model) -> tuple[np.ndarray, list[str]]:
+def link_shares(graph: Graph, comm_model, host: np.ndarray | None = None
+                ) -> tuple[np.ndarray, list[str]]:
     """``link(v)``: the share of the host's link each comm transfer keeps busy (0 for
-    other nodes and where not measured), and a note."""
+    other nodes and where not measured), and a note. The calibration's share is one
+    collective's, which every participating rank on the host shows as a node of its own
+    (same ``coll_id``): each of them carries its part, so one collective alone loads the
+    link once, not once per rank (``host``: per node, its host)."""
     value = per_transfer(graph, comm_model.link_share if comm_model is not None else None)
     link = np.where(np.isnan(value), 0.0, np.minimum(value, 1.0))
+    matched = np.flatnonzero((link > 0) & (graph.coll_id >= 0))
+    if len(matched):
+        where = host[matched] if host is not None else np.zeros(len(matched), dtype=np.int64)
+        key = np.stack([graph.coll_id[matched], where], axis=1)
+        _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        link[matched] /= counts[inv.reshape(-1)]
     comm = graph.kind == NodeKind.COMM
     if not comm.any() or comm_model is None:
         return link, []
     if np.isnan(value[comm]).any():
         return link, ["link sharing: not modelled (the calibration did not time transfers "
                       "side by side: gloo calibrations from this tracekit do)"]
-    return link, [f"link sharing: comm transfers keep {link[comm].min():.2f}-"
-                  f"{link[comm].max():.2f} of the link busy (two side by side, calibrated)"]
+    used = np.minimum(value[comm], 1.0)
+    return link, [f"link sharing: a collective keeps {used.min():.2f}-{used.max():.2f} of the "
+                  "link busy (two side by side, calibrated), shared by its ranks' nodes"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,7 +279,7 @@ class CoreSharing(InterferenceModel):
         self.hosts = host_cores(run, graph)
         self.comm_model = comm_model
         self.base_share, self.base_measured, share_notes = transfer_shares(graph, comm_model)
-        link, link_notes = link_shares(graph, comm_model)
+        link, link_notes = link_shares(graph, comm_model, self.hosts.host_of_rank[graph.rank])
         self.base_dur = graph.dur_ns.astype(float)
         self.notes = [*self.hosts.notes, *share_notes, *link_notes]
         self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.host_of_rank[graph.rank],
@@ -307,6 +318,7 @@ class CoreSharing(InterferenceModel):
         res = apply_contention(graph=graph, dur_ns=graph.dur_ns, hc=self.hosts,
                                base_slowdown=from_origin(self.base_slowdown, origin, 1.0),
                                schedule=schedule, share=self.variant_shares(graph, origin),
-                               link=link_shares(graph, self.comm_model)[0])
+                               link=link_shares(graph, self.comm_model,
+                                                self.hosts.host_of_rank[graph.rank])[0])
         return Retimed(dur_ns=res.dur_ns,
                        notes=self.settle_notes("core sharing", res.last_change))
