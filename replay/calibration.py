@@ -126,7 +126,8 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     then made non-decreasing in size (``fit_ns``, what the segments pass through).
     When the worker recorded CPU times, ``cpu_ns`` is the median over calls of the ranks'
     mean process CPU time and ``cpu_share`` = ``cpu_ns / median_ns``: the share of a core
-    the transfer keeps busy while it runs alone. When it timed calls two at a time,
+    the transfer keeps busy while it runs alone (at most the recorded ``cpu_cores``). When
+    it timed calls two at a time,
     ``pair_ns`` is their median and ``pair_ratio`` = ``pair_ns / median_ns`` (1: side by
     side cost nothing, 2: they took turns).
     """
@@ -147,7 +148,10 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
         if m.get("per_rank_cpu_ns"):
             cpu = float(np.median(np.asarray(m["per_rank_cpu_ns"], dtype=float).mean(axis=0)))
             point["cpu_ns"] = cpu
-            point["cpu_share"] = cpu / point["median_ns"] if point["median_ns"] > 0 else 0.0
+            # a process cannot keep more cores busy than it may run on: a short call's
+            # ratio can exceed that (CPU time its other threads spent around the call)
+            share = cpu / point["median_ns"] if point["median_ns"] > 0 else 0.0
+            point["cpu_share"] = min(share, float(raw.get("cpu_cores") or share))
         by_coll.setdefault(m["collective"], []).append(point)
     out = {}
     for coll, points in by_coll.items():

@@ -178,3 +178,14 @@ def test_one_collective_loads_the_link_once_whatever_its_ranks():
     alone = slowdown(start[:2], end[:2], host[:2], cores, share[:2], link[:2])
     assert alone.tolist() == pytest.approx([1.0, 1.0])
     assert slowdown(start, end, host, cores, share, link).tolist() == pytest.approx([2.0] * 4)
+
+
+def test_a_share_above_the_hosts_cores_is_capped(tmp_path):
+    """A short call can record more process CPU time than its wall time allows (other
+    threads around it): the share is at most the cores the rank may run on."""
+    raw = _raw({"all_reduce": (0.0, 500e6)}, [MB])
+    raw["cpu_cores"] = 2
+    for m in raw["measurements"]:
+        m["per_rank_cpu_ns"] = [[8 * m["per_rank_ns"][0][0]] * m["iters"]] * 2
+    write_comm_model(build_comm_model(raw), tmp_path / "c.json")
+    assert load_comm_model(tmp_path / "c.json").cpu_share("all_reduce", MB) == 2.0
