@@ -23,7 +23,6 @@ from tracekit.graph.export import graph_summary
 
 DATA = Path(__file__).parent / "data"
 CORPUS = sorted((DATA / "corpus").glob("*/*.json.gz"))
-SHARED_V100 = Path("/work/shared/traces/gpu/world2_rank1_2020_allreduce_large.json.gz")
 RUNS = {
     "gloo_2rank": (DATA / "gloo_2rank", ["fusion=4MB", "overlap=off"]),
     "whatif_ddp_2rank": (DATA / "whatif_ddp_2rank", ["fusion=4MB", "dear", "compute-scale=0.5"]),
@@ -32,10 +31,9 @@ RUNS = {
     "world128": ([DATA / f"world128_rank{r}_sendrecv.json.gz" for r in (0, 1)], []),
     "alexnet": (DATA / "single_gpu_alexnet.json.gz", []),
     "gloo300": (DATA / "cpu_only_gloo_world300_rank34.json.gz", []),
+    "v100": (DATA / "v100_world2_rank1_step2.json.gz", ["compute-scale=0.5"]),
     **{f"corpus/{p.parent.name}/{p.name}": (p, []) for p in CORPUS},
 }
-if SHARED_V100.exists():
-    RUNS["v100"] = (SHARED_V100, ["compute-scale=0.5"])
 
 
 def _documents(source, what_ifs, events: str) -> dict:
