@@ -271,12 +271,9 @@ class CalibratedCostModel(CommCostModel):
         written before CPU times were recorded."""
         coll = collective if collective in COLLECTIVES else normalize_collective(collective)
         sec = self.doc["collectives"].get(self._reference(coll or "all_reduce"))
-        pts = sorted((p["bytes"], p["cpu_share"]) for p in (sec or {}).get("points", [])
-                     if p.get("cpu_share") is not None and p["bytes"] > 0)
-        if not pts:
-            return None
-        xs = np.log2([b for b, _ in pts])
-        return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [c for _, c in pts]))
+        return _interp_log_size([(p["bytes"], p["cpu_share"])
+                                 for p in (sec or {}).get("points", [])
+                                 if p.get("cpu_share") is not None], nbytes)
 
     def link_share(self, collective: str, nbytes: float) -> float | None:
         """The share of the link one transfer of ``nbytes`` keeps busy (0..1), from the
@@ -291,20 +288,16 @@ class CalibratedCostModel(CommCostModel):
         if not cores or not hosts:
             return None
         per_host = len(hosts) / max(len(set(hosts)), 1)
-        xs, ys = [], []
+        pts = []
         for p in sec.get("points", []):
-            if p.get("pair_ratio") is None or p.get("cpu_share") is None or p["bytes"] <= 0:
+            if p.get("pair_ratio") is None or p.get("cpu_share") is None:
                 continue
             s = min(float(p["cpu_share"]), 1.0)
             cpu_alone = max(1.0, s * max(1.0, per_host * s / cores))
             cpu_pair = max(1.0, s * max(1.0, 2 * per_host * s / cores))
-            xs.append(math.log2(p["bytes"]))
-            ys.append(min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0, 0.0), 1.0))
-        if not xs:
-            return None
-        order = np.argsort(xs)
-        return float(np.interp(math.log2(max(nbytes, 1.0)), np.asarray(xs)[order],
-                               np.asarray(ys)[order]))
+            pts.append((p["bytes"], min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0,
+                                            0.0), 1.0)))
+        return _interp_log_size(pts, nbytes)
 
     def median_ns(self, collective: str) -> pd.Series:
         """Measured median transfer time by size (bytes -> ns) for one collective."""
@@ -327,6 +320,16 @@ class CalibratedCostModel(CommCostModel):
                          f"{overall['median_rel_residual'] * 100:.0f}%")
             out.append(line)
         return out
+
+
+def _interp_log_size(points: list[tuple[int, float]], nbytes: float) -> float | None:
+    """``(bytes, value)`` points interpolated at ``nbytes`` in log size (the nearest end
+    outside them); None without points."""
+    pts = sorted((b, v) for b, v in points if b > 0)
+    if not pts:
+        return None
+    xs = np.log2([b for b, _ in pts])
+    return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
 
 
 def load_comm_model(path: str | Path, *, algorithm: Algorithm | str = Algorithm.RING

@@ -270,15 +270,19 @@ def test_dear_moves_all_gathers_into_the_next_forward():
         assert (f["ts_ns"].to_numpy() >= (a["ts_ns"] + a["dur_ns"]).to_numpy()).all()
 
 
-def test_dear_graph_structure():
+def _dear_graph(**kw) -> tuple[Graph, np.ndarray]:
+    """The DeAR rewrite of a two-step, two-module run, and every node's name."""
     mods = (("m0", 500 * US), ("m1", 500 * US))
-    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])))
-    base = replay(run, g)
-    ctx = build_context(run, g, base, comm_model=model(), interference="none")
-    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, mode=DEAR_SYNC),
-                     cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
-    h = rw.graph
-    name = np.array(h.names, dtype=object)[h.name]
+    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])),
+                     **kw)
+    ctx = build_context(run, g, replay(run, g), comm_model=model(), interference="none")
+    h = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, mode=DEAR_SYNC),
+                    cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2)).graph
+    return h, np.array(h.names, dtype=object)[h.name]
+
+
+def test_dear_graph_structure():
+    h, name = _dear_graph()
     kinds = {k: (h.src[h.edge_kind == k], h.dst[h.edge_kind == k]) for k in EdgeKind}
     rank0 = h.rank == 0
     # PARAM_READY: each all-gather -> the first forward node of the module that needs it
@@ -329,15 +333,7 @@ def test_dear_moves_the_optimizer_update_after_each_all_gather():
 
 
 def test_dear_update_waits_for_its_all_gather():
-    mods = (("m0", 500 * US), ("m1", 500 * US))
-    run, g = ddp_run(steps=(1, 2), modules=mods, module_params=(("m0", [0, 1]), ("m1", [2, 3])),
-                     optimizer_annotation=True)
-    base = replay(run, g)
-    ctx = build_context(run, g, base, comm_model=model(), interference="none")
-    rw = materialize(g, ctx.sync, GradientPlan(buckets=ctx.sync.buckets, mode=DEAR_SYNC),
-                     cost_ns=lambda c, b: ctx.comm.time_ns(c, b, 2))
-    h = rw.graph
-    name = np.array(h.names, dtype=object)[h.name]
+    h, name = _dear_graph(optimizer_annotation=True)
     src, dst = h.src[h.edge_kind == EdgeKind.PARAM_READY], h.dst[h.edge_kind == EdgeKind.PARAM_READY]
     assert {(str(name[a]), str(name[b])) for a, b in zip(src, dst)} == {
         ("gloo:all_gather", "dear:update")}

@@ -201,11 +201,8 @@ def _check_model(p: _Problems, model: dict) -> None:
     for i, prm in enumerate(p.list_of(model, "parameters", "model.", "dict")):
         where = f"model.parameters[{i}]."
         index = p.typed(prm, "index", where, "count", required=True)
-        if index is not None:
-            if index in indices:
-                p.add(f"{where}index", f"{index} is also the index of "
-                      f"model.parameters[{indices[index]}]", "give each parameter its own index")
-            indices.setdefault(index, i)
+        _once(p, index, indices, i, f"{where}index", "model.parameters",
+              "give each parameter its own index")
         p.typed(prm, "name", where, "str", required=True)
         p.int_in(prm, "bytes", where, 0, MAX_PARAM_BYTES, required=True)
         p.list_of(prm, "shape", where, "count")
@@ -230,6 +227,18 @@ def _check_model(p: _Problems, model: dict) -> None:
         _check_fsdp(p, fsdp, indices)
 
 
+def _once(p: _Problems, value, seen: dict, i: int, field: str, listing: str, fix: str) -> None:
+    """``value`` (entry ``i`` of ``listing``) must not repeat an earlier entry's; ``seen``
+    maps each value to the first entry that had it."""
+    if value is None:
+        return
+    if value in seen:
+        what = field.rsplit(".", 1)[-1]
+        shown = value if isinstance(value, int) else repr(value)
+        p.add(field, f"{shown} is also the {what} of {listing}[{seen[value]}]", fix)
+    seen.setdefault(value, i)
+
+
 def _check_indices(p: _Problems, params: list, field: str, indices: dict[int, int]) -> None:
     unknown = sorted(set(params) - set(indices)) if indices else []
     if unknown:
@@ -243,11 +252,8 @@ def _check_fsdp(p: _Problems, fsdp: dict, indices: dict[int, int]) -> None:
     for i, u in enumerate(p.list_of(fsdp, "units", "model.fsdp.", "dict")):
         where = f"model.fsdp.units[{i}]."
         module = p.typed(u, "module", where, "str", required=True)
-        if module is not None:
-            if module in seen:
-                p.add(f"{where}module", f"{module!r} is also the module of "
-                      f"model.fsdp.units[{seen[module]}]", "list each FSDP unit once")
-            seen.setdefault(module, i)
+        _once(p, module, seen, i, f"{where}module", "model.fsdp.units",
+              "list each FSDP unit once")
         p.typed(u, "class", where, "str")
         p.typed(u, "dtype", where, "str")
         p.typed(u, "order", where, "count")
