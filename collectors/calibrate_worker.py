@@ -10,7 +10,8 @@ every rank's duration of every call. Rank 0 writes one JSON document::
      "measurements": [
        {"collective": "all_reduce", "bytes": 1024, "iters": 20,
         "per_rank_ns": [[41000, ...], [39000, ...]],    # [rank][iteration]
-        "per_rank_cpu_ns": [[9000, ...], [8500, ...]]},  # CPU time of the process
+        "per_rank_cpu_ns": [[9000, ...], [8500, ...]],   # CPU time of the process
+        "per_rank_issue_ns": [[30000, ...], [28000, ...]]},  # until the call returned
        ...]}
 
 The duration of the rank that left the barrier last (the shortest one) is the transfer
@@ -18,7 +19,9 @@ time; the fit in ``replay/calibration.py`` uses the median of those over iterati
 On gloo, an all-reduce is also timed two at a time (``per_rank_pair_ns``, both calls
 issued together and both waited for): how much two transfers side by side slow each
 other is what ``replay.interference.cores`` needs to share the link. ``cpu_cores`` is
-the cores the rank may run on. ``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
+the cores the rank may run on. ``per_rank_issue_ns`` is how long the calling thread spent
+issuing each call (``async_op=True`` until it returned), host work before the transfer
+starts: on gloo a reduce-scatter first clones its whole input there. ``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
 worker threads do the copies, reductions and socket calls) spent during the same call:
 on a wire-bound link a transfer keeps a fraction of a core busy, on loopback nearly one
 (``replay.interference.cores`` counts a transfer's threads by that share).
@@ -75,7 +78,7 @@ class _Bench:
         self.pair = None
         if coll == "all_reduce":
             buf, other = mk(numel), mk(numel)
-            self.call = lambda: dist.all_reduce(buf)
+            self.call = lambda: dist.all_reduce(buf, async_op=True)
             if dist.get_backend() == "gloo":
                 self.pair = lambda: [w.wait() for w in (dist.all_reduce(buf, async_op=True),
                                                         dist.all_reduce(other, async_op=True))]
@@ -83,17 +86,17 @@ class _Bench:
             src, dst = mk(numel), mk(shard)
             # torch 2.13 renamed reduce_scatter_tensor (now deprecated) to *_single
             rs = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-            self.call = lambda: rs(dst, src)
+            self.call = lambda: rs(dst, src, async_op=True)
         elif coll == "all_gather":
             src, dst = mk(shard), mk(numel)
             ag = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-            self.call = lambda: ag(dst, src)
+            self.call = lambda: ag(dst, src, async_op=True)
         elif coll == "all_to_all":
             src, dst = mk(numel), mk(numel)
-            self.call = lambda: dist.all_to_all_single(dst, src)
+            self.call = lambda: dist.all_to_all_single(dst, src, async_op=True)
         elif coll == "broadcast":
             buf = mk(numel)
-            self.call = lambda: dist.broadcast(buf, src=0)
+            self.call = lambda: dist.broadcast(buf, src=0, async_op=True)
         else:
             raise SystemExit(f"unknown collective {coll!r}; choose from {', '.join(COLLECTIVES)}")
 
@@ -110,15 +113,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(bench: _Bench, device: torch.device, *, pair: bool = False) -> tuple[int, int]:
-    """(wall ns, process CPU ns) of one call (``pair``: two at once) started right after
-    a barrier."""
+def _timed(bench: _Bench, device: torch.device, *, pair: bool = False
+           ) -> tuple[int, int, int]:
+    """(wall ns, process CPU ns, issue ns) of one call (``pair``: two at once, issue 0)
+    started right after a barrier; issue: until the asynchronous call returned."""
     dist.barrier()
     _sync(device)
     t0, c0 = time.perf_counter_ns(), time.process_time_ns()
-    (bench.pair if pair else bench.call)()
+    if pair:
+        bench.pair()
+        issued = t0
+    else:
+        work = bench.call()
+        issued = time.perf_counter_ns()
+        work.wait()
     _sync(device)
-    return time.perf_counter_ns() - t0, time.process_time_ns() - c0
+    return time.perf_counter_ns() - t0, time.process_time_ns() - c0, issued - t0
 
 
 def _agree_on_iters(seconds: float, args: argparse.Namespace, device: torch.device) -> int:
@@ -159,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             warm = [_timed(bench, device)[0] for _ in range(max(1, args.warmup))]
             iters = _agree_on_iters(min(warm) / 1e9, args, device)
             timed = [_timed(bench, device) for _ in range(iters)]
-            per_rank = _gather_durations([w for w, _ in timed], world, device)
-            per_rank_cpu = _gather_durations([c for _, c in timed], world, device)
+            per_rank = _gather_durations([w for w, _, _ in timed], world, device)
+            per_rank_cpu = _gather_durations([c for _, c, _ in timed], world, device)
+            per_rank_issue = _gather_durations([i for _, _, i in timed], world, device)
             entry = {"collective": coll, "bytes": bench.nbytes, "iters": iters,
-                     "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu}
+                     "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu,
+                     "per_rank_issue_ns": per_rank_issue}
             if bench.pair is not None:
                 pairs = [_timed(bench, device, pair=True)[0] for _ in range(iters)]
                 entry["per_rank_pair_ns"] = _gather_durations(pairs, world, device)

@@ -17,7 +17,7 @@ taken on ``n`` ranks still re-times collectives for ``workers=N``.
          "group_size": 2,
          "points": [{"bytes": 1024, "median_ns": 512000, "p10_ns": ..., "p90_ns": ...,
                      "iters": 20, "fit_ns": 512000, "cpu_ns": 130000,
-                     "cpu_share": 0.25}, ...],
+                     "cpu_share": 0.25, "issue_ns": 30000}, ...],
          "segments": [{"min_bytes": 1024, "max_bytes": 2048, "alpha_ns": 250000.0,
                        "beta_bytes_per_s": 1.1e9, "r2": 1.0, "n_points": 2}, ...],
          "overall": {"alpha_ns": ..., "beta_bytes_per_s": ..., "r2": 0.99,
@@ -122,8 +122,11 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     """The worker's raw document -> the ``collectives`` section of ``comm.json``.
 
     Per call, the transfer time is the shortest rank's duration (the rank that left the
-    barrier last waited for no one); per size, the median over calls (``median_ns``),
-    then made non-decreasing in size (``fit_ns``, what the segments pass through).
+    barrier last waited for no one) after its issue time; per size, the median over calls
+    (``median_ns``), then made non-decreasing in size (``fit_ns``, what the segments pass
+    through). When the worker recorded issue times (how long the calling thread took to
+    issue the call: host work before the transfer, a gloo reduce-scatter's clone of its
+    input), ``issue_ns`` is their median over calls of the ranks' mean.
     When the worker recorded CPU times, ``cpu_ns`` is the median over calls of the ranks'
     mean process CPU time and ``cpu_share`` = ``cpu_ns / median_ns``: the share of a core
     the transfer keeps busy while it runs alone (at most the recorded ``cpu_cores``). When
@@ -135,12 +138,17 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     by_coll: dict[str, list[dict[str, Any]]] = {}
     for m in raw["measurements"]:
         per_rank = np.asarray(m["per_rank_ns"], dtype=float)  # [rank, iteration]
-        transfer = per_rank.min(axis=0)
+        issue = (np.asarray(m["per_rank_issue_ns"], dtype=float)
+                 if m.get("per_rank_issue_ns") else None)
+        # the transfer starts once the call is issued (on gloo a reduce-scatter's clone)
+        transfer = (per_rank if issue is None else np.maximum(per_rank - issue, 0)).min(axis=0)
         point = {
             "bytes": int(m["bytes"]), "median_ns": float(np.median(transfer)),
             "p10_ns": float(np.percentile(transfer, 10)),
             "p90_ns": float(np.percentile(transfer, 90)), "iters": int(m["iters"]),
         }
+        if issue is not None:
+            point["issue_ns"] = float(np.median(issue.mean(axis=0)))
         if m.get("per_rank_pair_ns"):
             pair = float(np.median(np.asarray(m["per_rank_pair_ns"], dtype=float).min(axis=0)))
             point["pair_ns"] = pair
@@ -275,12 +283,28 @@ class CalibratedCostModel(CommCostModel):
                                  for p in (sec or {}).get("points", [])
                                  if p.get("cpu_share") is not None], nbytes)
 
+    def issue_ns(self, collective: str, nbytes: float) -> float | None:
+        """How long the calling thread takes to issue one call of ``nbytes``: the measured
+        points' ``issue_ns``, linear in size between them (host work such as a copy of
+        the buffer grows with it), the nearest end's below them and in proportion above;
+        a collective not calibrated takes its reference's; None for a ``comm.json``
+        written before issue times were recorded."""
+        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
+        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce")) or {}
+        pts = sorted((p["bytes"], p["issue_ns"]) for p in sec.get("points", [])
+                     if p.get("issue_ns") is not None)
+        if not pts:
+            return None
+        if nbytes > pts[-1][0]:
+            return pts[-1][1] * nbytes / pts[-1][0]
+        return float(np.interp(nbytes, [b for b, _ in pts], [v for _, v in pts]))
+
     def link_share(self, collective: str, nbytes: float) -> float | None:
         """The share of the link one transfer of ``nbytes`` keeps busy (0..1), from the
         all-reduces timed two at a time: two transfers that each keep the link busy a
         share ``L`` of their time take ``max(1, 2 L)`` times as long side by side, so
         ``L = ratio / 2`` once the CPU sharing the pair adds (core sharing's own model:
-        ``max(1, s * max(1, busy / cores))`` for CPU share ``s``, ``busy`` the transfers'
+        ``1 + s * (max(1, busy / cores) - 1)`` for CPU share ``s``, ``busy`` the transfers'
         threads on the host) is taken out. None without pair timings or core counts."""
         sec = self.doc["collectives"].get("all_reduce") or {}
         cores = self.doc.get("cpu_cores")
@@ -293,8 +317,8 @@ class CalibratedCostModel(CommCostModel):
             if p.get("pair_ratio") is None or p.get("cpu_share") is None:
                 continue
             s = min(float(p["cpu_share"]), 1.0)
-            cpu_alone = max(1.0, s * max(1.0, per_host * s / cores))
-            cpu_pair = max(1.0, s * max(1.0, 2 * per_host * s / cores))
+            cpu_alone = 1.0 + s * (max(1.0, per_host * s / cores) - 1.0)
+            cpu_pair = 1.0 + s * (max(1.0, 2 * per_host * s / cores) - 1.0)
             pts.append((p["bytes"], min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0,
                                             0.0), 1.0)))
         return _interp_log_size(pts, nbytes)
@@ -503,6 +527,10 @@ class AnchoredCostModel(CommCostModel):
     def link_share(self, collective: str, nbytes: float) -> float | None:
         """The calibration's."""
         return self.calibrated.link_share(collective, nbytes)
+
+    def issue_ns(self, collective: str, nbytes: float) -> float | None:
+        """The calibration's."""
+        return self.calibrated.issue_ns(collective, nbytes)
 
     def scale(self, nbytes: float) -> float:
         b = min(max(nbytes, self.size_range[0]), self.size_range[1])

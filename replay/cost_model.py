@@ -227,6 +227,11 @@ class CommCostModel:
         on gloo), or None when not measured."""
         return None
 
+    def issue_ns(self, collective: str, nbytes: float) -> float | None:
+        """How long the calling thread takes to issue one such call (host work before the
+        transfer starts, measured by ``tracekit calibrate``), or None when not measured."""
+        return None
+
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:
         """Predicted transfer time of one call, ns (no waiting for peers)."""
         return self.terms(collective, nbytes, group_size, pg=pg).total_ns
@@ -570,6 +575,10 @@ class ScaledCostModel(CommCostModel):
     def link_share(self, collective: str, nbytes: float) -> float | None:
         """The base model's (a wire-bound transfer keeps the link as busy at any rate)."""
         return self.base.link_share(collective, nbytes)
+
+    def issue_ns(self, collective: str, nbytes: float) -> float | None:
+        """The base model's (issuing is host work: the wire does not change it)."""
+        return self.base.issue_ns(collective, nbytes)
 
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """The same CPU time over this model's (shorter or longer) wall time."""

@@ -56,6 +56,32 @@ def test_fitted_model_reproduces_measurements_and_interpolates(tmp_path):
     assert bc.source == "extrapolated from calibrated all_reduce by formula"
 
 
+def test_issue_time_is_host_work_before_the_transfer(tmp_path):
+    """Each call's issue time (the calling thread until the asynchronous call returned:
+    gloo's reduce-scatter clones its input there) is not transfer: the transfer is the
+    rest of the call. ``issue_ns`` interpolates linearly in size between the measured
+    sizes and grows in proportion beyond them."""
+    raw = _raw({"all_reduce": (100_000, 1e9), "reduce_scatter": (400_000, 0.2e9)}, [MB, 4 * MB])
+    for m in raw["measurements"]:
+        per_call = 2_000 + m["bytes"] // 1000 if m["collective"] == "reduce_scatter" else 2_000
+        m["per_rank_issue_ns"] = [[per_call] * m["iters"]] * 2
+    path = write_comm_model(build_comm_model(raw), tmp_path / "comm.json")
+    model = load_comm_model(path)
+    for b in (MB, 4 * MB):
+        v = comm_volume("reduce_scatter", b, 2)
+        wall = int(v.steps * 400_000 + v.moved_bytes / 0.2e9 * 1e9)
+        assert model.time_ns("reduce_scatter", b, 2) == pytest.approx(wall - 2_000 - b // 1000)
+        assert model.issue_ns("reduce_scatter", b) == pytest.approx(2_000 + b // 1000)
+    assert model.issue_ns("reduce_scatter", 2.5 * MB) == pytest.approx(
+        2_000 + (MB // 1000 + 4 * MB // 1000) / 2)
+    assert model.issue_ns("reduce_scatter", 8 * MB) == pytest.approx(2 * (2_000 + 4 * MB // 1000))
+    assert model.issue_ns("all_reduce", 16 * KB) == pytest.approx(2_000)
+    # a comm.json written before issue times were recorded: unknown, not zero
+    old = _raw({"all_reduce": (100_000, 1e9)}, [MB])
+    assert load_comm_model(write_comm_model(build_comm_model(old), tmp_path / "old.json")
+                           ).issue_ns("all_reduce", MB) is None
+
+
 def test_table_shows_reduce_scatter_against_half_an_all_reduce(tmp_path):
     raw = _raw({"all_reduce": (100_000, 1e9), "reduce_scatter": (400_000, 0.25e9)}, [MB])
     model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "c.json"))
@@ -141,3 +167,9 @@ def test_real_calibration_under_torchrun(tmp_path):
     for coll in model.collectives:
         share = model.cpu_share(coll, 256 * KB)
         assert share is not None and 0.0 < share <= model.doc["cpu_cores"], (coll, share)
+    # every call's issue time on every rank: part of the call, not all of it
+    for m in raw:
+        assert len(m["per_rank_issue_ns"]) == 2 and len(m["per_rank_issue_ns"][0]) == m["iters"]
+        assert all(0 < i <= w for ri, rw in zip(m["per_rank_issue_ns"], m["per_rank_ns"])
+                   for i, w in zip(ri, rw)), m["collective"]
+    assert all(model.issue_ns(coll, 256 * KB) > 0 for coll in model.collectives)

@@ -70,12 +70,13 @@ def test_a_wire_bound_transfer_takes_only_its_share_of_the_cores():
     cores = np.array([2])
     # CPU-bound transfers (share 1): 4 busy on 2 cores, everything at half speed
     assert slowdown(start, end, host, cores).tolist() == pytest.approx([2.0] * 4)
-    # wire-bound transfers (share 0.25): busy 2.5 -> compute 1.25, transfers not slowed
+    # wire-bound transfers (share 0.25): busy 2.5 -> compute 1.25; only a quarter of each
+    # transfer is CPU work, and only that part runs slower: 1 + 0.25 * 0.25
     got = slowdown(start, end, host, cores, np.array([1.0, 1.0, 0.25, 0.25]))
-    assert got.tolist() == pytest.approx([1.25, 1.25, 1.0, 1.0])
-    # a transfer whose CPU work no longer fits: share 0.8 at sharing 1.8 -> 1.44
+    assert got.tolist() == pytest.approx([1.25, 1.25, 1.0625, 1.0625])
+    # more CPU work: share 0.8 at sharing 1.8 -> 1 + 0.8 * 0.8
     got = slowdown(start, end, host, cores, np.array([1.0, 1.0, 0.8, 0.8]))
-    assert got.tolist() == pytest.approx([1.8, 1.8, 1.44, 1.44])
+    assert got.tolist() == pytest.approx([1.8, 1.8, 1.64, 1.64])
 
 
 def _two_rank_overlap():
@@ -95,7 +96,7 @@ def test_compute_beside_a_wire_bound_transfer_is_hardly_deflated():
     full = slowdown(s, e, np.array([0, 0]), hc.cores)
     light = slowdown(s, e, np.array([0, 0]), hc.cores, np.array([1.0, 0.1]))
     assert full.tolist() == pytest.approx([2.0, 2.0])
-    assert light.tolist() == pytest.approx([1.1, 1.0])
+    assert light.tolist() == pytest.approx([1.1, 1.01])
     # the compute alone (the transfer moved away) runs at its own speed: 20 / 1.1
     res = apply_contention(graph=g, dur_ns=np.array([20, 20]), base_slowdown=light, hc=hc,
                            share=np.array([1.0, 0.1]),

@@ -106,9 +106,12 @@ class DearSync(SyncMode):
         for b in sorted(range(len(rw.plan.buckets)), key=lambda b: fwd[b]):
             before = int(rw.new_id[fwd[b]])
             t0 = int(graph.start_ns[fwd[b]]) - 1  # first in its step window
+            k = int(sb.old_of[b])
+            issue = rw.issue_dur_ns("all_gather", rw.bucket_bytes[b], sync.issue_dur_ns,
+                                    sb.facts.old[k].nbytes)
             iss = rw.nodes.add(lane=rs.lane, kind=int(NodeKind.LAUNCH), name="c10d::allgather_",
-                               dur_ns=sync.issue_dur_ns, start_ns=t0, step=rs.step, rank=rs.rank)
-            cost = rw.cost_ns("all_gather", rw.bucket_bytes[b]) * sb.facts.corr[int(sb.old_of[b])]
+                               dur_ns=issue, start_ns=t0, step=rs.step, rank=rs.rank)
+            cost = rw.cost_ns("all_gather", rw.bucket_bytes[b]) * sb.facts.corr[k]
             ag = rw.nodes.add(lane=sb.lanes[0], kind=int(NodeKind.COMM),
                               name=f"{sync.comm_prefix}all_gather", dur_ns=int(round(cost)),
                               start_ns=t0, step=rs.step, rank=rs.rank,
@@ -197,4 +200,10 @@ class DeAR(WhatIf):
         for coll in ("reduce_scatter", "all_gather"):
             edit.notes.append(f"dear: {coll.replace('_', '-')} cost "
                               f"{comm.fit_for(coll, 1 << 20).source}")
+        b = max(edit.ctx.sync.bucket_bytes, default=0)
+        rs, ar = comm.issue_ns("reduce_scatter", b), comm.issue_ns("all_reduce", b)
+        if rs is not None and ar is not None:
+            edit.notes.append(f"dear: issuing a reduce-scatter of {b / 2**20:.1f} MB takes "
+                              f"{rs / 1e6:.2f} ms on the calling thread, an all-reduce "
+                              f"{ar / 1e6:.2f} ms (calibrated)")
         edit.plan = replace(edit.plan, mode=DEAR_SYNC)

@@ -152,7 +152,8 @@ def _gradients_stage(edit: VariantEdit, what_ifs) -> None:
     if edit.plan is not None and not edit.plan.same_as(ctx.sync):
         cost = lambda coll, nbytes: ctx.comm.time_ns(coll, nbytes, ctx.world)  # noqa: E731
         rw = materialize(edit.graph, ctx.sync, edit.plan, cost_ns=cost,
-                         contention=ctx.interference.comm_contention(edit.graph))
+                         contention=ctx.interference.comm_contention(edit.graph),
+                         issue_ns=ctx.comm.issue_ns)
         edit.graph, edit.origin = rw.graph, rw.origin
         edit.notes += rw.notes
     edit.plan = None

@@ -176,8 +176,10 @@ class GradientRewrite:
 
     def __init__(self, graph: Graph, sync: GradientSync, plan: GradientPlan,
                  cost_ns: Callable[[str, int], float],
-                 contention: np.ndarray | None = None) -> None:
+                 contention: np.ndarray | None = None,
+                 issue_ns: Callable[[str, int], float | None] | None = None) -> None:
         self.graph, self.sync, self.plan, self.cost_ns = graph, sync, plan, cost_ns
+        self._issue_ns = issue_ns
         #: per old node, the sharing inside its measured duration that the interference
         #: model applies again (a new bucket's time must not carry it twice)
         self.contention = np.ones(graph.n_nodes) if contention is None else contention
@@ -283,6 +285,19 @@ class GradientRewrite:
             self.inserts.append((where, int(self.new_id[anchor]) if where != "empty" else anchor,
                                  ns))
 
+    def issue_dur_ns(self, collective: str, nbytes: int, measured: int, base_bytes: int
+                     ) -> int:
+        """An issue op's time: ``measured`` (its stand-in's, or the run's typical issue of
+        an all-reduce of ``base_bytes``) plus what the calibration says issuing
+        ``collective`` of ``nbytes`` costs beyond that all-reduce (a gloo reduce-scatter
+        clones its input on the calling thread first); ``measured`` without issue times."""
+        if self._issue_ns is None:
+            return measured
+        new, old = self._issue_ns(collective, nbytes), self._issue_ns("all_reduce", base_bytes)
+        if new is None or old is None:
+            return measured
+        return max(int(round(measured + new - old)), 0)
+
     def backward_collectives(self, sb: StepBuild) -> dict[int, int]:
         """Each bucket's issue op and collective, issued when its gradients are ready;
         returns the lanes of collectives that keep the baseline's."""
@@ -300,10 +315,11 @@ class GradientRewrite:
             k = int(sb.old_of[b])
             dur = old[b].dur_ns if same else int(round(
                 self.cost_ns(mode.backward, self.bucket_bytes[b]) * facts.corr[k]))
+            issue = self.issue_dur_ns(mode.backward, self.bucket_bytes[b],
+                                      old[k].issue_dur_ns if first_of[k] == b
+                                      else sync.issue_dur_ns, old[k].nbytes)
             iss = self.nodes.add(lane=rs.lane, kind=int(NodeKind.LAUNCH), name=mode.backward_issue,
-                                 dur_ns=old[k].issue_dur_ns if first_of[k] == b
-                                 else sync.issue_dur_ns,
-                                 start_ns=t0, step=rs.step, rank=rs.rank)
+                                 dur_ns=issue, start_ns=t0, step=rs.step, rank=rs.rank)
             c = self.nodes.add(lane=sb.lanes[0], kind=int(NodeKind.COMM),
                                name=f"{sync.comm_prefix}{mode.backward}", dur_ns=dur,
                                start_ns=t0, step=rs.step, rank=rs.rank,
@@ -357,13 +373,15 @@ class GradientRewrite:
 
 def materialize(graph: Graph, sync: GradientSync, plan: GradientPlan, *,
                 cost_ns: Callable[[str, int], float],
-                contention: np.ndarray | None = None) -> Rewritten:
+                contention: np.ndarray | None = None,
+                issue_ns: Callable[[str, int], float | None] | None = None) -> Rewritten:
     """Apply ``plan`` to ``graph`` (see module doc). ``cost_ns(collective, bytes)`` is the
     transfer time of one collective on the run's group; ``contention``: per node, the
     sharing inside its measured duration that the interference model applies again
-    (:meth:`~replay.interference.model.InterferenceModel.comm_contention`)."""
+    (:meth:`~replay.interference.model.InterferenceModel.comm_contention`);
+    ``issue_ns(collective, bytes)``: the calibrated time to issue one (None: unknown)."""
     graph, state = plan.mode.pre_edit(graph, sync)
-    rw = GradientRewrite(graph, sync, plan, cost_ns, contention)
+    rw = GradientRewrite(graph, sync, plan, cost_ns, contention, issue_ns)
     rw.mode_state.update(state)
     facts = {key: rw.step_facts(rs) for key, rs in sync.per_rank_step.items()}
     g = remove_nodes(graph, rw.removed)
