@@ -12,8 +12,8 @@ and data, trained side by side in the same processes, in the step order A B B A 
 ``samples/``:
 
 - ``bucket:MB``: DDP with ``bucket_cap_mb=MB`` (``samples/train_ddp.py --bucket-mb MB``);
-- ``no-overlap``: DDP under ``no_sync()``, then DDP's buckets all-reduced after the
-  backward (``train_ddp.py --no-overlap``);
+- ``no-overlap``: DDP with a comm hook that holds every bucket until the end of
+  backward, then all-reduces them in bucket order (``train_ddp.py --no-overlap``);
 - ``dear`` / ``dear:MB``: the DeAR trainer (``samples/train_dear.py``, DDP's default
   buckets or ``MB`` buckets): reduce-scatter in backward, all-gather + update in the next
   forward;
@@ -55,10 +55,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
-from train_ddp import train_step  # noqa: E402
+from train_ddp import make_ddp, train_step  # noqa: E402
 from train_dear import DearTrainer  # noqa: E402
 from train_fsdp import shard  # noqa: E402
 from workloads import (  # noqa: E402
@@ -73,17 +72,13 @@ from workloads import (  # noqa: E402
 class DDPSide:
     """One DDP-trained copy of the model (the baseline, a bucket size, or no overlap)."""
 
-    def __init__(self, work, *, bucket_mb: float | None, no_overlap: bool, world: int,
-                 lr: float) -> None:
-        self.work, self.no_overlap, self.world = work, no_overlap, world
-        model = work.model
-        self.ddp = DDP(model, bucket_cap_mb=bucket_mb) if bucket_mb is not None else DDP(model)
+    def __init__(self, work, *, bucket_mb: float | None, no_overlap: bool, lr: float) -> None:
+        self.work = work
+        self.ddp = make_ddp(work.model, bucket_mb=bucket_mb, no_overlap=no_overlap)
         self.opt = torch.optim.SGD(self.ddp.parameters(), lr=lr)
-        self.buckets = ddp_style_buckets(list(model.parameters()), bucket_mb)
 
     def step(self, x, y) -> None:
-        train_step(self.ddp, self.opt, self.work, x, y, no_overlap=self.no_overlap,
-                   buckets=self.buckets, world=self.world)
+        train_step(self.ddp, self.opt, self.work, x, y)
 
 
 class DearSide:
@@ -133,14 +128,14 @@ def make_side(variant: str, args, world: int, device):
     work = build_workload(args.model, batch=None, hidden=None, layers=None, seed=args.seed)
     work.model.to(device)
     if variant == "baseline":
-        return DDPSide(work, bucket_mb=None, no_overlap=False, world=world, lr=args.lr)
+        return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
     if variant == "no-overlap":
-        return DDPSide(work, bucket_mb=None, no_overlap=True, world=world, lr=args.lr)
+        return DDPSide(work, bucket_mb=None, no_overlap=True, lr=args.lr)
     if variant == "dear" or variant.startswith("dear:"):
         mb = variant.partition(":")[2]
         return DearSide(work, world=world, lr=args.lr, bucket_mb=float(mb) if mb else None)
     if variant.startswith("link:"):
-        return DDPSide(work, bucket_mb=None, no_overlap=False, world=world, lr=args.lr)
+        return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
     if variant.startswith(("fsdp:", "fsdp-noreshard:")):
         kind, _, unit = variant.partition(":")
         return FSDPSide(work, unit=unit, reshard=kind == "fsdp", lr=args.lr)

@@ -9,11 +9,11 @@ is there.
 Modes:
 - default: DDP overlaps gradient all-reduces with backward (wait-free backprop), buckets
   of ``--bucket-mb`` (DDP's default when omitted: 25 MB, first bucket 1 MB).
-- ``--no-overlap``: the backward runs under ``no_sync()`` (no communication), then the
-  gradients are all-reduced in the same buckets DDP would use (reverse registration
-  order, same size limits), one coalesced flat buffer per bucket, all issued after the
-  backward in bucket order and then awaited. Same bytes and collectives as DDP, none of
-  them overlapping the backward: what tracekit's ``overlap=off`` what-if predicts.
+- ``--no-overlap``: DDP itself, with a comm hook (:func:`deferred_allreduce_hook`) that holds
+  every bucket DDP hands it until the last one (the end of backward) and then issues
+  their all-reduces in bucket order. Same buckets, bytes, copies and collectives as DDP,
+  none of them overlapping the backward: what tracekit's ``overlap=off`` what-if
+  predicts.
 
 Prints ``step_ms median=... mean=... n=...`` (steps after the first two) on rank 0.
 ``--record-buckets FILE`` registers a DDP comm hook that records the buckets DDP really
@@ -62,32 +62,39 @@ def rank_batch(args, rank: int) -> int | None:
     return int(round(base * float(factor))) if int(who) == rank else base
 
 
-def allreduce_after_backward(params, buckets, world: int) -> None:
-    """--no-overlap: one coalesced all-reduce per DDP-style bucket, after backward."""
-    pending = []
-    for bucket in buckets:
-        grads = [params[i].grad for i in bucket]
-        flat = torch.cat([g.reshape(-1) for g in grads]).div_(world)
-        pending.append((flat, grads, dist.all_reduce(flat, async_op=True)))
-    for flat, grads, work in pending:
-        work.wait()
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+def deferred_allreduce_hook(held: list, bucket):  # DDP checks the return annotation: none
+    """``--no-overlap``: a DDP comm hook (state: a list) that starts no communication
+    during backward. Each bucket DDP hands over (as its gradients become ready) gets a
+    future that is not yet complete; when the last bucket arrives, every held bucket is
+    averaged and all-reduced, in bucket order, and its future completes with the result.
+    DDP waits for the futures and copies the results back into the gradients as usual."""
+    done = torch.futures.Future()
+    held.append((bucket.buffer(), done))
+    if bucket.is_last():
+        world = dist.get_world_size()
+        for buf, fut in held:
+            buf.div_(world)
+            work = dist.all_reduce(buf, async_op=True)
+            work.get_future().then(lambda w, fut=fut: fut.set_result(w.value()[0]))
+        held.clear()
+    return done
 
 
-def train_step(ddp, opt, work, x, y, *, no_overlap: bool, buckets, world: int) -> None:
-    """One step: DDP's overlapped all-reduces, or (``no_overlap``) the backward under
-    ``no_sync()`` and then ``buckets`` all-reduced after it; then the optimizer."""
+def train_step(ddp, opt, work, x, y) -> None:
+    """One step: forward, backward (DDP's all-reduces, overlapped or deferred by its comm
+    hook), the optimizer."""
     opt.zero_grad(set_to_none=True)
-    if no_overlap:
-        with ddp.no_sync():
-            work.loss(ddp(x), y).backward()
-        allreduce_after_backward(list(ddp.module.parameters()), buckets, world)
-    else:
-        work.loss(ddp(x), y).backward()
+    work.loss(ddp(x), y).backward()
     opt.step()
+
+
+def make_ddp(model, *, bucket_mb: float | None, no_overlap: bool) -> DDP:
+    """DDP with ``bucket_cap_mb`` (DDP's default when None); ``no_overlap``: with
+    :func:`deferred_allreduce_hook`."""
+    ddp = DDP(model, bucket_cap_mb=bucket_mb) if bucket_mb is not None else DDP(model)
+    if no_overlap:
+        ddp.register_comm_hook([], deferred_allreduce_hook)
+    return ddp
 
 
 def bucket_recorder(model, steps: int, record: list):
@@ -110,7 +117,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     rank, world, device, work = start_training(args, batch_of=lambda r: rank_batch(args, r))
     model = work.model
-    ddp = DDP(model, bucket_cap_mb=args.bucket_mb) if args.bucket_mb is not None else DDP(model)
+    if args.no_overlap and args.record_buckets:
+        raise SystemExit("--record-buckets and --no-overlap both register a DDP comm hook; "
+                         "use one of them")
+    ddp = make_ddp(model, bucket_mb=args.bucket_mb, no_overlap=args.no_overlap)
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=args.momentum)
     params = list(model.parameters())
     buckets = ddp_style_buckets(params, args.bucket_mb)
@@ -126,8 +136,7 @@ def main(argv=None) -> None:
         if hook_state is not None:
             hook_state["step"] = step
         x, y = work.batch_for(step, rank, args.seed, device)
-        train_step(ddp, opt, work, x, y, no_overlap=args.no_overlap, buckets=buckets,
-                   world=world)
+        train_step(ddp, opt, work, x, y)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)

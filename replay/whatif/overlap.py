@@ -1,9 +1,10 @@
 """``overlap=off|on``: whether gradient communication overlaps the backward.
 
 ``overlap=off`` issues every bucket, in bucket order, after the last gradient of the step
-is ready (no wait-free backprop: what DDP under ``no_sync()`` followed by one all-reduce
-per bucket does, as ``samples/train_ddp.py --no-overlap``); ``overlap=on`` is DDP's
-default, each bucket as soon as its gradients are ready.
+is ready (no wait-free backprop; DDP's own bucket copies stay where they were: what DDP
+with a comm hook that holds every bucket until the last one does, as
+``samples/train_ddp.py --no-overlap``); ``overlap=on`` is DDP's default, each bucket as
+soon as its gradients are ready.
 """
 
 from __future__ import annotations
