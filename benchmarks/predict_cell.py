@@ -8,7 +8,9 @@
 A cell folder is what ``benchmarks/whatif_accuracy.py`` writes: ``baseline/`` (the
 profiled DDP run), ``comm.json`` (the calibration) and ``measured_jobs.json`` (per-job
 measured speedups). Prints, per DDP what-if measured there, the predicted speedup, the
-median measured one and the error, then the mean and worst |error|.
+median measured one and the error, then the mean and worst |error|; then the FSDP
+what-ifs measured there (``fsdp=Linear`` from the DDP baseline, ``reshard=off`` from
+``baseline-fsdp/``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from tracekit.api import PredictionOptions, Session
 #: the DDP what-ifs of issue 11's table
 SPECS = ("fusion=1MB", "fusion=4MB", "fusion=16MB", "fusion=64MB", "fusion=100MB",
          "overlap=off", "dear", "dear+fusion=4MB", "bandwidth=2x", "bandwidth=0.5x")
+#: FSDP what-ifs (issue 16): from the DDP baseline, and from the FSDP2 baseline
+FSDP_FROM_DDP = ("fsdp=Linear", "fsdp=Linear+reshard=off")
+FSDP_FROM_FSDP = ("reshard=off",)
 
 
 def main() -> None:
@@ -33,13 +38,27 @@ def main() -> None:
     specs = [s for s in SPECS if s in measured]
     session = Session(args.cell / "baseline",
                       PredictionOptions(comm_model=str(args.cell / "comm.json")))
-    errors = []
-    for r in session.what_ifs(specs):
-        m = statistics.median(measured[r.spec])
-        errors.append(abs(r.speedup / m - 1) * 100)
-        print(f"{r.spec:18} predicted {r.speedup:.3f} measured {m:.3f} "
-              f"error {(r.speedup / m - 1) * 100:+.1f}%")
-    print(f"mean |error| {statistics.mean(errors):.1f}%, worst {max(errors):.1f}%")
+    errors = [_report(r, measured) for r in session.what_ifs(specs)]
+    print(f"mean |error| {statistics.mean(errors):.1f}%, worst {max(errors):.1f}% "
+          f"(the {len(errors)} DDP what-ifs)")
+    fsdp = [_report(r, measured) for r in session.what_ifs(
+        [s for s in FSDP_FROM_DDP if s in measured])]
+    if (args.cell / "baseline-fsdp" / "manifest.json").exists():
+        on_fsdp = Session(args.cell / "baseline-fsdp",
+                          PredictionOptions(comm_model=str(args.cell / "comm.json")))
+        fsdp += [_report(r, measured) for r in on_fsdp.what_ifs(
+            [s for s in FSDP_FROM_FSDP if s in measured])]
+    if fsdp:
+        print(f"FSDP what-ifs: mean |error| {statistics.mean(fsdp):.1f}%, worst "
+              f"{max(fsdp):.1f}%")
+
+
+def _report(r, measured: dict) -> float:
+    """Print one what-if's line; its |error| in %."""
+    m = statistics.median(measured[r.spec])
+    print(f"{r.spec:24} predicted {r.speedup:.3f} measured {m:.3f} "
+          f"error {(r.speedup / m - 1) * 100:+.1f}%")
+    return abs(r.speedup / m - 1) * 100
 
 
 if __name__ == "__main__":
