@@ -27,8 +27,10 @@ Before / after for three events (``args`` abridged)::
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from math import prod
 
 import msgspec
@@ -210,8 +212,10 @@ def comm_fields(
     n_names = len(name_uniques)
     coll_of_name, transfer_name = _name_classes(name_uniques)
     cand = coll_of_name[name_codes] > 0 if n_names else np.zeros(len(args), dtype=bool)
-    with_arg = [i for i, a in enumerate(args) if a.collective_name is not None]
-    if with_arg:
+    named = [a.collective_name for a in args]
+    with_arg = np.flatnonzero(np.fromiter(map(operator.is_not, named, repeat(None)),
+                                          dtype=bool, count=len(named)))
+    if len(with_arg):
         cand[with_arg] = True
     cand &= ~is_step
     index = np.flatnonzero(cand)

@@ -30,7 +30,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from tracekit.core.cache import (
     trace_key,
 )
 from tracekit.core.kineto import TraceMeta, parse_trace
-from tracekit.core.parallel import available_cores, map_ordered
 from tracekit.core.reduce import droppable, reduce_events
 from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
@@ -83,7 +81,11 @@ class IngestOptions:
 
     @property
     def workers(self) -> int:
-        return self.jobs or available_cores()
+        if self.jobs:
+            return self.jobs
+        from tracekit.core.parallel import available_cores  # the pool's imports: on use
+
+        return available_cores()
 
     @property
     def use_cache(self) -> bool:
@@ -252,7 +254,7 @@ def _parse_all(tasks: list[_Task], options: IngestOptions) -> Iterator:
         from tracekit.core.dask_ingest import map_on_dask
 
         return map_on_dask(parse_task, tasks, options.dask, jobs=options.jobs)
-    jobs = min(options.workers, len(tasks))
+    jobs = min(options.workers, len(tasks)) if len(tasks) > 1 else 1
     if jobs <= 1:
         return (parse_task(t) for t in tasks)
     return _pooled(tasks, jobs)
@@ -261,7 +263,12 @@ def _parse_all(tasks: list[_Task], options: IngestOptions) -> Iterator:
 def _pooled(tasks: list[_Task], jobs: int) -> Iterator:
     """:func:`map_ordered` over the tasks; if the pool cannot run (a worker died: killed,
     out of memory, or a spawned worker that could not start its parent's script), the rest
-    is parsed in this process, with a warning."""
+    is parsed in this process, with a warning. (The pool's modules are imported here: a
+    run of one trace never needs them.)"""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tracekit.core.parallel import map_ordered
+
     done = 0
     try:
         for result in map_ordered(parse_task, tasks, jobs=jobs, initializer=_quiet_worker):

@@ -42,7 +42,7 @@ from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
 from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
 from tracekit.core.nccl_kernels import link_host_collectives, nccl_kernel_columns
 from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
-from tracekit.core.validate import usable_events
+from tracekit.core.validate import UsableEvents, usable_columns
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
@@ -223,10 +223,10 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
     props = doc.deviceProperties if isinstance(doc.deviceProperties, list) else []
     host = doc.host_name if isinstance(doc.host_name, str) else ""
     evs = doc.traceEvents
-    xs = usable_events([e for e in evs if e.__class__ is Event], path, base_ns)
+    usable = usable_columns([e for e in evs if e.__class__ is Event], path, base_ns)
     metas = [e for e in evs if e.__class__ is MetaEvent]
     del doc, evs
-    if not xs:
+    if not usable.events:
         raise TracekitError(
             "trace has no duration events ('ph': 'X'); was the profiler stopped before "
             "any step ran? Profile at least one active step",
@@ -239,7 +239,8 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
         rank = rank_from_filename(path)
         rank_source = "filename" if rank is not None else "none"
 
-    events = _columns(xs, base_ns, _thread_names(metas), rank if rank is not None else -1, path)
+    events = _columns(usable, base_ns, _thread_names(metas), rank if rank is not None else -1,
+                      path)
     link_host_collectives(events)  # Generic NCCL kernels, sizes from record_param_comms
     steps = _assign_steps(events)
     if not steps:
@@ -273,14 +274,13 @@ def _lookup(uniques: list[str], codes: np.ndarray, group: frozenset) -> np.ndarr
     return table[codes] if len(uniques) else np.zeros(len(codes), dtype=bool)
 
 
-def _drop_damaged(xs: list[Event], ts_us: np.ndarray, dur_us: np.ndarray, path: Path):
+def _drop_damaged(usable: UsableEvents, path: Path) -> UsableEvents:
     """Events whose time is not a number of µs a clock could show are damage: skip them."""
-    bad = ~(np.abs(ts_us) < _MAX_ABS_US) | ~(np.abs(dur_us) < _MAX_ABS_US)
+    bad = ~(np.abs(usable.ts_us) < _MAX_ABS_US) | ~(np.abs(usable.dur_us) < _MAX_ABS_US)
     if not bad.any():
-        return xs, ts_us, dur_us
+        return usable
     log.warning("%s: skipped %d events with impossible timestamps", path, int(bad.sum()))
-    keep = np.flatnonzero(~bad)
-    return [xs[i] for i in keep], ts_us[keep], dur_us[keep]
+    return usable.take(np.flatnonzero(~bad))
 
 
 def _lane_names(is_gpu: np.ndarray, pids: np.ndarray, lane: np.ndarray,
@@ -329,13 +329,14 @@ def _sparse_int(index: np.ndarray, values: np.ndarray, n: int, fill: int = -1) -
     return full
 
 
-def _columns(xs: list[Event], base_ns: int, thread_names: dict, rank: int,
+def _columns(usable: UsableEvents, base_ns: int, thread_names: dict, rank: int,
              path: Path) -> pd.DataFrame:
     """Duration events -> the event table (see :data:`EVENT_COLUMNS`), sorted by
-    ``(lane_kind, lane, ts_ns)``. One list comprehension per field, numpy after that."""
-    ts_us = np.fromiter([e.ts for e in xs], dtype=np.float64, count=len(xs))
-    dur_us = np.fromiter([e.dur for e in xs], dtype=np.float64, count=len(xs))
-    xs, ts_us, dur_us = _drop_damaged(xs, ts_us, dur_us, path)
+    ``(lane_kind, lane, ts_ns)``. Times and ids as the checks read them
+    (:mod:`tracekit.core.validate`), one list comprehension per other field, numpy after
+    that."""
+    usable = _drop_damaged(usable, path)
+    xs, ts_us, dur_us = usable.events, usable.ts_us, usable.dur_us
     if not xs:
         raise TracekitError("no event has a usable timestamp; re-export the trace",
                             path=str(path))
@@ -344,8 +345,8 @@ def _columns(xs: list[Event], base_ns: int, thread_names: dict, rank: int,
     args = [e.args or no_args for e in xs]
     name_codes, name_uniques = _factorize([e.name for e in xs])
     cat_codes, cat_uniques = _factorize([e.cat for e in xs])
-    pids = _int_column([e.pid for e in xs], 0)
-    tids = _int_column([e.tid for e in xs], 0)
+    pids = usable.pid if usable.pid is not None else _int_column([e.pid for e in xs], 0)
+    tids = usable.tid if usable.tid is not None else _int_column([e.tid for e in xs], 0)
     stream = _int_column([a.stream for a in args])
     corr = _int_column([a.correlation for a in args])
     ext = _int_column([a.external_id for a in args])

@@ -121,17 +121,23 @@ def _innermost(starts: np.ndarray, ends: np.ndarray, lanes: np.ndarray, t: np.nd
                lane: np.ndarray) -> np.ndarray:
     """For each time ``t`` on ``lane``: the index of the latest-starting interval of that
     lane that contains it (intervals sorted by lane, start), -1 when none does. Looks back
-    over a few intervals: nested collective ops are at most three or four deep."""
+    over a few intervals: nested collective ops are at most three or four deep. One pass
+    per lane and look-back depth, in numpy."""
     out = np.full(len(t), -1, dtype=np.int64)
     key_lane = lanes.astype(np.int64)
-    for i, (tt, ln) in enumerate(zip(t.tolist(), lane.tolist())):
+    for ln in np.unique(lane).tolist():
+        q = np.flatnonzero(lane == ln)
         lo = int(np.searchsorted(key_lane, ln, side="left"))
         hi = int(np.searchsorted(key_lane, ln, side="right"))
-        j = lo + int(np.searchsorted(starts[lo:hi], tt, side="right")) - 1
-        for k in range(j, max(lo, j - 8) - 1, -1):
-            if ends[k] >= tt:
-                out[i] = k
-                break
+        tq = t[q]
+        j = lo + np.searchsorted(starts[lo:hi], tq, side="right") - 1
+        found = np.full(len(q), -1, dtype=np.int64)
+        for back in range(9):  # j, j - 1, ... j - 8, never before the lane's first
+            k = j - back
+            hit = (found < 0) & (k >= lo)
+            hit[hit] = ends[k[hit]] >= tq[hit]
+            found[hit] = k[hit]
+        out[q] = found
     return out
 
 

@@ -26,7 +26,10 @@ recording window) is not an operation: it is skipped without a word. When every 
 
 from __future__ import annotations
 
+import operator
 import re
+from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +68,47 @@ _PID_TYPE, _TID_TYPE, _NO_TS, _TS_TYPE, _NO_DUR, _DUR_TYPE = 2, 3, 4, 5, 6, 7
 _TS_RANGE, _DUR_NAN, _NEG_DUR, _DAY, _FAR, _LONG = 8, 9, 10, 11, 12, 13
 
 
+@dataclass(frozen=True)
+class UsableEvents:
+    """The duration events that pass every check, and the columns the checks read."""
+
+    #: the decoded ``Event`` structs kept, in order
+    events: list
+    #: their ``ts`` and ``dur`` in µs (float64)
+    ts_us: np.ndarray
+    dur_us: np.ndarray
+    #: their ``pid`` / ``tid`` (int64) when every one of them is an int; None when some
+    #: are id text (``"tid": "stream 7"``), which the caller reads its own way
+    pid: np.ndarray | None
+    tid: np.ndarray | None
+
+    def take(self, keep: np.ndarray) -> UsableEvents:
+        """Only the events at positions ``keep`` (ascending)."""
+        return UsableEvents(events=[self.events[i] for i in keep.tolist()],
+                            ts_us=self.ts_us[keep], dur_us=self.dur_us[keep],
+                            pid=None if self.pid is None else self.pid[keep],
+                            tid=None if self.tid is None else self.tid[keep])
+
+
 def usable_events(xs: list, path: Path, base_ns: int = 0) -> list:
     """The duration events of ``xs`` (decoded ``Event`` structs, see
     :mod:`tracekit.core.kineto_json`) that pass every check of the module doc, in order;
     one warning names what was dropped and why."""
+    return usable_columns(xs, path, base_ns).events
+
+
+def usable_columns(xs: list, path: Path, base_ns: int = 0) -> UsableEvents:
+    """:func:`usable_events`, with the kept events' times and ids as arrays (read once,
+    here, for the checks and for the event table)."""
     n = len(xs)
-    if not n:
-        return xs
     codes = np.zeros(n, dtype=np.int8)
-    _check_ints([e.pid for e in xs], _PID_TYPE, codes, spans=True)
-    _check_ints([e.tid for e in xs], _TID_TYPE, codes)
+    pid = _check_ints([e.pid for e in xs], _PID_TYPE, codes, spans=True)
+    tid = _check_ints([e.tid for e in xs], _TID_TYPE, codes)
     ts = _floats([e.ts for e in xs], _NO_TS, _TS_TYPE, codes)
     dur = _floats([e.dur for e in xs], _NO_DUR, _DUR_TYPE, codes)
+    found = UsableEvents(events=xs, ts_us=ts, dur_us=dur, pid=pid, tid=tid)
+    if not n:
+        return found
     span_us = _profiler_span(xs, codes, ts, dur)
     with np.errstate(invalid="ignore", over="ignore"):
         _mark(codes, ~np.isfinite(ts) | ~(np.abs(ts) < MAX_ABS_TS_US)
@@ -88,7 +120,7 @@ def usable_events(xs: list, path: Path, base_ns: int = 0) -> list:
     _too_long(codes, ts, dur, span_us)
     dropped = codes > _SKIP
     if not dropped.any():
-        return xs if not (codes == _SKIP).any() else [xs[i] for i in np.flatnonzero(codes == _OK)]
+        return found if not (codes == _SKIP).any() else found.take(np.flatnonzero(codes == _OK))
     why = _why(codes)
     keep = np.flatnonzero(codes == _OK)
     if not len(keep):
@@ -96,7 +128,7 @@ def usable_events(xs: list, path: Path, base_ns: int = 0) -> list:
             f"none of its {int(dropped.sum())} duration events can be used ({why}); "
             "re-export the trace with torch.profiler (export_chrome_trace)", path=str(path))
     warn(f"{path}: {int(dropped.sum())} events dropped ({why})")
-    return [xs[i] for i in keep]
+    return found.take(keep)
 
 
 def _why(codes: np.ndarray) -> str:
@@ -110,17 +142,22 @@ def _mark(codes: np.ndarray, bad: np.ndarray, code: int) -> None:
     codes[bad & (codes == _OK)] = code
 
 
-def _check_ints(values: list[Any], code: int, codes: np.ndarray, spans: bool = False) -> None:
+def _check_ints(values: list[Any], code: int, codes: np.ndarray,
+                spans: bool = False) -> np.ndarray | None:
     """Mark ids that are not integers within ±2**62 (bools are not; a string of an integer
-    is); with ``spans``, Kineto's ``"Spans"`` pid is skipped silently instead."""
-    kinds = set(map(type, values))
-    if not kinds <= {int}:  # usually one "Spans" event: look at the odd ones only
-        odd = [i for i, v in enumerate(values) if v.__class__ is not int]
+    is); with ``spans``, Kineto's ``"Spans"`` pid is skipped silently instead. Returns the
+    ids as int64 when every one is an int (the usual case), else None."""
+    types = list(map(type, values))
+    text = False  # some id kept is text: its int is read by the caller
+    if not set(types) <= {int}:  # usually one "Spans" event: look at the odd ones only
+        odd = np.flatnonzero(np.fromiter(map(operator.is_not, types, repeat(int)),
+                                         dtype=bool, count=len(types)))
         values = list(values)
-        for i in odd:
+        for i in odd.tolist():
             v = values[i]
             if v.__class__ is str and _INT_TEXT.match(v):
                 values[i] = int(v.rpartition(" ")[2])
+                text = True
                 continue
             values[i] = 0
             if codes[i] == _OK:
@@ -131,8 +168,9 @@ def _check_ints(values: list[Any], code: int, codes: np.ndarray, spans: bool = F
         for i, v in enumerate(values):
             if not -(2**62) <= v <= 2**62:
                 _mark_one(codes, i, code)
-        return
+        return None
     _mark(codes, (arr > 2**62) | (arr < -(2**62)), code)
+    return None if text else arr
 
 
 def _mark_one(codes: np.ndarray, i: int, code: int) -> None:
