@@ -115,3 +115,6 @@ class WhatIfResult:
     step_ms_hi: float = float("nan")
     speedup_lo: float = float("nan")
     speedup_hi: float = float("nan")
+    #: the baseline median step (ms) the speedup is against: the baseline replay, without
+    #: the profiler's cost when the run says what it was (:mod:`replay.profiler_overhead`)
+    baseline_ms: float = float("nan")

@@ -33,7 +33,7 @@ def events_table(rows: list[dict]) -> pd.DataFrame:
             "collective": "", "comm_bytes": -1, "in_nelems": -1, "out_nelems": -1,
             "dtype": "", "group_size": -1, "pg_name": "", "pg_ranks": "", "seq": -1,
             "wait_on_stream": -1, "wait_on_corr": -1, "nccl_algo": "", "nccl_proto": "",
-            "nccl_channels": -1, "nccl_comm": ""}
+            "nccl_channels": -1, "nccl_comm": "", "nested_events": 0}
     recs = []
     for r in rows:
         rec = {**base, **r}

@@ -116,4 +116,5 @@ def _result(ctx: WhatIfContext, spec: WhatIfSpec, variant: Variant, result: Repl
     return WhatIfResult(spec=spec.text, result=result, speedup=speedup, sweep=sweep,
                         best_spec=variant.spec if spec.is_sweep else "", notes=list(notes),
                         shared_notes=shared, step_ms_lo=step.lo, step_ms_hi=step.hi,
-                        speedup_lo=sp.lo, speedup_hi=sp.hi)
+                        speedup_lo=sp.lo, speedup_hi=sp.hi,
+                        baseline_ms=ctx.baseline.median_step_ms)

@@ -30,6 +30,7 @@ from replay.calibration import CalibratedCostModel, anchor_to_run, load_comm_mod
 from replay.cost_model import CommCostModel, FittedCostModel, fit_run_cost_model
 from replay.engine import schedule, schedule_full
 from replay.interference import InterferenceModel, choose_interference
+from replay.profiler_overhead import estimate as estimate_profiler_overhead
 from replay.result import ReplayResult
 from replay.timeline import replay
 from replay.whatif.gradients import GradientSync, find_gradient_sync
@@ -103,13 +104,26 @@ def _comm_model(run: Run, graph: Graph, model: CommCostModel | None
 
 
 def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=None,
-                  interference: str = "auto") -> WhatIfContext:
+                  interference: str = "auto",
+                  without_profiler: bool = True) -> WhatIfContext:
     """Fit the cost models, the interference model and find DDP's gradient sync.
 
     ``comm_model``: None (fit from the run), a path to a ``comm.json``, or a model.
     ``interference``: a name of :data:`replay.interference.INTERFERENCE_MODELS`
     (:func:`replay.interference.choose_interference` says how ``"auto"`` chooses).
+    ``without_profiler``: take the profiler's own cost out of the host nodes first
+    (:mod:`replay.profiler_overhead`); the context's graph and baseline are then that
+    graph and its replay, which every speedup is against.
     """
+    overhead_note = ""
+    if without_profiler:
+        overhead, why = estimate_profiler_overhead(run, graph)
+        if overhead is not None:
+            graph = with_durations(graph, graph.dur_ns - overhead.removed_ns)
+            baseline = replay(run, graph)
+            overhead_note = overhead.note(baseline.median_step_ms)
+        elif run.manifest is not None:
+            overhead_note = why
     reuse = getattr(baseline, "graph", None) is graph and baseline.schedule is not None
     sched = baseline.schedule if reuse else schedule_full(graph)
     given = _load(comm_model)
@@ -117,6 +131,8 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
                                 comm_model=given)
     comm, fitted, notes = _comm_model(run, model.cost_fit_graph(graph), given)
     notes += model.notes
+    if overhead_note:
+        notes.append(overhead_note)
     sync, sync_error = None, ""
     try:
         sync = find_gradient_sync(run, graph)

@@ -46,7 +46,7 @@ from tracekit.core.cache import (
     trace_key,
 )
 from tracekit.core.kineto import TraceMeta, parse_trace
-from tracekit.core.reduce import droppable, reduce_events
+from tracekit.core.reduce import droppable, reduce_events, with_nested_counts
 from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -138,14 +138,15 @@ def parse_task(task: _Task) -> tuple[pd.DataFrame | None, dict, list, int, str |
         root.removeHandler(capture)
     fields = meta_fields(meta)
     entry = None
+    drop = droppable(events)
+    events = with_nested_counts(events, drop)
     if task.use_cache:
-        keep = ~droppable(events)
         entry = TraceCache(task.cache_dir).store(path, events, fields, capture.records,
-                                                 graph_rows=keep)
+                                                 graph_rows=~drop)
         if entry is not None and task.entry_only:
             return None, fields, capture.records, os.getpid(), str(entry)
     if task.reduce:
-        events = reduce_events(events)
+        events = reduce_events(events, drop)
     return events, fields, capture.records, os.getpid(), None
 
 

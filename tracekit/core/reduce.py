@@ -95,9 +95,44 @@ def droppable(events: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def reduce_events(events: pd.DataFrame) -> pd.DataFrame:
-    """``events`` without the rows :func:`droppable` marks (the same table when none)."""
-    drop = droppable(events)
+def nested_counts(events: pd.DataFrame, drop: np.ndarray) -> np.ndarray:
+    """Per row (int32): how many rows ``drop`` marks start inside it on its thread (same
+    rank and lane, start in ``[ts_ns, end_ns)``), 0 for dropped rows: what a row of the
+    compact table stands for besides itself (the ``nested_events`` column; the profiler
+    records each of them, :mod:`replay.profiler_overhead`)::
+
+        aten::linear [0, 50)    kept     nested_events 2
+          aten::t [1, 3)        dropped
+          aten::addmm [4, 40)   dropped
+    """
+    out = np.zeros(len(events), dtype=np.int32)
+    if not drop.any():
+        return out
+    rank = events["rank"].to_numpy().astype(np.int64)
+    lane = events["lane"].to_numpy().astype(np.int64)
+    _, group = np.unique(np.stack([rank, lane], axis=1), axis=0, return_inverse=True)
+    group = group.reshape(-1).astype(np.int64)
+    ts, end = events["ts_ns"].to_numpy(), events["end_ns"].to_numpy()
+    t0 = int(ts.min())
+    span = np.int64(int(end.max()) - t0 + 2)
+    inner = np.sort(group[drop] * span + (ts[drop] - t0))
+    keep = np.flatnonzero(~drop & ~equals(events["lane_kind"], LaneKind.GPU.value))
+    base = group[keep] * span - t0
+    out[keep] = (np.searchsorted(inner, base + end[keep], side="left")
+                 - np.searchsorted(inner, base + ts[keep], side="left"))
+    return out
+
+
+def with_nested_counts(events: pd.DataFrame, drop: np.ndarray) -> pd.DataFrame:
+    """``events`` with its ``nested_events`` column filled (:func:`nested_counts`)."""
+    events["nested_events"] = nested_counts(events, drop)
+    return events
+
+
+def reduce_events(events: pd.DataFrame, drop: np.ndarray | None = None) -> pd.DataFrame:
+    """``events`` without the rows :func:`droppable` marks (the same table when none);
+    ``drop``: that mask when already computed."""
+    drop = droppable(events) if drop is None else drop
     if not drop.any():
         return events
     keep = np.flatnonzero(~drop)

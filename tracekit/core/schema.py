@@ -119,6 +119,9 @@ EVENT_COLUMNS: dict[str, tuple[str, str]] = {
     "nccl_channels": ("int32", "NCCL kernel: channels it ran on (NCCL's log), -1 unknown"),
     "nccl_comm": ("category", "NCCL kernel: its communicator (commId, else address) from "
                   "NCCL's log, ''"),
+    "nested_events": ("int32", "host events nested inside this one that the compact table "
+                      "leaves out (tracekit.core.reduce), 0: what a graph node stands for "
+                      "besides itself when the profiler's per-event cost is taken out"),
 }
 
 #: Integer columns use -1 for "absent"; string columns use "".
@@ -176,7 +179,7 @@ def events_from_rows(rows: list[dict]) -> pd.DataFrame:  # noqa: F821
     """An event table with the exact schema from a few hand-written rows (tests, examples).
 
     Each row gives ``ts_ns`` and ``dur_ns`` and any other columns; ``end_ns`` is derived,
-    absent integer columns are -1 and absent string columns ''.
+    absent integer columns are -1 (``nested_events`` 0) and absent string columns ''.
     """
     import pandas as pd
 
@@ -187,6 +190,6 @@ def events_from_rows(rows: list[dict]) -> pd.DataFrame:  # noqa: F821
         elif dt == "category":
             values = [str(r.get(col, "")) for r in rows]
         else:
-            values = [r.get(col, MISSING_INT) for r in rows]
+            values = [r.get(col, 0 if col == "nested_events" else MISSING_INT) for r in rows]
         data[col] = pd.Series(values, dtype=dt)
     return pd.DataFrame(data)

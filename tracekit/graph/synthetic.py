@@ -178,7 +178,7 @@ def _extend(cols: dict, *, rank: int, lane_kind: str, lane: int, lane_name: str,
         "group_size": full(group_size), "pg_name": full(pg_name), "pg_ranks": full(""),
         "seq": full(-1) if seq is None else np.asarray(seq), "wait_on_stream": full(-1),
         "wait_on_corr": full(-1), "nccl_algo": full(""), "nccl_proto": full(""),
-        "nccl_channels": full(-1), "nccl_comm": full(""),
+        "nccl_channels": full(-1), "nccl_comm": full(""), "nested_events": full(0),
     }
     for c in EVENT_COLUMNS:
         cols[c].append(vals[c])
