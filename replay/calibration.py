@@ -55,6 +55,7 @@ from replay.cost_model import (
     _quality,
     comm_volume,
 )
+from replay.interference.cores import transfer_cpu_slowdown
 from tracekit.core.atomic import atomic_write_json
 from tracekit.core.collectives import normalize_collective
 from tracekit.errors import TracekitError
@@ -303,9 +304,9 @@ class CalibratedCostModel(CommCostModel):
         """The share of the link one transfer of ``nbytes`` keeps busy (0..1), from the
         all-reduces timed two at a time: two transfers that each keep the link busy a
         share ``L`` of their time take ``max(1, 2 L)`` times as long side by side, so
-        ``L = ratio / 2`` once the CPU sharing the pair adds (core sharing's own model:
-        ``1 + s * (max(1, busy / cores) - 1)`` for CPU share ``s``, ``busy`` the transfers'
-        threads on the host) is taken out. None without pair timings or core counts."""
+        ``L = ratio / 2`` once the CPU sharing the pair adds (core sharing's own model,
+        :func:`~replay.interference.cores.transfer_cpu_slowdown`, for CPU share ``s`` and
+        the transfers' threads on the host) is taken out. None without pair timings or core counts."""
         sec = self.doc["collectives"].get("all_reduce") or {}
         cores = self.doc.get("cpu_cores")
         hosts = self.doc.get("hosts") or []
@@ -317,8 +318,8 @@ class CalibratedCostModel(CommCostModel):
             if p.get("pair_ratio") is None or p.get("cpu_share") is None:
                 continue
             s = min(float(p["cpu_share"]), 1.0)
-            cpu_alone = 1.0 + s * (max(1.0, per_host * s / cores) - 1.0)
-            cpu_pair = 1.0 + s * (max(1.0, 2 * per_host * s / cores) - 1.0)
+            cpu_alone = transfer_cpu_slowdown(s, per_host * s, cores)
+            cpu_pair = transfer_cpu_slowdown(s, 2 * per_host * s, cores)
             pts.append((p["bytes"], min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0,
                                             0.0), 1.0)))
         return _interp_log_size(pts, nbytes)

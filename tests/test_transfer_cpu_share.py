@@ -71,12 +71,16 @@ def test_a_wire_bound_transfer_takes_only_its_share_of_the_cores():
     # CPU-bound transfers (share 1): 4 busy on 2 cores, everything at half speed
     assert slowdown(start, end, host, cores).tolist() == pytest.approx([2.0] * 4)
     # wire-bound transfers (share 0.25): busy 2.5 -> compute 1.25; only a quarter of each
-    # transfer is CPU work, and only that part runs slower: 1 + 0.25 * 0.25
+    # transfer is CPU work, and only that part runs slower, among the others' 2.25 busy
+    # threads and itself: (2.25 + 1) / 2 = 1.625 -> 1 + 0.25 * 0.625
     got = slowdown(start, end, host, cores, np.array([1.0, 1.0, 0.25, 0.25]))
-    assert got.tolist() == pytest.approx([1.25, 1.25, 1.0625, 1.0625])
-    # more CPU work: share 0.8 at sharing 1.8 -> 1 + 0.8 * 0.8
+    assert got.tolist() == pytest.approx([1.25, 1.25, 1.15625, 1.15625])
+    # more CPU work: share 0.8, busy 3.6 -> (2.8 + 1) / 2 = 1.9 -> 1 + 0.8 * 0.9
     got = slowdown(start, end, host, cores, np.array([1.0, 1.0, 0.8, 0.8]))
-    assert got.tolist() == pytest.approx([1.8, 1.8, 1.64, 1.64])
+    assert got.tolist() == pytest.approx([1.8, 1.8, 1.72, 1.72])
+    # no sharing at all when everything fits: one compute thread, one light transfer
+    got = slowdown(start[:2], end[:2], host[:2], cores, np.array([1.0, 0.25]))
+    assert got.tolist() == pytest.approx([1.0, 1.0])
 
 
 def _two_rank_overlap():
@@ -96,7 +100,7 @@ def test_compute_beside_a_wire_bound_transfer_is_hardly_deflated():
     full = slowdown(s, e, np.array([0, 0]), hc.cores)
     light = slowdown(s, e, np.array([0, 0]), hc.cores, np.array([1.0, 0.1]))
     assert full.tolist() == pytest.approx([2.0, 2.0])
-    assert light.tolist() == pytest.approx([1.1, 1.01])
+    assert light.tolist() == pytest.approx([1.1, 1.1])
     # the compute alone (the transfer moved away) runs at its own speed: 20 / 1.1
     res = apply_contention(graph=g, dur_ns=np.array([20, 20]), base_slowdown=light, hc=hc,
                            share=np.array([1.0, 0.1]),

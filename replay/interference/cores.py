@@ -15,7 +15,8 @@ Model (one host, ``cores`` cores, every node a thread while it runs)::
                    calibration: ``CommCostModel.cpu_share``), 1 when not measured
     busy(t)      = sum of share(v) over the host's nodes running at t (comm transfers:
                    ``start + wait`` to the end)
-    sharing(v)   = mean over v's span of max(1, busy(t) / cores)
+    sharing(v)   = mean over v's span of max(1, busy(t) / cores); for a transfer at
+                   least the mean of (busy(t) + 1 - share(v)) / cores
     slowdown(v)  = 1 + min(share(v), 1) * (sharing(v) - 1)
     duration(v)  = base(v) * slowdown(v)
 
@@ -24,10 +25,13 @@ wire: only its CPU part, ``share`` of its time alone, runs slower when the cores
 shared; the waiting does not. So a transfer that waits on the wire most of the time (a
 gloo all-reduce on a 4 Gbit/s link keeps ~0.25 of a core busy) barely slows the compute
 beside it and is itself slowed by a quarter of the sharing; on loopback a transfer is
-CPU work through and through (share ~1) and shares the cores like compute. (A transfer
-is not slowed less because its CPU work would fit in its fair share of the cores: each
-burst of it waits for a core like any other thread's. Measured: a 1 MB gloo all-reduce
-during DDP's backward on 2 cores, share 0.55, took 1.6x its calibrated time.)
+CPU work through and through (share ~1) and shares the cores like compute. While a
+transfer's CPU work runs, its thread is one whole runnable thread beside the others: the
+load it meets is the others' plus 1, not plus its own average share (a transfer is not
+slowed less because its CPU work would fit in its fair share of the cores; each burst of
+it waits for a core like any other thread's). Measured: a 1 MB gloo all-reduce during
+DDP's backward on 2 cores (share 0.55, both main threads computing) took 1.6x its
+calibrated time; this model gives 1.43x, the plain share-weighted load 1.30x.
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
@@ -39,7 +43,8 @@ Example: a 2-core host, both ranks' main threads computing while each rank's glo
 transfers (4 busy threads)::
 
     loopback (share 1): busy 4 on 2 cores -> every one of them at half speed: slowdown 2.0
-    4 Gbit/s link (share 0.25): busy 2.5 -> compute slowdown 1.25, transfers 1.06
+    4 Gbit/s link (share 0.25): busy 2.5 -> compute slowdown 1.25; each transfer meets
+        2.25 + 1 = 3.25 busy: 1 + 0.25 * (1.625 - 1) = 1.16
     the same transfer after backward (2 busy threads) -> slowdown 1.0
 
 Cores per host come from the manifest (``ranks[].cpu_cores``, recorded by ``tracekit
@@ -114,11 +119,12 @@ def _this_machine_cores() -> int:
 
 
 def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.ndarray,
-              capacity: np.ndarray) -> np.ndarray:
-    """Per interval ``[start, end)``: the mean over it of ``max(1, load(t) / capacity)``,
-    where ``load(t)`` sums ``weight`` over the intervals of the same host covering ``t``
-    and ``capacity`` is the host's (cores, or 1 link)."""
-    out = np.ones(len(start), dtype=float)
+              capacity: np.ndarray, *, floor: float = 1.0) -> np.ndarray:
+    """Per interval ``[start, end)``: the mean over it of ``max(floor, load(t) /
+    capacity)``, where ``load(t)`` sums ``weight`` over the intervals of the same host
+    covering ``t`` and ``capacity`` is the host's (cores, or 1 link); ``floor=0``: the
+    plain mean load."""
+    out = np.full(len(start), floor, dtype=float)
     for h, sel in groups(host):
         s, e = start[sel], end[sel]
         t = np.concatenate([s, e])
@@ -126,7 +132,7 @@ def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.n
         step = np.concatenate([w, -w])
         order = np.argsort(t, kind="stable")
         t, step = t[order], step[order]
-        rate = np.maximum(1.0, np.cumsum(step) / float(capacity[h]))  # on [t_i, t_i+1)
+        rate = np.maximum(floor, np.cumsum(step) / float(capacity[h]))  # on [t_i, t_i+1)
         area = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(t))])
 
         def integral(x: np.ndarray, t=t, rate=rate, area=area) -> np.ndarray:
@@ -136,10 +142,17 @@ def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.n
 
         span = (e - s).astype(float)
         ok = span > 0
-        val = np.ones(len(sel))
+        val = np.full(len(sel), floor)
         val[ok] = (integral(e[ok]) - integral(s[ok])) / span[ok]
-        out[sel] = np.maximum(val, 1.0)
+        out[sel] = np.maximum(val, floor)
     return out
+
+
+def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
+    """One transfer's slowdown when ``busy`` threads' worth of work (its own ``share``
+    included) runs on ``cores`` all the time: :func:`slowdown` for constant load."""
+    sharing = max(1.0, busy / cores, (busy + 1.0 - share) / cores)
+    return 1.0 + share * (sharing - 1.0)
 
 
 def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
@@ -152,6 +165,12 @@ def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
     sharing = mean_load(start, end, host, share, cores)
     part = np.minimum(share, 1.0)
+    if (part < 1.0).any():
+        # while a transfer's CPU work runs, its thread is one whole runnable thread among
+        # the others: its own idle share does not lighten the load it meets
+        own = (1.0 - part) / cores[host]
+        raw = mean_load(start, end, host, share, cores, floor=0.0)
+        sharing = np.where(part < 1.0, np.maximum(sharing, raw + own), sharing)
     out = 1.0 + part * (sharing - 1.0)
     if link is not None and (np.asarray(link) > 0).any():
         link = np.asarray(link, dtype=float)
