@@ -424,7 +424,7 @@ def _columns(usable: UsableEvents, base_ns: int, thread_names: dict, rank: int,
         "wait_on_stream": wait_stream[o],
         "wait_on_corr": wait_corr[o],
         **nccl_kernel_columns(name_codes[o], name_uniques, is_kernel[o]),
-        "nested_events": np.zeros(n, dtype=np.int32),  # filled by tracekit.core.reduce
+        "nested_events": np.zeros(n, dtype=np.int16),  # filled by tracekit.core.reduce
     }
     assert list(columns) == list(EVENT_COLUMNS)
     return pd.DataFrame(columns, copy=False)

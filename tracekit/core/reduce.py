@@ -96,16 +96,16 @@ def droppable(events: pd.DataFrame) -> np.ndarray:
 
 
 def nested_counts(events: pd.DataFrame, drop: np.ndarray) -> np.ndarray:
-    """Per row (int32): how many rows ``drop`` marks start inside it on its thread (same
-    rank and lane, start in ``[ts_ns, end_ns)``), 0 for dropped rows: what a row of the
-    compact table stands for besides itself (the ``nested_events`` column; the profiler
-    records each of them, :mod:`replay.profiler_overhead`)::
+    """Per row (int16, at most 32767): how many rows ``drop`` marks start inside it on its
+    thread (same rank and lane, start in ``[ts_ns, end_ns)``), 0 for dropped rows: what a
+    row of the compact table stands for besides itself (the ``nested_events`` column; the
+    profiler records each of them, :mod:`replay.profiler_overhead`)::
 
         aten::linear [0, 50)    kept     nested_events 2
           aten::t [1, 3)        dropped
           aten::addmm [4, 40)   dropped
     """
-    out = np.zeros(len(events), dtype=np.int32)
+    out = np.zeros(len(events), dtype=np.int16)
     if not drop.any():
         return out
     rank = events["rank"].to_numpy().astype(np.int64)
@@ -118,8 +118,9 @@ def nested_counts(events: pd.DataFrame, drop: np.ndarray) -> np.ndarray:
     inner = np.sort(group[drop] * span + (ts[drop] - t0))
     keep = np.flatnonzero(~drop & ~equals(events["lane_kind"], LaneKind.GPU.value))
     base = group[keep] * span - t0
-    out[keep] = (np.searchsorted(inner, base + end[keep], side="left")
-                 - np.searchsorted(inner, base + ts[keep], side="left"))
+    inside = (np.searchsorted(inner, base + end[keep], side="left")
+              - np.searchsorted(inner, base + ts[keep], side="left"))
+    out[keep] = np.minimum(inside, np.iinfo(np.int16).max)
     return out
 
 

@@ -119,7 +119,7 @@ EVENT_COLUMNS: dict[str, tuple[str, str]] = {
     "nccl_channels": ("int32", "NCCL kernel: channels it ran on (NCCL's log), -1 unknown"),
     "nccl_comm": ("category", "NCCL kernel: its communicator (commId, else address) from "
                   "NCCL's log, ''"),
-    "nested_events": ("int32", "host events nested inside this one that the compact table "
+    "nested_events": ("int16", "host events nested inside this one that the compact table "
                       "leaves out (tracekit.core.reduce), 0: what a graph node stands for "
                       "besides itself when the profiler's per-event cost is taken out"),
 }
