@@ -163,6 +163,24 @@ def test_a_ddp_step_becomes_the_fsdp_step_known_by_hand():
     assert n == 2 and _step_ms(off) == pytest.approx(12.7, abs=0.01)
 
 
+def test_calibrated_issue_times_time_the_issue_ops():
+    """With a calibration's issue times, each all-gather's and reduce-scatter's issue op
+    takes them (0.3 and 0.5 ms here) instead of the host-rate table's sub-microsecond
+    time for 1000 B; every issue op is work on the training thread, so the step grows by
+    all of them: 4 all-gathers and 2 reduce-scatters, 14.7 + 4 x 0.3 + 2 x 0.5."""
+    g, sync, bwd = _ddp_step()
+    units = plan_units(_two_linears(), "Linear")
+    costs = Costs(ag_ns={"a": 2 * MS, "b": 2 * MS}, rs_ns={"a": MS, "b": MS},
+                  ag_name="gloo:all_gather", rs_name="gloo:all_reduce",
+                  ag_issue_ns={"a": 300_000, "b": 300_000},
+                  rs_issue_ns={"a": 500_000, "b": 500_000})
+    new, _, _, fs = to_fsdp(g, sync, units, costs, bwd)
+    names = np.array(new.names, dtype=object)[new.name]
+    assert sorted(set(new.dur_ns[names == "c10d::_allgather_base_"].tolist())) == [300_000]
+    assert sorted(set(new.dur_ns[names == "c10d::_reduce_scatter_base_"].tolist())) == [500_000]
+    assert _step_ms(new) == pytest.approx(14.7 + 4 * 0.3 + 2 * 0.5, abs=0.01)
+
+
 def test_a_missing_backward_annotation_is_an_error():
     g, sync, bwd = _ddp_step()
     costs = Costs(ag_ns={"a": MS, "b": MS}, rs_ns={"a": MS, "b": MS}, ag_name="x", rs_name="y")

@@ -34,7 +34,7 @@ backward all-gathers (:mod:`replay.whatif.reshard`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -67,10 +67,16 @@ HOST_RATES = {"fsdp::all_gather_copy_in": 4.8e9, "c10d::_allgather_base_": 3.7e9
 _CLASS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _ops(nbytes: int, *names: str) -> tuple[HostOp, ...]:
+def _ops(nbytes: int, *names: str, issue_ns: int | None = None) -> tuple[HostOp, ...]:
+    """FSDP2's host ops for a unit of ``nbytes``, timed by :data:`HOST_RATES`; the
+    collective's issue op (``c10d::``) takes ``issue_ns`` when the calibration measured it."""
+    def dur(n: str) -> int:
+        if n.startswith("c10d::") and issue_ns is not None:
+            return issue_ns
+        return int(round(nbytes / HOST_RATES[n] * 1e9))
     return tuple(HostOp(name=n, kind=int(NodeKind.LAUNCH if n.startswith("c10d::")
                                          else NodeKind.COMPUTE),
-                        dur_ns=int(round(nbytes / HOST_RATES[n] * 1e9))) for n in names)
+                        dur_ns=dur(n)) for n in names)
 
 
 @dataclass(kw_only=True)
@@ -85,6 +91,10 @@ class Costs:
     #: resumption after a collective it waits for
     issue_delay_ns: int = 0
     wait_delay_ns: int = 0
+    #: per unit, the calibrated time to issue its all-gather / reduce-scatter (empty: not
+    #: calibrated, the issue ops are timed by HOST_RATES)
+    ag_issue_ns: dict[str, int] = field(default_factory=dict)
+    rs_issue_ns: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -155,7 +165,8 @@ def _build_step(adder: CollectiveAdder, graph: Graph, p: _StepPlan, units: list[
 
     def gather_for(phase):
         def gather(u: PlannedUnit, before: int) -> int:
-            ops = _ops(u.bytes, "fsdp::all_gather_copy_in", "c10d::_allgather_base_")
+            ops = _ops(u.bytes, "fsdp::all_gather_copy_in", "c10d::_allgather_base_",
+                       issue_ns=costs.ag_issue_ns.get(u.module))
             c = adder.issue(rank=rs.rank, step=rs.step, key=(rs.step, u.module, phase), ops=ops,
                             before=before, name=costs.ag_name, dur_ns=costs.ag_ns[u.module],
                             nbytes=u.bytes, comm_lane=lane(),
@@ -193,7 +204,8 @@ def _build_step(adder: CollectiveAdder, graph: Graph, p: _StepPlan, units: list[
             continue
         before = p.last_grad_next[u.module]
         c = adder.issue(rank=rs.rank, step=rs.step, key=(rs.step, u.module, REDUCE),
-                        ops=_ops(u.bytes, "fsdp::chunk_cat", "c10d::_reduce_scatter_base_"),
+                        ops=_ops(u.bytes, "fsdp::chunk_cat", "c10d::_reduce_scatter_base_",
+                                 issue_ns=costs.rs_issue_ns.get(u.module)),
                         before=before, name=costs.rs_name, dur_ns=costs.rs_ns[u.module],
                         nbytes=u.bytes, comm_lane=lane(), issue_delay_ns=costs.issue_delay_ns)
         adder.wait(c, ops=_ops(u.bytes, "aten::copy_"), before=before,
@@ -274,6 +286,13 @@ def _costs(edit: VariantEdit, units: list[PlannedUnit]) -> tuple[Costs, list[str
                           for u in units},
                    ag_name=f"{sync.comm_prefix}all_gather", rs_name=f"{sync.comm_prefix}{rs_coll}",
                    issue_delay_ns=sync.issue_delay_ns, wait_delay_ns=_resume_ns(ctx.graph))
+    issue = {u.module: (comm.issue_ns("all_gather", u.bytes),
+                        comm.issue_ns("reduce_scatter", u.bytes)) for u in units}
+    if all(ag is not None and rs is not None for ag, rs in issue.values()):
+        costs.ag_issue_ns = {m: int(round(ag)) for m, (ag, _) in issue.items()}
+        costs.rs_issue_ns = {m: int(round(rs)) for m, (_, rs) in issue.items()}
+        notes.append("fsdp: issuing each all-gather and reduce-scatter timed by the "
+                     "calibration (the calling thread's time, on fresh memory)")
     return costs, notes
 
 
@@ -331,7 +350,8 @@ class FSDP(WhatIf):
         edit.notes.append(f"fsdp={self.cls}: {len(units)} unit(s): {sizes}{more}; DDP's "
                           f"{len(ctx.sync.buckets)} bucket all-reduce(s) per step removed")
         edit.notes += notes
-        rates = ", ".join(f"{k.split('::')[1]} {v / 1e9:g} GB/s" for k, v in HOST_RATES.items())
+        rates = ", ".join(f"{k.split('::')[1]} {v / 1e9:g} GB/s" for k, v in HOST_RATES.items()
+                          if not (k.startswith("c10d::") and costs.ag_issue_ns))
         edit.notes.append(f"fsdp: FSDP2's host work timed by bytes at rates measured on a "
                           f"2-core CPU (torch 2.13, gloo): {rates}")
         if not any(ln.kind == "gpu" for ln in edit.graph.lanes):
