@@ -141,7 +141,7 @@ def make_side(variant: str, args, world: int, device):
         return FSDPSide(work, unit=unit, reshard=kind == "fsdp", lr=args.lr)
     if variant.startswith("bucket:"):
         return DDPSide(work, bucket_mb=float(variant.partition(":")[2]), no_overlap=False,
-                       world=world, lr=args.lr)
+                       lr=args.lr)
     raise SystemExit(f"--variant must be bucket:MB, no-overlap, dear, dear:MB, link:RATE, "
                      f"fsdp:CLASS or fsdp-noreshard:CLASS, not {variant!r}")
 
