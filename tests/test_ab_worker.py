@@ -83,3 +83,32 @@ def test_speedup_pairs_each_round_with_its_own_baseline():
     """A machine that slows down for a round slows both sides of it: the ratio holds."""
     times = [[0.1, 0.2, 0.1], [0.05, 0.1, 0.05]]
     assert "speedup=2.0000 n=3" in ab_worker.summarize(["x"], times, skip=0)[0]
+
+
+def test_every_variant_form_builds_a_side_that_trains(tmp_path):
+    """Each --variant form makes a real side that takes a training step (one process,
+    a gloo group of one; the sample trainers' code, not their timing)."""
+    import argparse
+
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        args = argparse.Namespace(model="mlp", lr=0.01, seed=0)
+        for variant in ("baseline", "bucket:4", "no-overlap", "dear", "dear:4", "link:8gbit",
+                        "fsdp:Linear", "fsdp-noreshard:Linear"):
+            side = ab_worker.make_side(variant, args, 1, torch_device())
+            x, y = side.work.batch_for(0, 0, 0, torch_device())
+            side.step(x, y)
+            side.step(x, y)
+        with pytest.raises(SystemExit, match="--variant must be"):
+            ab_worker.make_side("bucket", args, 1, torch_device())
+    finally:
+        dist.destroy_process_group()
+
+
+def torch_device():
+    import torch
+
+    return torch.device("cpu")
