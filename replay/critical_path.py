@@ -25,26 +25,44 @@ from replay.result import CriticalPath
 from tracekit.graph.model import Graph, NodeKind
 
 _KIND_NAMES = {k.value: k.name.lower() for k in NodeKind}
+#: edges looked at together by :func:`binding_predecessors`
+_EDGE_CHUNK = 1 << 18
 
 
 def binding_predecessors(graph: Graph, sched: Schedule) -> np.ndarray:
-    """``pred[v]``: the node whose end (plus edge delay) set ``v``'s start, -1 if none."""
+    """``pred[v]``: the node whose end (plus edge delay) set ``v``'s start, -1 if none.
+
+    Two passes over the edges, :data:`_EDGE_CHUNK` at a time (the scratch arrays do not
+    grow with the graph): the latest ``end + delay`` per target, then per target the
+    first edge (in edge order) that reaches it."""
     n = graph.n_nodes
     pred = np.full(n, -1, dtype=np.int64)
     if graph.n_edges == 0 or n == 0:
         return pred
-    src = np.asarray(graph.src, dtype=np.int64)
-    dst = np.asarray(graph.dst, dtype=np.int64)
-    val = sched.end_ns[src] + np.asarray(graph.delay_ns, dtype=np.int64)
-    # per target, the first edge (in edge order) with the latest end + delay
+    chunks = [(lo, min(lo + _EDGE_CHUNK, graph.n_edges))
+              for lo in range(0, graph.n_edges, _EDGE_CHUNK)]
+
+    def edges(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.asarray(graph.src[lo:hi], dtype=np.int64)
+        dst = np.asarray(graph.dst[lo:hi], dtype=np.int64)
+        return src, dst, sched.end_ns[src] + np.asarray(graph.delay_ns[lo:hi], dtype=np.int64)
+
     best = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(best, dst, val)
-    top = np.flatnonzero(val == best[dst])
-    del val
-    best_dst, first = np.unique(dst[top], return_index=True)
-    best_src = src[top[first]]
-    hit = best[best_dst] == sched.ready_ns[best_dst]
-    pred[best_dst[hit]] = best_src[hit]
+    for lo, hi in chunks:
+        _, dst, val = edges(lo, hi)
+        np.maximum.at(best, dst, val)
+    binds = best == sched.ready_ns  # the latest predecessor is what the node waited for
+    seen = np.zeros(n, dtype=bool)  # a target whose first latest edge was found
+    for lo, hi in chunks:
+        src, dst, val = edges(lo, hi)
+        top = np.flatnonzero(val == best[dst])
+        best_dst, first = _first_of_each(dst[top])
+        new = ~seen[best_dst]
+        best_dst, first = best_dst[new], first[new]
+        seen[best_dst] = True
+        hit = binds[best_dst]
+        pred[best_dst[hit]] = src[top[first[hit]]]
+    del best, binds, seen
     # collective participants that waited: bound by the last arrival's predecessor
     coll = np.asarray(graph.coll_id, dtype=np.int64)
     waited = np.flatnonzero((coll >= 0) & (sched.start_ns > sched.ready_ns))
@@ -58,6 +76,18 @@ def binding_predecessors(graph: Graph, sched: Schedule) -> np.ndarray:
         which = np.searchsorted(c_sorted[firsts], coll[waited])
         pred[waited] = pred[last_arrival[which]]
     return pred
+
+
+def _first_of_each(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True)`` (each distinct key, ascending, and where it
+    first occurs) without its scratch arrays: one stable sort, none for sorted keys."""
+    order = None
+    if len(keys) > 1 and not bool((keys[1:] >= keys[:-1]).all()):
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(
+        keys) else np.zeros(0, dtype=np.int64)
+    return keys[first], first if order is None else order[first]
 
 
 def _path_of(graph: Graph, sched: Schedule, pred: np.ndarray, nodes: np.ndarray) -> list[int]:

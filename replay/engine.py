@@ -109,13 +109,28 @@ def _chains(n: int, lsrc: np.ndarray, ldst: np.ndarray) -> tuple[np.ndarray | No
     return node_at.astype(np.int64), is_head
 
 
+def _index_dtype(size: int) -> type:
+    """int32 for indices and counts up to ``size`` while they fit, else int64 (halves the
+    engine's per-node index arrays; every value stays exact)."""
+    return np.int32 if size < 2**31 - 1 else np.int64
+
+
+def _value_dtype(values: np.ndarray) -> type:
+    """int32 when every value (and 0) fits in it, else int64: the dtype that holds
+    ``values`` exactly in half the memory where it can (sums are taken in int64)."""
+    if len(values) == 0 or (int(values.min()) >= -(2**31) and int(values.max()) < 2**31):
+        return np.int32
+    return np.int64
+
+
 def _csr(keys: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """Stable order of ``keys`` (None when already sorted) and row pointers (n + 1)."""
+    """Stable order of ``keys`` (None when already sorted) and row pointers (n + 1;
+    int32 while the keys fit)."""
     order = None
     if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
         order = np.argsort(keys, kind="stable")
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys, minlength=n), out=ptr[1:])
+    ptr = np.zeros(n + 1, dtype=_index_dtype(len(keys)))
+    np.cumsum(np.bincount(keys, minlength=n), out=ptr[1:], dtype=ptr.dtype)
     return order, ptr
 
 
@@ -153,7 +168,7 @@ def schedule_full(graph: Graph) -> Schedule:
         started = _start_collectives(lay, st)
         if not (moved or started):
             undone = np.zeros(n, dtype=bool)
-            undone[lay.node_at[st.end == _NEG]] = True
+            undone[lay.node_ids(np.flatnonzero(st.end == _NEG))] = True
             raise TracekitError(cycle_message(graph, undone))
     log.debug("replayed %d nodes in %d rounds: setup %.2fs, rounds %.2fs", n, st.rounds,
               t_loop - t_setup, time.perf_counter() - t_loop)
@@ -167,16 +182,18 @@ class _Layout:
     ``identity``). Per-position arrays are indexed by position, not node id."""
 
     n: int
-    node_at: np.ndarray  #: node id at each position
+    node_at: np.ndarray | None  #: node id at each position (None: ``identity``)
     identity: bool  #: positions are node ids (built graphs)
     is_head: np.ndarray  #: a chain starts at this position
     chain_start: np.ndarray  #: first position of each chain
     chain_end: np.ndarray  #: one past the last position of each chain
     t0: int  #: the earliest measured start: times are relative to it while replaying
     dur: np.ndarray
-    release: np.ndarray  #: measured start - t0 (when a source is released)
+    measured_start: np.ndarray  #: a source is released at its measured start (minus t0)
     lane_delay: np.ndarray  #: delay of the lane-order edge into each position (0: none)
     #: non-lane edges, CSR by target (sources and delays) and by source (targets)
+    #: (row pointers int32 while the edges fit, as the group ids: a 10M-node graph's
+    #: engine state is the largest thing a replay holds)
     in_ptr: np.ndarray
     in_src: np.ndarray
     in_delay: np.ndarray
@@ -189,6 +206,14 @@ class _Layout:
     def chain_of(self, p: np.ndarray) -> np.ndarray:
         """The chain each position belongs to."""
         return np.searchsorted(self.chain_start, p, side="right") - 1
+
+    def node_ids(self, p: np.ndarray) -> np.ndarray:
+        """The node id at each position of ``p``."""
+        return p if self.node_at is None else self.node_at[p]
+
+    def release(self, p: np.ndarray) -> np.ndarray:
+        """When the positions ``p`` are released as sources: measured start - t0."""
+        return self.measured_start[p] - self.t0
 
 
 @dataclass(kw_only=True)
@@ -248,12 +273,11 @@ def _lay_out(graph: Graph) -> _Layout:
         raise TracekitError("an edge points to a node that does not exist; run "
                             "replay.checks.check_graph to find it")
     is_lane = np.asarray(graph.edge_kind) == EdgeKind.LANE_ORDER
-    node_at, is_head = _chains(n, src[is_lane], dst[is_lane])
+    ldst = dst[is_lane]
+    node_at, is_head = _chains(n, src[is_lane], ldst)
     identity = node_at is None  # chains are already contiguous id ranges (built graphs)
-    if identity:
-        node_at = np.arange(n, dtype=np.int64)
-        pos_of = None
-    else:
+    pos_of = None
+    if not identity:
         pos_of = np.empty(n, dtype=np.int64)
         pos_of[node_at] = np.arange(n)
 
@@ -267,8 +291,9 @@ def _lay_out(graph: Graph) -> _Layout:
         return v if identity else pos_of[v]
 
     delay = np.asarray(graph.delay_ns, dtype=np.int64)
-    lane_delay = np.zeros(n, dtype=np.int64)
-    lane_delay[pos(dst[is_lane])] = delay[is_lane]
+    lane_delay = np.zeros(n, dtype=_value_dtype(delay[is_lane]))
+    lane_delay[pos(ldst)] = delay[is_lane]
+    del ldst
     other = ~is_lane
     in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
         n, pos(src[other]), pos(dst[other]), delay[other])
@@ -278,7 +303,7 @@ def _lay_out(graph: Graph) -> _Layout:
     lay = _Layout(
         n=n, node_at=node_at, identity=identity, is_head=is_head, chain_start=chain_start,
         chain_end=np.concatenate([chain_start[1:], [n]]),
-        t0=t0, dur=take(graph.dur_ns), release=take(graph.start_ns) - t0,
+        t0=t0, dur=take(graph.dur_ns), measured_start=take(graph.start_ns),
         lane_delay=lane_delay,
         in_ptr=in_ptr, in_src=in_src, in_delay=in_delay, out_ptr=out_ptr, out_dst=out_dst,
         gid=gid, gsize=gsize, is_member=gid >= 0)
@@ -302,7 +327,7 @@ def _collective_groups(coll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     their group; ``gid`` is each position's group (-1: none), ``gsize`` each group's
     number of participants (groups of one included, never referenced)."""
     member = np.flatnonzero(coll >= 0)
-    gid = np.full(len(coll), -1, dtype=np.int64)
+    gid = np.full(len(coll), -1, dtype=_index_dtype(len(coll)))
     gsize = np.zeros(0, dtype=np.int64)
     if len(member):
         _, inv, gsize = np.unique(coll[member], return_inverse=True, return_counts=True)
@@ -318,11 +343,11 @@ def _check_one_participant_per_chain(graph: Graph, lay: _Layout) -> None:
     if not len(mp):
         return
     n_chains = len(lay.chain_start)
-    key = lay.gid[mp] * (n_chains + 1) + lay.chain_of(mp)
+    key = lay.gid[mp].astype(np.int64) * (n_chains + 1) + lay.chain_of(mp)
     uk, kc = np.unique(key, return_counts=True)
     if (kc > 1).any():
         g = int(uk[kc > 1][0] // (n_chains + 1))
-        v = int(lay.node_at[mp[lay.gid[mp] == g][0]])
+        v = int(lay.node_ids(mp[lay.gid[mp] == g][:1])[0])
         raise TracekitError(f"collective {int(graph.coll_id[v])} has two participants on "
                             "one lane; a lane runs one node at a time, so it would wait "
                             "for itself: give each participant its own lane")
@@ -405,7 +430,7 @@ def _time_prefixes(lay: _Layout, st: _State, ch: np.ndarray, lo: np.ndarray,
     r, has_in = _ready_from_edges(lay, st, pos)
     # a chain head without other edges is a source: released at its measured start
     fh = f[lay.is_head[pos[f]] & ~has_in[f]]
-    r[fh] = lay.release[pos[fh]]
+    r[fh] = lay.release(pos[fh])
     # max-plus scan: s_i = C_i + max(base, max_{j<=i}(r_j - C_j)), C_i = sum of
     # dur + lane delay from the range's first node to i
     w = lay.dur[pos - 1] + lay.lane_delay[pos]
@@ -460,7 +485,7 @@ def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
                           st.last_end[cidx] + lay.lane_delay[sel], _NEG)
     r, has_in = _ready_from_edges(lay, st, sel)
     srcn = ~has_in & (sel == lay.chain_start[cidx])
-    r[srcn] = lay.release[sel[srcn]]
+    r[srcn] = lay.release(sel[srcn])
     rd = np.maximum(r, lane_ready)
     gu, ginv = np.unique(lay.gid[sel], return_inverse=True)
     gstart = np.full(len(gu), _NEG, dtype=np.int64)
@@ -482,7 +507,7 @@ def _schedule_by_node(lay: _Layout, st: _State) -> Schedule:
     np.copyto(ready, start, where=ready == _NEG)
     for arr in (start, end, ready):  # in place: fresh 80 MB arrays cost page faults
         arr += lay.t0
-    if lay.identity:
+    if lay.node_at is None:
         out_start, out_end, out_ready = start, end, ready
     else:
         n = lay.n
