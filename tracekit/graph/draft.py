@@ -75,6 +75,14 @@ class GraphDraft:
         ok[ok] = self.lane[nxt[ok]] == self.lane[v[ok]]
         return np.where(ok, nxt, -1)
 
+    def next_on_lane_all(self) -> np.ndarray:
+        """:meth:`next_on_lane` of every node (``i + 1``, or -1 for a lane's last node)."""
+        nxt = np.arange(1, self.n + 1, dtype=np.int64)
+        if self.n:
+            nxt[:-1][self.lane[1:] != self.lane[:-1]] = -1
+            nxt[-1] = -1
+        return nxt
+
     def add_edges(self, src, dst, kind: EdgeKind, *, inferred: bool = False) -> int:
         """Append edges (skipping self-loops and exact duplicates later, at build)."""
         src = np.asarray(src, dtype=np.int64).ravel()
