@@ -115,11 +115,12 @@ def _index_dtype(size: int) -> type:
     return np.int32 if size < 2**31 - 1 else np.int64
 
 
-def _value_dtype(values: np.ndarray) -> type:
-    """int32 when every value (and 0) fits in it, else int64: the dtype that holds
-    ``values`` exactly in half the memory where it can (sums are taken in int64)."""
-    if len(values) == 0 or (int(values.min()) >= -(2**31) and int(values.max()) < 2**31):
-        return np.int32
+def _value_dtype(values: np.ndarray, narrow: type = np.int32) -> type:
+    """``narrow`` (int32 by default) when every value fits in it, else int64: the dtype
+    that holds ``values`` exactly in less memory where it can (sums are taken in int64)."""
+    info = np.iinfo(narrow)
+    if len(values) == 0 or (int(values.min()) >= info.min and int(values.max()) <= info.max):
+        return narrow
     return np.int64
 
 
@@ -172,7 +173,9 @@ def schedule_full(graph: Graph) -> Schedule:
             raise TracekitError(cycle_message(graph, undone))
     log.debug("replayed %d nodes in %d rounds: setup %.2fs, rounds %.2fs", n, st.rounds,
               t_loop - t_setup, time.perf_counter() - t_loop)
-    return _schedule_by_node(lay, st)
+    t0, node_at, members = lay.t0, lay.node_at, lay.members
+    del lay  # the layout's arrays go before the schedule's ready times are laid out
+    return _schedule_by_node(st, t0, node_at, members)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +205,7 @@ class _Layout:
     gid: np.ndarray  #: collective group of each position (>= 2 participants), -1 none
     gsize: np.ndarray  #: participants of each group
     is_member: np.ndarray  #: gid >= 0
+    members: np.ndarray  #: the positions where ``is_member``, ascending
 
     def chain_of(self, p: np.ndarray) -> np.ndarray:
         """The chain each position belongs to."""
@@ -223,7 +227,9 @@ class _State:
 
     start: np.ndarray
     end: np.ndarray  #: _NEG until the position is timed
-    ready: np.ndarray  #: only collective participants (_NEG elsewhere)
+    #: when each collective participant (``lay.members``) was ready (_NEG until timed);
+    #: every other node is ready when it starts
+    member_ready: np.ndarray
     ptr: np.ndarray  #: per chain, the first position not yet timed
     last_end: np.ndarray  #: per chain, the end of its last timed position
     #: per position, unfinished non-lane predecessors (+1 for a collective participant:
@@ -243,11 +249,12 @@ class _State:
         """Nothing timed yet: every chain at its head."""
         n = lay.n
         rem = np.diff(lay.in_ptr) + lay.is_member
-        cand = np.flatnonzero(rem > 0)
+        rem = rem.astype(_value_dtype(rem, np.int16), copy=False)
+        cand = np.flatnonzero(rem > 0).astype(_index_dtype(n), copy=False)
         return cls(
             start=np.zeros(n, dtype=np.int64),
             end=np.full(n, _NEG, dtype=np.int64),
-            ready=np.full(n, _NEG, dtype=np.int64),
+            member_ready=np.full(len(lay.members), _NEG, dtype=np.int64),
             ptr=lay.chain_start.copy(),
             last_end=np.full(len(lay.chain_start), _NEG, dtype=np.int64),
             rem=rem,
@@ -295,8 +302,11 @@ def _lay_out(graph: Graph) -> _Layout:
     lane_delay[pos(ldst)] = delay[is_lane]
     del ldst
     other = ~is_lane
+    index = _index_dtype(n)
+    odelay = delay[other]
     in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
-        n, pos(src[other]), pos(dst[other]), delay[other])
+        n, pos(src[other]).astype(index), pos(dst[other]).astype(index),
+        odelay.astype(_value_dtype(odelay), copy=False))
     gid, gsize = _collective_groups(take(graph.coll_id))
     chain_start = np.flatnonzero(is_head)
     t0 = int(np.min(graph.start_ns))
@@ -306,7 +316,7 @@ def _lay_out(graph: Graph) -> _Layout:
         t0=t0, dur=take(graph.dur_ns), measured_start=take(graph.start_ns),
         lane_delay=lane_delay,
         in_ptr=in_ptr, in_src=in_src, in_delay=in_delay, out_ptr=out_ptr, out_dst=out_dst,
-        gid=gid, gsize=gsize, is_member=gid >= 0)
+        gid=gid, gsize=gsize, is_member=gid >= 0, members=np.flatnonzero(gid >= 0))
     _check_one_participant_per_chain(graph, lay)
     return lay
 
@@ -491,7 +501,7 @@ def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
     gstart = np.full(len(gu), _NEG, dtype=np.int64)
     np.maximum.at(gstart, ginv, rd)
     s = gstart[ginv]
-    st.ready[sel] = rd
+    st.member_ready[np.searchsorted(lay.members, sel)] = rd
     st.start[sel] = s
     st.end[sel] = s + lay.dur[sel]
     st.rem[sel] = 0
@@ -501,20 +511,23 @@ def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
     _unblock_successors(lay, st, sel)
 
 
-def _schedule_by_node(lay: _Layout, st: _State) -> Schedule:
-    """The finished state as a :class:`Schedule`: absolute times, indexed by node id."""
-    start, end, ready = st.start, st.end, st.ready
-    np.copyto(ready, start, where=ready == _NEG)
+def _schedule_by_node(st: _State, t0: int, node_at: np.ndarray | None,
+                      members: np.ndarray) -> Schedule:
+    """The finished state as a :class:`Schedule`: absolute times, indexed by node id
+    (``node_at`` and ``members`` as in the :class:`_Layout`)."""
+    start, end = st.start, st.end
+    ready = start.copy()
+    ready[members] = np.where(st.member_ready == _NEG, start[members], st.member_ready)
     for arr in (start, end, ready):  # in place: fresh 80 MB arrays cost page faults
-        arr += lay.t0
-    if lay.node_at is None:
+        arr += t0
+    if node_at is None:
         out_start, out_end, out_ready = start, end, ready
     else:
-        n = lay.n
+        n = len(node_at)
         out_start = np.empty(n, dtype=np.int64)
         out_end = np.empty(n, dtype=np.int64)
         out_ready = np.empty(n, dtype=np.int64)
-        out_start[lay.node_at] = start
-        out_end[lay.node_at] = end
-        out_ready[lay.node_at] = ready
+        out_start[node_at] = start
+        out_end[node_at] = end
+        out_ready[node_at] = ready
     return Schedule(start_ns=out_start, end_ns=out_end, ready_ns=out_ready, rounds=st.rounds)
