@@ -202,14 +202,20 @@ class _Layout:
     in_delay: np.ndarray
     out_ptr: np.ndarray
     out_dst: np.ndarray
-    gid: np.ndarray  #: collective group of each position (>= 2 participants), -1 none
+    #: the positions of collective participants (collectives of >= 2), ascending, and
+    #: each one's group (per member, not per position: members are few)
+    members: np.ndarray
+    member_gid: np.ndarray
     gsize: np.ndarray  #: participants of each group
-    is_member: np.ndarray  #: gid >= 0
-    members: np.ndarray  #: the positions where ``is_member``, ascending
+    is_member: np.ndarray  #: the position is in ``members``
 
     def chain_of(self, p: np.ndarray) -> np.ndarray:
         """The chain each position belongs to."""
         return np.searchsorted(self.chain_start, p, side="right") - 1
+
+    def gid(self, p: np.ndarray) -> np.ndarray:
+        """The collective group of each member position of ``p``."""
+        return self.member_gid[np.searchsorted(self.members, p)]
 
     def node_ids(self, p: np.ndarray) -> np.ndarray:
         """The node id at each position of ``p``."""
@@ -307,7 +313,9 @@ def _lay_out(graph: Graph) -> _Layout:
     in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
         n, pos(src[other]).astype(index), pos(dst[other]).astype(index),
         odelay.astype(_value_dtype(odelay), copy=False))
-    gid, gsize = _collective_groups(take(graph.coll_id))
+    members, member_gid, gsize = _collective_groups(take(graph.coll_id))
+    is_member = np.zeros(n, dtype=bool)
+    is_member[members] = True
     chain_start = np.flatnonzero(is_head)
     t0 = int(np.min(graph.start_ns))
     lay = _Layout(
@@ -316,7 +324,7 @@ def _lay_out(graph: Graph) -> _Layout:
         t0=t0, dur=take(graph.dur_ns), measured_start=take(graph.start_ns),
         lane_delay=lane_delay,
         in_ptr=in_ptr, in_src=in_src, in_delay=in_delay, out_ptr=out_ptr, out_dst=out_dst,
-        gid=gid, gsize=gsize, is_member=gid >= 0, members=np.flatnonzero(gid >= 0))
+        members=members, member_gid=member_gid, gsize=gsize, is_member=is_member)
     _check_one_participant_per_chain(graph, lay)
     return lay
 
@@ -332,32 +340,33 @@ def _edges_by_position(n: int, osrc: np.ndarray, odst: np.ndarray, odelay: np.nd
     return in_ptr, in_src, in_delay, out_ptr, out_dst
 
 
-def _collective_groups(coll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(gid, gsize)``: collectives of >= 2 participants get one virtual predecessor,
-    their group; ``gid`` is each position's group (-1: none), ``gsize`` each group's
-    number of participants (groups of one included, never referenced)."""
+def _collective_groups(coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(members, member_gid, gsize)``: collectives of >= 2 participants get one virtual
+    predecessor, their group; ``members`` are the positions in such a group (ascending),
+    ``member_gid`` each one's group, ``gsize`` each group's number of participants
+    (groups of one included, never referenced)."""
     member = np.flatnonzero(coll >= 0)
-    gid = np.full(len(coll), -1, dtype=_index_dtype(len(coll)))
     gsize = np.zeros(0, dtype=np.int64)
-    if len(member):
-        _, inv, gsize = np.unique(coll[member], return_inverse=True, return_counts=True)
-        multi = gsize[inv] > 1
-        gid[member[multi]] = inv[multi]
-    return gid, gsize
+    if not len(member):
+        return member, np.zeros(0, dtype=np.int64), gsize
+    _, inv, gsize = np.unique(coll[member], return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    multi = gsize[inv] > 1
+    return member[multi], inv[multi], gsize
 
 
 def _check_one_participant_per_chain(graph: Graph, lay: _Layout) -> None:
     """Raise when a collective has two participants on one chain (it would wait for
     itself)."""
-    mp = np.flatnonzero(lay.is_member)
+    mp = lay.members
     if not len(mp):
         return
     n_chains = len(lay.chain_start)
-    key = lay.gid[mp].astype(np.int64) * (n_chains + 1) + lay.chain_of(mp)
+    key = lay.member_gid.astype(np.int64) * (n_chains + 1) + lay.chain_of(mp)
     uk, kc = np.unique(key, return_counts=True)
     if (kc > 1).any():
         g = int(uk[kc > 1][0] // (n_chains + 1))
-        v = int(lay.node_ids(mp[lay.gid[mp] == g][:1])[0])
+        v = int(lay.node_ids(mp[lay.member_gid == g][:1])[0])
         raise TracekitError(f"collective {int(graph.coll_id[v])} has two participants on "
                             "one lane; a lane runs one node at a time, so it would wait "
                             "for itself: give each participant its own lane")
@@ -475,12 +484,13 @@ def _start_collectives(lay: _Layout, st: _State) -> bool:
         return False
     st.arrived[newly] = True
     st.waiting = np.concatenate([st.waiting, newly])
-    np.add.at(st.garrived, lay.gid[newly], 1)
-    full = np.unique(lay.gid[newly])
+    g_new = lay.gid(newly)
+    np.add.at(st.garrived, g_new, 1)
+    full = np.unique(g_new)
     full = full[st.garrived[full] == lay.gsize[full]]
     if not len(full):
         return False
-    go_now = np.isin(lay.gid[st.waiting], full)
+    go_now = np.isin(lay.gid(st.waiting), full)
     sel = st.waiting[go_now]
     st.waiting = st.waiting[~go_now]
     _time_participants(lay, st, sel)
@@ -497,7 +507,7 @@ def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
     srcn = ~has_in & (sel == lay.chain_start[cidx])
     r[srcn] = lay.release(sel[srcn])
     rd = np.maximum(r, lane_ready)
-    gu, ginv = np.unique(lay.gid[sel], return_inverse=True)
+    gu, ginv = np.unique(lay.gid(sel), return_inverse=True)
     gstart = np.full(len(gu), _NEG, dtype=np.int64)
     np.maximum.at(gstart, ginv, rd)
     s = gstart[ginv]
