@@ -109,6 +109,12 @@ def _chains(n: int, lsrc: np.ndarray, ldst: np.ndarray) -> tuple[np.ndarray | No
     return node_at.astype(np.int64), is_head
 
 
+def _ids(a: np.ndarray) -> np.ndarray:
+    """Node ids as an int32 or int64 array (as given when it is one: no copy)."""
+    a = np.asarray(a)
+    return a if a.dtype in (np.int32, np.int64) else a.astype(np.int64)
+
+
 def _index_dtype(size: int) -> type:
     """int32 for indices and counts up to ``size`` while they fit, else int64 (halves the
     engine's per-node index arrays; every value stays exact)."""
@@ -280,8 +286,7 @@ def _lay_out(graph: Graph) -> _Layout:
     participants of one collective on one lane.
     """
     n = graph.n_nodes
-    src = np.asarray(graph.src, dtype=np.int64)
-    dst = np.asarray(graph.dst, dtype=np.int64)
+    src, dst = _ids(graph.src), _ids(graph.dst)  # int32 or int64, never copied
     if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
         raise TracekitError("an edge points to a node that does not exist; run "
                             "replay.checks.check_graph to find it")

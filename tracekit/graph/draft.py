@@ -83,12 +83,18 @@ class GraphDraft:
             nxt[-1] = -1
         return nxt
 
+    @property
+    def id_dtype(self) -> type:
+        """The dtype of the edges' node ids: int32 while the node ids fit (half the
+        memory of a large world's edge lists), else int64."""
+        return np.int32 if self.n < 2**31 - 1 else np.int64
+
     def add_edges(self, src, dst, kind: EdgeKind, *, inferred: bool = False) -> int:
         """Append edges (skipping self-loops and exact duplicates later, at build)."""
         src = np.asarray(src, dtype=np.int64).ravel()
         dst = np.asarray(dst, dtype=np.int64).ravel()
         keep = (src != dst) & (src >= 0) & (dst >= 0)
-        src, dst = src[keep], dst[keep]
+        src, dst = src[keep].astype(self.id_dtype), dst[keep].astype(self.id_dtype)
         self._src.append(src)
         self._dst.append(dst)
         self._kind.append(np.full(len(src), int(kind), dtype=np.int8))
@@ -101,7 +107,7 @@ class GraphDraft:
         parts = [(s, d) for s, d, k in zip(self._src, self._dst, self._kind)
                  if len(k) and k[0] == int(kind)]
         if not parts:
-            e = np.zeros(0, dtype=np.int64)
+            e = np.zeros(0, dtype=self.id_dtype)
             return e, e.copy()
         return (np.concatenate([s for s, _ in parts]), np.concatenate([d for _, d in parts]))
 
@@ -110,7 +116,7 @@ class GraphDraft:
         """All edges so far, duplicates (same src, dst, kind) removed, sorted by (dst, src).
         ``release``: forget the edge lists (the draft is done; frees their memory)."""
         if not self._src:
-            e = np.zeros(0, dtype=np.int64)
+            e = np.zeros(0, dtype=self.id_dtype)
             return e, e.copy(), np.zeros(0, np.int8), np.zeros(0, bool)
         src = np.concatenate(self._src)
         dst = np.concatenate(self._dst)

@@ -111,8 +111,9 @@ class Graph:
     coll_id: np.ndarray  #: int64, collective instance id shared across ranks, -1
     event_row: np.ndarray  #: int64, row in Run.events, -1 for synthetic nodes
     # --- edges ---
-    src: np.ndarray  #: int64
-    dst: np.ndarray  #: int64
+    #: node ids: int32 in a built graph (while they fit), int64 where a what-if made them
+    src: np.ndarray
+    dst: np.ndarray
     edge_kind: np.ndarray  #: int8, EdgeKind
     delay_ns: np.ndarray  #: int64, minimum gap between src end and dst start
     inferred: np.ndarray  #: bool, True when no event recorded this dependency
