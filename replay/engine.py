@@ -382,7 +382,7 @@ def _unblock_successors(lay: _Layout, st: _State, pos: np.ndarray) -> None:
     lo, hi = lay.out_ptr[pos], lay.out_ptr[pos + 1]
     if int((hi - lo).sum()):
         tgt = lay.out_dst[_ranges(lo, hi)]
-        np.subtract.at(st.rem, tgt, 1)
+        np.subtract.at(st.rem, tgt, st.rem.dtype.type(1))  # a typed 1: numpy's fast path
 
 
 def _ready_from_edges(lay: _Layout, st: _State,
