@@ -201,8 +201,9 @@ class _Layout:
     measured_start: np.ndarray  #: a source is released at its measured start (minus t0)
     lane_delay: np.ndarray  #: delay of the lane-order edge into each position (0: none)
     #: non-lane edges, CSR by target (sources and delays) and by source (targets)
-    #: (row pointers int32 while the edges fit, as the group ids: a 10M-node graph's
-    #: engine state is the largest thing a replay holds)
+    #: (the per-node row pointers are int32 while the edges fit: a 10M-node graph's
+    #: engine state is the largest thing a replay holds; the per-edge arrays stay int64,
+    #: which the rounds index and add fastest)
     in_ptr: np.ndarray
     in_src: np.ndarray
     in_delay: np.ndarray
@@ -218,10 +219,6 @@ class _Layout:
     def chain_of(self, p: np.ndarray) -> np.ndarray:
         """The chain each position belongs to."""
         return np.searchsorted(self.chain_start, p, side="right") - 1
-
-    def gid(self, p: np.ndarray) -> np.ndarray:
-        """The collective group of each member position of ``p``."""
-        return self.member_gid[np.searchsorted(self.members, p)]
 
     def node_ids(self, p: np.ndarray) -> np.ndarray:
         """The node id at each position of ``p``."""
@@ -252,6 +249,7 @@ class _State:
     cp: np.ndarray  #: per chain, its first candidate not known to be free
     arrived: np.ndarray  #: collective participants at the head of their chain
     waiting: np.ndarray  #: arrived participants of collectives not yet started
+    waiting_mi: np.ndarray  #: the index in ``lay.members`` of each of ``waiting``
     garrived: np.ndarray  #: per group, participants arrived
     n_done: int = 0
     rounds: int = 0
@@ -262,7 +260,7 @@ class _State:
         n = lay.n
         rem = np.diff(lay.in_ptr) + lay.is_member
         rem = rem.astype(_value_dtype(rem, np.int16), copy=False)
-        cand = np.flatnonzero(rem > 0).astype(_index_dtype(n), copy=False)
+        cand = np.flatnonzero(rem > 0)
         return cls(
             start=np.zeros(n, dtype=np.int64),
             end=np.full(n, _NEG, dtype=np.int64),
@@ -275,6 +273,7 @@ class _State:
             cp=np.searchsorted(cand, lay.chain_start),
             arrived=np.zeros(n, dtype=bool),
             waiting=np.zeros(0, dtype=np.int64),
+            waiting_mi=np.zeros(0, dtype=np.int64),
             garrived=np.zeros(len(lay.gsize), dtype=np.int64),
         )
 
@@ -313,11 +312,9 @@ def _lay_out(graph: Graph) -> _Layout:
     lane_delay[pos(ldst)] = delay[is_lane]
     del ldst
     other = ~is_lane
-    index = _index_dtype(n)
     odelay = delay[other]
     in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
-        n, pos(src[other]).astype(index), pos(dst[other]).astype(index),
-        odelay.astype(_value_dtype(odelay), copy=False))
+        n, pos(src[other]).astype(np.int64), pos(dst[other]).astype(np.int64), odelay)
     members, member_gid, gsize = _collective_groups(take(graph.coll_id))
     is_member = np.zeros(n, dtype=bool)
     is_member[members] = True
@@ -488,23 +485,25 @@ def _start_collectives(lay: _Layout, st: _State) -> bool:
     if not len(newly):
         return False
     st.arrived[newly] = True
+    mi_new = np.searchsorted(lay.members, newly)
+    g_new = lay.member_gid[mi_new]
     st.waiting = np.concatenate([st.waiting, newly])
-    g_new = lay.gid(newly)
+    st.waiting_mi = np.concatenate([st.waiting_mi, mi_new])
     np.add.at(st.garrived, g_new, 1)
     full = np.unique(g_new)
     full = full[st.garrived[full] == lay.gsize[full]]
     if not len(full):
         return False
-    go_now = np.isin(lay.gid(st.waiting), full)
-    sel = st.waiting[go_now]
-    st.waiting = st.waiting[~go_now]
-    _time_participants(lay, st, sel)
+    go_now = np.isin(lay.member_gid[st.waiting_mi], full)
+    sel, sel_mi = st.waiting[go_now], st.waiting_mi[go_now]
+    st.waiting, st.waiting_mi = st.waiting[~go_now], st.waiting_mi[~go_now]
+    _time_participants(lay, st, sel, sel_mi)
     return True
 
 
-def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
-    """Start the participants ``sel`` of full collectives together, at the latest ready
-    time in their group, and mark them finished."""
+def _time_participants(lay: _Layout, st: _State, sel: np.ndarray, sel_mi: np.ndarray) -> None:
+    """Start the participants ``sel`` (``lay.members[sel_mi]``) of full collectives
+    together, at the latest ready time in their group, and mark them finished."""
     cidx = lay.chain_of(sel)
     lane_ready = np.where(sel > lay.chain_start[cidx],
                           st.last_end[cidx] + lay.lane_delay[sel], _NEG)
@@ -512,11 +511,11 @@ def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
     srcn = ~has_in & (sel == lay.chain_start[cidx])
     r[srcn] = lay.release(sel[srcn])
     rd = np.maximum(r, lane_ready)
-    gu, ginv = np.unique(lay.gid(sel), return_inverse=True)
+    gu, ginv = np.unique(lay.member_gid[sel_mi], return_inverse=True)
     gstart = np.full(len(gu), _NEG, dtype=np.int64)
     np.maximum.at(gstart, ginv, rd)
     s = gstart[ginv]
-    st.member_ready[np.searchsorted(lay.members, sel)] = rd
+    st.member_ready[sel_mi] = rd
     st.start[sel] = s
     st.end[sel] = s + lay.dur[sel]
     st.rem[sel] = 0
