@@ -61,7 +61,7 @@ def binding_predecessors(graph: Graph, sched: Schedule) -> np.ndarray:
             pred[best_dst[hit]] = src[top[first[hit]]]
             lo = hi
     # collective participants that waited: bound by the last arrival's predecessor
-    coll = np.asarray(graph.coll_id, dtype=np.int64)
+    coll = np.asarray(graph.coll_id)
     waited = np.flatnonzero((coll >= 0) & (sched.start_ns > sched.ready_ns))
     if len(waited):
         members = np.flatnonzero(coll >= 0)

@@ -315,7 +315,8 @@ def _lay_out(graph: Graph) -> _Layout:
     odelay = delay[other]
     in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
         n, pos(src[other]).astype(np.int64), pos(dst[other]).astype(np.int64), odelay)
-    members, member_gid, gsize = _collective_groups(take(graph.coll_id))
+    coll = _ids(graph.coll_id)  # int32 in a built graph: no copy
+    members, member_gid, gsize = _collective_groups(coll if identity else coll[node_at])
     is_member = np.zeros(n, dtype=bool)
     is_member[members] = True
     chain_start = np.flatnonzero(is_head)

@@ -139,8 +139,9 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
         dur_ns=np.maximum(d.end - d.start - d.wait, 0).astype(np.int64, copy=False),
         wait_ns=d.wait,
         bytes=np.where(sel.kind == 1, ev.comm_bytes[sel.index], -1).astype(np.int64),
-        coll_id=d.coll_id,
-        event_row=sel.index.astype(np.int64, copy=False),  # entry i of ev is row i of the table
+        coll_id=d.coll_id.astype(d.id_dtype),  # ids < nodes: int32 while those fit
+        # entry i of ev is row i of the table; int32 while the table's rows fit
+        event_row=sel.index.astype(np.int32 if len(ev) < 2**31 - 1 else np.int64),
         src=src, dst=dst, edge_kind=ekind, delay_ns=delay, inferred=inferred,
         names=[ev.names[c] for c in name_uniques],
         lanes=lanes,
