@@ -25,28 +25,43 @@ from replay.result import CriticalPath
 from tracekit.graph.model import Graph, NodeKind
 
 _KIND_NAMES = {k.value: k.name.lower() for k in NodeKind}
+#: edges looked at together by :func:`binding_predecessors`
+_EDGE_CHUNK = 1 << 18
 
 
 def binding_predecessors(graph: Graph, sched: Schedule) -> np.ndarray:
-    """``pred[v]``: the node whose end (plus edge delay) set ``v``'s start, -1 if none."""
+    """``pred[v]``: the node whose end (plus edge delay) set ``v``'s start, -1 if none.
+
+    Per target, the first edge (in edge order) with the latest ``end + delay``, if that
+    is when the target was ready. Edges of a built graph are sorted by target: they are
+    read :data:`_EDGE_CHUNK` at a time, each chunk whole targets, so the scratch arrays
+    are a chunk's, whatever the graph's size (otherwise two passes over all edges)."""
     n = graph.n_nodes
     pred = np.full(n, -1, dtype=np.int64)
-    if graph.n_edges == 0 or n == 0:
+    m = graph.n_edges
+    if m == 0 or n == 0:
         return pred
-    src = np.asarray(graph.src, dtype=np.int64)
-    dst = np.asarray(graph.dst, dtype=np.int64)
-    val = sched.end_ns[src] + np.asarray(graph.delay_ns, dtype=np.int64)
-    # per target, the first edge (in edge order) with the latest end + delay
-    best = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(best, dst, val)
-    top = np.flatnonzero(val == best[dst])
-    del val
-    best_dst, first = np.unique(dst[top], return_index=True)
-    best_src = src[top[first]]
-    hit = best[best_dst] == sched.ready_ns[best_dst]
-    pred[best_dst[hit]] = best_src[hit]
+    dst_all = graph.dst
+    if m > 1 and not bool((dst_all[1:] >= dst_all[:-1]).all()):
+        _bind_unsorted(graph, sched, pred)
+    else:
+        lo = 0
+        while lo < m:
+            hi = min(lo + _EDGE_CHUNK, m)
+            if hi < m:  # end the chunk where a target's edges end
+                hi = int(np.searchsorted(dst_all, dst_all[hi - 1], side="right"))
+            src, dst, val = _edges(graph, sched, lo, hi)
+            base = int(dst[0])
+            local = dst - base
+            best = np.full(int(dst[-1]) - base + 1, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(best, local, val)
+            top = np.flatnonzero(val == best[local])
+            best_dst, first = _first_of_each(dst[top])
+            hit = best[best_dst - base] == sched.ready_ns[best_dst]
+            pred[best_dst[hit]] = src[top[first[hit]]]
+            lo = hi
     # collective participants that waited: bound by the last arrival's predecessor
-    coll = np.asarray(graph.coll_id, dtype=np.int64)
+    coll = np.asarray(graph.coll_id)
     waited = np.flatnonzero((coll >= 0) & (sched.start_ns > sched.ready_ns))
     if len(waited):
         members = np.flatnonzero(coll >= 0)
@@ -58,6 +73,48 @@ def binding_predecessors(graph: Graph, sched: Schedule) -> np.ndarray:
         which = np.searchsorted(c_sorted[firsts], coll[waited])
         pred[waited] = pred[last_arrival[which]]
     return pred
+
+
+def _edges(graph: Graph, sched: Schedule, lo: int, hi: int):
+    """``(src, dst, end[src] + delay)`` of edges ``lo..hi-1`` (int64)."""
+    src = np.asarray(graph.src[lo:hi], dtype=np.int64)
+    dst = np.asarray(graph.dst[lo:hi], dtype=np.int64)
+    return src, dst, sched.end_ns[src] + np.asarray(graph.delay_ns[lo:hi], dtype=np.int64)
+
+
+def _bind_unsorted(graph: Graph, sched: Schedule, pred: np.ndarray) -> None:
+    """:func:`binding_predecessors`' edge pass for edges not sorted by target: the
+    latest ``end + delay`` per target over every edge, then per target its first edge
+    that reaches it, :data:`_EDGE_CHUNK` edges at a time."""
+    n, m = graph.n_nodes, graph.n_edges
+    chunks = [(lo, min(lo + _EDGE_CHUNK, m)) for lo in range(0, m, _EDGE_CHUNK)]
+    best = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    for lo, hi in chunks:
+        _, dst, val = _edges(graph, sched, lo, hi)
+        np.maximum.at(best, dst, val)
+    binds = best == sched.ready_ns  # the latest predecessor is what the node waited for
+    seen = np.zeros(n, dtype=bool)  # a target whose first latest edge was found
+    for lo, hi in chunks:
+        src, dst, val = _edges(graph, sched, lo, hi)
+        top = np.flatnonzero(val == best[dst])
+        best_dst, first = _first_of_each(dst[top])
+        new = ~seen[best_dst]
+        best_dst, first = best_dst[new], first[new]
+        seen[best_dst] = True
+        hit = binds[best_dst]
+        pred[best_dst[hit]] = src[top[first[hit]]]
+
+
+def _first_of_each(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True)`` (each distinct key, ascending, and where it
+    first occurs) without its scratch arrays: one stable sort, none for sorted keys."""
+    order = None
+    if len(keys) > 1 and not bool((keys[1:] >= keys[:-1]).all()):
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(
+        keys) else np.zeros(0, dtype=np.int64)
+    return keys[first], first if order is None else order[first]
 
 
 def _path_of(graph: Graph, sched: Schedule, pred: np.ndarray, nodes: np.ndarray) -> list[int]:

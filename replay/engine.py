@@ -109,13 +109,35 @@ def _chains(n: int, lsrc: np.ndarray, ldst: np.ndarray) -> tuple[np.ndarray | No
     return node_at.astype(np.int64), is_head
 
 
+def _ids(a: np.ndarray) -> np.ndarray:
+    """Node ids as an int32 or int64 array (as given when it is one: no copy)."""
+    a = np.asarray(a)
+    return a if a.dtype in (np.int32, np.int64) else a.astype(np.int64)
+
+
+def _index_dtype(size: int) -> type:
+    """int32 for indices and counts up to ``size`` while they fit, else int64 (halves the
+    engine's per-node index arrays; every value stays exact)."""
+    return np.int32 if size < 2**31 - 1 else np.int64
+
+
+def _value_dtype(values: np.ndarray, narrow: type = np.int32) -> type:
+    """``narrow`` (int32 by default) when every value fits in it, else int64: the dtype
+    that holds ``values`` exactly in less memory where it can (sums are taken in int64)."""
+    info = np.iinfo(narrow)
+    if len(values) == 0 or (int(values.min()) >= info.min and int(values.max()) <= info.max):
+        return narrow
+    return np.int64
+
+
 def _csr(keys: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """Stable order of ``keys`` (None when already sorted) and row pointers (n + 1)."""
+    """Stable order of ``keys`` (None when already sorted) and row pointers (n + 1;
+    int32 while the keys fit)."""
     order = None
     if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
         order = np.argsort(keys, kind="stable")
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys, minlength=n), out=ptr[1:])
+    ptr = np.zeros(n + 1, dtype=_index_dtype(len(keys)))
+    np.cumsum(np.bincount(keys, minlength=n), out=ptr[1:], dtype=ptr.dtype)
     return order, ptr
 
 
@@ -153,11 +175,13 @@ def schedule_full(graph: Graph) -> Schedule:
         started = _start_collectives(lay, st)
         if not (moved or started):
             undone = np.zeros(n, dtype=bool)
-            undone[lay.node_at[st.end == _NEG]] = True
+            undone[lay.node_ids(np.flatnonzero(st.end == _NEG))] = True
             raise TracekitError(cycle_message(graph, undone))
     log.debug("replayed %d nodes in %d rounds: setup %.2fs, rounds %.2fs", n, st.rounds,
               t_loop - t_setup, time.perf_counter() - t_loop)
-    return _schedule_by_node(lay, st)
+    t0, node_at, members = lay.t0, lay.node_at, lay.members
+    del lay  # the layout's arrays go before the schedule's ready times are laid out
+    return _schedule_by_node(st, t0, node_at, members)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,28 +191,42 @@ class _Layout:
     ``identity``). Per-position arrays are indexed by position, not node id."""
 
     n: int
-    node_at: np.ndarray  #: node id at each position
+    node_at: np.ndarray | None  #: node id at each position (None: ``identity``)
     identity: bool  #: positions are node ids (built graphs)
     is_head: np.ndarray  #: a chain starts at this position
     chain_start: np.ndarray  #: first position of each chain
     chain_end: np.ndarray  #: one past the last position of each chain
     t0: int  #: the earliest measured start: times are relative to it while replaying
     dur: np.ndarray
-    release: np.ndarray  #: measured start - t0 (when a source is released)
+    measured_start: np.ndarray  #: a source is released at its measured start (minus t0)
     lane_delay: np.ndarray  #: delay of the lane-order edge into each position (0: none)
     #: non-lane edges, CSR by target (sources and delays) and by source (targets)
+    #: (the per-node row pointers are int32 while the edges fit: a 10M-node graph's
+    #: engine state is the largest thing a replay holds; the per-edge arrays stay int64,
+    #: which the rounds index and add fastest)
     in_ptr: np.ndarray
     in_src: np.ndarray
     in_delay: np.ndarray
     out_ptr: np.ndarray
     out_dst: np.ndarray
-    gid: np.ndarray  #: collective group of each position (>= 2 participants), -1 none
+    #: the positions of collective participants (collectives of >= 2), ascending, and
+    #: each one's group (per member, not per position: members are few)
+    members: np.ndarray
+    member_gid: np.ndarray
     gsize: np.ndarray  #: participants of each group
-    is_member: np.ndarray  #: gid >= 0
+    is_member: np.ndarray  #: the position is in ``members``
 
     def chain_of(self, p: np.ndarray) -> np.ndarray:
         """The chain each position belongs to."""
         return np.searchsorted(self.chain_start, p, side="right") - 1
+
+    def node_ids(self, p: np.ndarray) -> np.ndarray:
+        """The node id at each position of ``p``."""
+        return p if self.node_at is None else self.node_at[p]
+
+    def release(self, p: np.ndarray) -> np.ndarray:
+        """When the positions ``p`` are released as sources: measured start - t0."""
+        return self.measured_start[p] - self.t0
 
 
 @dataclass(kw_only=True)
@@ -198,7 +236,9 @@ class _State:
 
     start: np.ndarray
     end: np.ndarray  #: _NEG until the position is timed
-    ready: np.ndarray  #: only collective participants (_NEG elsewhere)
+    #: when each collective participant (``lay.members``) was ready (_NEG until timed);
+    #: every other node is ready when it starts
+    member_ready: np.ndarray
     ptr: np.ndarray  #: per chain, the first position not yet timed
     last_end: np.ndarray  #: per chain, the end of its last timed position
     #: per position, unfinished non-lane predecessors (+1 for a collective participant:
@@ -209,6 +249,7 @@ class _State:
     cp: np.ndarray  #: per chain, its first candidate not known to be free
     arrived: np.ndarray  #: collective participants at the head of their chain
     waiting: np.ndarray  #: arrived participants of collectives not yet started
+    waiting_mi: np.ndarray  #: the index in ``lay.members`` of each of ``waiting``
     garrived: np.ndarray  #: per group, participants arrived
     n_done: int = 0
     rounds: int = 0
@@ -218,11 +259,12 @@ class _State:
         """Nothing timed yet: every chain at its head."""
         n = lay.n
         rem = np.diff(lay.in_ptr) + lay.is_member
+        rem = rem.astype(_value_dtype(rem, np.int16), copy=False)
         cand = np.flatnonzero(rem > 0)
         return cls(
             start=np.zeros(n, dtype=np.int64),
             end=np.full(n, _NEG, dtype=np.int64),
-            ready=np.full(n, _NEG, dtype=np.int64),
+            member_ready=np.full(len(lay.members), _NEG, dtype=np.int64),
             ptr=lay.chain_start.copy(),
             last_end=np.full(len(lay.chain_start), _NEG, dtype=np.int64),
             rem=rem,
@@ -231,6 +273,7 @@ class _State:
             cp=np.searchsorted(cand, lay.chain_start),
             arrived=np.zeros(n, dtype=bool),
             waiting=np.zeros(0, dtype=np.int64),
+            waiting_mi=np.zeros(0, dtype=np.int64),
             garrived=np.zeros(len(lay.gsize), dtype=np.int64),
         )
 
@@ -242,18 +285,16 @@ def _lay_out(graph: Graph) -> _Layout:
     participants of one collective on one lane.
     """
     n = graph.n_nodes
-    src = np.asarray(graph.src, dtype=np.int64)
-    dst = np.asarray(graph.dst, dtype=np.int64)
+    src, dst = _ids(graph.src), _ids(graph.dst)  # int32 or int64, never copied
     if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
         raise TracekitError("an edge points to a node that does not exist; run "
                             "replay.checks.check_graph to find it")
     is_lane = np.asarray(graph.edge_kind) == EdgeKind.LANE_ORDER
-    node_at, is_head = _chains(n, src[is_lane], dst[is_lane])
+    ldst = dst[is_lane]
+    node_at, is_head = _chains(n, src[is_lane], ldst)
     identity = node_at is None  # chains are already contiguous id ranges (built graphs)
-    if identity:
-        node_at = np.arange(n, dtype=np.int64)
-        pos_of = None
-    else:
+    pos_of = None
+    if not identity:
         pos_of = np.empty(n, dtype=np.int64)
         pos_of[node_at] = np.arange(n)
 
@@ -267,21 +308,26 @@ def _lay_out(graph: Graph) -> _Layout:
         return v if identity else pos_of[v]
 
     delay = np.asarray(graph.delay_ns, dtype=np.int64)
-    lane_delay = np.zeros(n, dtype=np.int64)
-    lane_delay[pos(dst[is_lane])] = delay[is_lane]
+    lane_delay = np.zeros(n, dtype=_value_dtype(delay[is_lane]))
+    lane_delay[pos(ldst)] = delay[is_lane]
+    del ldst
     other = ~is_lane
+    odelay = delay[other]
     in_ptr, in_src, in_delay, out_ptr, out_dst = _edges_by_position(
-        n, pos(src[other]), pos(dst[other]), delay[other])
-    gid, gsize = _collective_groups(take(graph.coll_id))
+        n, pos(src[other]).astype(np.int64), pos(dst[other]).astype(np.int64), odelay)
+    coll = _ids(graph.coll_id)  # int32 in a built graph: no copy
+    members, member_gid, gsize = _collective_groups(coll if identity else coll[node_at])
+    is_member = np.zeros(n, dtype=bool)
+    is_member[members] = True
     chain_start = np.flatnonzero(is_head)
     t0 = int(np.min(graph.start_ns))
     lay = _Layout(
         n=n, node_at=node_at, identity=identity, is_head=is_head, chain_start=chain_start,
         chain_end=np.concatenate([chain_start[1:], [n]]),
-        t0=t0, dur=take(graph.dur_ns), release=take(graph.start_ns) - t0,
+        t0=t0, dur=take(graph.dur_ns), measured_start=take(graph.start_ns),
         lane_delay=lane_delay,
         in_ptr=in_ptr, in_src=in_src, in_delay=in_delay, out_ptr=out_ptr, out_dst=out_dst,
-        gid=gid, gsize=gsize, is_member=gid >= 0)
+        members=members, member_gid=member_gid, gsize=gsize, is_member=is_member)
     _check_one_participant_per_chain(graph, lay)
     return lay
 
@@ -297,32 +343,33 @@ def _edges_by_position(n: int, osrc: np.ndarray, odst: np.ndarray, odelay: np.nd
     return in_ptr, in_src, in_delay, out_ptr, out_dst
 
 
-def _collective_groups(coll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(gid, gsize)``: collectives of >= 2 participants get one virtual predecessor,
-    their group; ``gid`` is each position's group (-1: none), ``gsize`` each group's
-    number of participants (groups of one included, never referenced)."""
+def _collective_groups(coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(members, member_gid, gsize)``: collectives of >= 2 participants get one virtual
+    predecessor, their group; ``members`` are the positions in such a group (ascending),
+    ``member_gid`` each one's group, ``gsize`` each group's number of participants
+    (groups of one included, never referenced)."""
     member = np.flatnonzero(coll >= 0)
-    gid = np.full(len(coll), -1, dtype=np.int64)
     gsize = np.zeros(0, dtype=np.int64)
-    if len(member):
-        _, inv, gsize = np.unique(coll[member], return_inverse=True, return_counts=True)
-        multi = gsize[inv] > 1
-        gid[member[multi]] = inv[multi]
-    return gid, gsize
+    if not len(member):
+        return member, np.zeros(0, dtype=np.int64), gsize
+    _, inv, gsize = np.unique(coll[member], return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    multi = gsize[inv] > 1
+    return member[multi], inv[multi], gsize
 
 
 def _check_one_participant_per_chain(graph: Graph, lay: _Layout) -> None:
     """Raise when a collective has two participants on one chain (it would wait for
     itself)."""
-    mp = np.flatnonzero(lay.is_member)
+    mp = lay.members
     if not len(mp):
         return
     n_chains = len(lay.chain_start)
-    key = lay.gid[mp] * (n_chains + 1) + lay.chain_of(mp)
+    key = lay.member_gid.astype(np.int64) * (n_chains + 1) + lay.chain_of(mp)
     uk, kc = np.unique(key, return_counts=True)
     if (kc > 1).any():
         g = int(uk[kc > 1][0] // (n_chains + 1))
-        v = int(lay.node_at[mp[lay.gid[mp] == g][0]])
+        v = int(lay.node_ids(mp[lay.member_gid == g][:1])[0])
         raise TracekitError(f"collective {int(graph.coll_id[v])} has two participants on "
                             "one lane; a lane runs one node at a time, so it would wait "
                             "for itself: give each participant its own lane")
@@ -333,7 +380,7 @@ def _unblock_successors(lay: _Layout, st: _State, pos: np.ndarray) -> None:
     lo, hi = lay.out_ptr[pos], lay.out_ptr[pos + 1]
     if int((hi - lo).sum()):
         tgt = lay.out_dst[_ranges(lo, hi)]
-        np.subtract.at(st.rem, tgt, 1)
+        np.subtract.at(st.rem, tgt, st.rem.dtype.type(1))  # a typed 1: numpy's fast path
 
 
 def _ready_from_edges(lay: _Layout, st: _State,
@@ -405,7 +452,7 @@ def _time_prefixes(lay: _Layout, st: _State, ch: np.ndarray, lo: np.ndarray,
     r, has_in = _ready_from_edges(lay, st, pos)
     # a chain head without other edges is a source: released at its measured start
     fh = f[lay.is_head[pos[f]] & ~has_in[f]]
-    r[fh] = lay.release[pos[fh]]
+    r[fh] = lay.release(pos[fh])
     # max-plus scan: s_i = C_i + max(base, max_{j<=i}(r_j - C_j)), C_i = sum of
     # dur + lane delay from the range's first node to i
     w = lay.dur[pos - 1] + lay.lane_delay[pos]
@@ -439,34 +486,37 @@ def _start_collectives(lay: _Layout, st: _State) -> bool:
     if not len(newly):
         return False
     st.arrived[newly] = True
+    mi_new = np.searchsorted(lay.members, newly)
+    g_new = lay.member_gid[mi_new]
     st.waiting = np.concatenate([st.waiting, newly])
-    np.add.at(st.garrived, lay.gid[newly], 1)
-    full = np.unique(lay.gid[newly])
+    st.waiting_mi = np.concatenate([st.waiting_mi, mi_new])
+    np.add.at(st.garrived, g_new, 1)
+    full = np.unique(g_new)
     full = full[st.garrived[full] == lay.gsize[full]]
     if not len(full):
         return False
-    go_now = np.isin(lay.gid[st.waiting], full)
-    sel = st.waiting[go_now]
-    st.waiting = st.waiting[~go_now]
-    _time_participants(lay, st, sel)
+    go_now = np.isin(lay.member_gid[st.waiting_mi], full)
+    sel, sel_mi = st.waiting[go_now], st.waiting_mi[go_now]
+    st.waiting, st.waiting_mi = st.waiting[~go_now], st.waiting_mi[~go_now]
+    _time_participants(lay, st, sel, sel_mi)
     return True
 
 
-def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
-    """Start the participants ``sel`` of full collectives together, at the latest ready
-    time in their group, and mark them finished."""
+def _time_participants(lay: _Layout, st: _State, sel: np.ndarray, sel_mi: np.ndarray) -> None:
+    """Start the participants ``sel`` (``lay.members[sel_mi]``) of full collectives
+    together, at the latest ready time in their group, and mark them finished."""
     cidx = lay.chain_of(sel)
     lane_ready = np.where(sel > lay.chain_start[cidx],
                           st.last_end[cidx] + lay.lane_delay[sel], _NEG)
     r, has_in = _ready_from_edges(lay, st, sel)
     srcn = ~has_in & (sel == lay.chain_start[cidx])
-    r[srcn] = lay.release[sel[srcn]]
+    r[srcn] = lay.release(sel[srcn])
     rd = np.maximum(r, lane_ready)
-    gu, ginv = np.unique(lay.gid[sel], return_inverse=True)
+    gu, ginv = np.unique(lay.member_gid[sel_mi], return_inverse=True)
     gstart = np.full(len(gu), _NEG, dtype=np.int64)
     np.maximum.at(gstart, ginv, rd)
     s = gstart[ginv]
-    st.ready[sel] = rd
+    st.member_ready[sel_mi] = rd
     st.start[sel] = s
     st.end[sel] = s + lay.dur[sel]
     st.rem[sel] = 0
@@ -476,20 +526,23 @@ def _time_participants(lay: _Layout, st: _State, sel: np.ndarray) -> None:
     _unblock_successors(lay, st, sel)
 
 
-def _schedule_by_node(lay: _Layout, st: _State) -> Schedule:
-    """The finished state as a :class:`Schedule`: absolute times, indexed by node id."""
-    start, end, ready = st.start, st.end, st.ready
-    np.copyto(ready, start, where=ready == _NEG)
+def _schedule_by_node(st: _State, t0: int, node_at: np.ndarray | None,
+                      members: np.ndarray) -> Schedule:
+    """The finished state as a :class:`Schedule`: absolute times, indexed by node id
+    (``node_at`` and ``members`` as in the :class:`_Layout`)."""
+    start, end = st.start, st.end
+    ready = start.copy()
+    ready[members] = np.where(st.member_ready == _NEG, start[members], st.member_ready)
     for arr in (start, end, ready):  # in place: fresh 80 MB arrays cost page faults
-        arr += lay.t0
-    if lay.identity:
+        arr += t0
+    if node_at is None:
         out_start, out_end, out_ready = start, end, ready
     else:
-        n = lay.n
+        n = len(node_at)
         out_start = np.empty(n, dtype=np.int64)
         out_end = np.empty(n, dtype=np.int64)
         out_ready = np.empty(n, dtype=np.int64)
-        out_start[lay.node_at] = start
-        out_end[lay.node_at] = end
-        out_ready[lay.node_at] = ready
+        out_start[node_at] = start
+        out_end[node_at] = end
+        out_ready[node_at] = ready
     return Schedule(start_ns=out_start, end_ns=out_end, ready_ns=out_ready, rounds=st.rounds)

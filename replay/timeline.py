@@ -125,7 +125,7 @@ def _first_per_group(group: np.ndarray, order_key: np.ndarray) -> np.ndarray:
     return o[first]
 
 
-def _rank_chunks(rank: np.ndarray, rows: int = 500_000) -> list[tuple[int, int]]:
+def _rank_chunks(rank: np.ndarray, rows: int = 200_000) -> list[tuple[int, int]]:
     """Node ranges ``(lo, hi)`` of whole ranks, about ``rows`` nodes each (one range when
     the nodes are not sorted by rank; none without nodes)."""
     n = len(rank)

@@ -136,17 +136,49 @@ class GradientSync:
         return [sum(self.params[i].bytes for i in b) for b in self.buckets]
 
 
-def _node_collective(graph: Graph) -> np.ndarray:
-    names = np.array([normalize_collective(n) for n in graph.names] or [""], dtype=object)
+def _node_all_reduce(graph: Graph) -> np.ndarray:
+    """Per node, whether its name normalizes to the collective ``all_reduce``."""
+    names = np.array([normalize_collective(n) == "all_reduce" for n in graph.names] or [False],
+                     dtype=bool)
     return names[graph.name]
+
+
+def _rank_step_groups(rank: np.ndarray, step: np.ndarray):
+    """``(rank, step, nodes)`` for every (rank, step) of the nodes, in ascending order,
+    each group's node ids ascending (what ``groupby([rank, step])`` over the node ids
+    gives), without a sort of the whole graph: a built graph's nodes are sorted by rank,
+    so one rank at a time."""
+    n = len(rank)
+    if n == 0:
+        return
+    by_rank = None
+    if not bool((rank[1:] >= rank[:-1]).all()):
+        by_rank = np.argsort(rank, kind="stable")
+    sorted_rank = rank if by_rank is None else rank[by_rank]
+    cuts = np.flatnonzero(sorted_rank[1:] != sorted_rank[:-1]) + 1
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), n]):
+        ids = np.arange(lo, hi) if by_rank is None else by_rank[lo:hi]
+        st = step[ids]
+        o = np.argsort(st, kind="stable")
+        st = st[o]
+        scuts = np.flatnonzero(st[1:] != st[:-1]) + 1
+        for a, b in zip([0, *scuts.tolist()], [*scuts.tolist(), len(ids)]):
+            yield sorted_rank[lo], st[a], ids[o[a:b]]
 
 
 def _in_edge_source(graph: Graph, kinds) -> np.ndarray:
     """Per node, the source of its (last) incoming edge of ``kinds``; -1 none."""
     sel = np.flatnonzero(np.isin(graph.edge_kind, [int(k) for k in kinds]))
     out = np.full(graph.n_nodes, -1, dtype=np.int64)
-    last = len(sel) - 1 - np.unique(graph.dst[sel][::-1], return_index=True)[1]
-    out[graph.dst[sel[last]]] = graph.src[sel[last]]
+    dst = graph.dst[sel]
+    order = None  # the edges of a built graph are sorted by target: no sort
+    if len(dst) > 1 and not bool((dst[1:] >= dst[:-1]).all()):
+        order = np.argsort(dst, kind="stable")
+        dst = dst[order]
+    # per target, its last edge: the end of its run (a stable sort keeps edge order)
+    ends = np.flatnonzero(np.append(dst[1:] != dst[:-1], True)) if len(dst) else dst
+    last = sel[ends] if order is None else sel[order[ends]]
+    out[graph.dst[last]] = graph.src[last]
     return out
 
 
@@ -267,11 +299,10 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
     annotations = {key: g for key, g in ann.groupby(["rank", "step"])} if len(ann) else {}
     opt = module_annotations(run, OPTIMIZER_PREFIX)
     optimizer = {key: g for key, g in opt.groupby(["rank", "step"])} if len(opt) else {}
-    for (rank, step), nodes in pd.Series(np.arange(graph.n_nodes)).groupby(
-            [graph.rank, graph.step]):
+    for rank, step, nodes in _rank_step_groups(graph.rank, graph.step):
         if step < 0:
             continue
-        rs = _rank_step_sync(graph, index, annotations, int(rank), int(step), nodes.to_numpy(),
+        rs = _rank_step_sync(graph, index, annotations, int(rank), int(step), nodes,
                              optimizer)
         if rs is None:
             continue
@@ -303,7 +334,7 @@ def find_gradient_sync(run, graph: Graph) -> GradientSync:
 class _GraphIndex:
     """What :func:`find_gradient_sync` looks up in the whole graph, computed once."""
 
-    coll: np.ndarray  #: per node, its normalized collective name ('' none)
+    all_reduce: np.ndarray  #: per node, its normalized collective name is 'all_reduce'
     names: np.ndarray  #: the name table as an object array
     is_accg: np.ndarray  #: per node, an AccumulateGrad
     issue_of: np.ndarray  #: per node, the node that issued it (ISSUE / LAUNCH), -1
@@ -312,8 +343,9 @@ class _GraphIndex:
     #: ISSUE and LAUNCH edges sorted by target, and their targets
     issue_edges: tuple[np.ndarray, np.ndarray]
     lane_in_delay: np.ndarray  #: per node, the delay of its lane-order edge in (0 none)
-    #: node ids sorted by lane (stable), and where each lane's run starts
-    by_lane: tuple[np.ndarray, np.ndarray]
+    #: node ids sorted by lane (stable; None when the ids are: a built graph), and where
+    #: each lane's run starts
+    by_lane: tuple[np.ndarray | None, np.ndarray]
 
     @classmethod
     def of(cls, graph: Graph) -> _GraphIndex:
@@ -321,10 +353,12 @@ class _GraphIndex:
         lane_e = graph.edge_kind == EdgeKind.LANE_ORDER
         lane_in_delay = np.zeros(graph.n_nodes, dtype=np.int64)
         lane_in_delay[graph.dst[lane_e]] = graph.delay_ns[lane_e]
-        order = np.argsort(graph.lane, kind="stable")
-        starts = np.searchsorted(graph.lane[order], np.arange(len(graph.lanes) + 1))
+        lane = graph.lane
+        order = None if bool((lane[1:] >= lane[:-1]).all()) else np.argsort(lane, kind="stable")
+        starts = np.searchsorted(lane if order is None else lane[order],
+                                 np.arange(len(graph.lanes) + 1))
         return cls(
-            coll=_node_collective(graph),
+            all_reduce=_node_all_reduce(graph),
             names=names,
             is_accg=np.array([_ACCUMULATE in n for n in names], dtype=bool)[graph.name],
             issue_of=_in_edge_source(graph, _ISSUE_EDGES),
@@ -337,6 +371,8 @@ class _GraphIndex:
     def lane_nodes(self, lane: int) -> np.ndarray:
         """The nodes of ``lane``, in id order."""
         order, starts = self.by_lane
+        if order is None:
+            return np.arange(starts[lane], starts[lane + 1])
         return order[starts[lane]:starts[lane + 1]]
 
     @staticmethod
@@ -412,7 +448,7 @@ def _bucket_collectives(graph: Graph, index: _GraphIndex, nodes: np.ndarray,
     nodes and the position of that gradient; None when there are none."""
     comms, issues, lasts = [], [], []
     lane_nodes, grad_pos = bl.lane_nodes, bl.grad_pos
-    for c in nodes[(graph.kind[nodes] == NodeKind.COMM) & (index.coll[nodes] == "all_reduce")]:
+    for c in nodes[(graph.kind[nodes] == NodeKind.COMM) & index.all_reduce[nodes]]:
         iss = int(index.issue_of[c])
         if iss < 0 or iss not in bl.pos_in_lane:
             continue

@@ -209,6 +209,9 @@ def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[st
     check_total_ns(edit.dur_ns, variant.spec)
     graph = with_durations(edit.graph, edit.dur_ns)
     timed = ctx.interference.retime(graph, edit.origin,
-                                    lambda d: schedule(with_durations(graph, d)))
+                                    lambda d, g=graph: schedule(with_durations(g, d)))
     check_total_ns(timed.dur_ns, variant.spec)
-    return replay(ctx.run, with_durations(graph, timed.dur_ns)), [*edit.notes, *timed.notes]
+    notes = [*edit.notes, *timed.notes]
+    final = with_durations(graph, timed.dur_ns)
+    del edit, graph, timed  # the edit's per-node arrays go before the replay's own
+    return replay(ctx.run, final), notes

@@ -114,11 +114,14 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
                             "profile with CPU activity enabled", path=run.path)
     lane, lanes = make_lanes(ev, sel.index, sel.kind, events)
     n = len(sel.index)
+    # the draft owns the selection's start / end arrays from here (it shortens blocking
+    # calls in place; nothing reads sel.start_ns / sel.end_ns again)
     d = GraphDraft(ev=ev, index=sel.index, kind=sel.kind, lane=lane, lanes=lanes,
-                   start=sel.start_ns.copy(), end=sel.end_ns.copy(),
+                   start=sel.start_ns, end=sel.end_ns,
                    wait=np.zeros(n, dtype=np.int64), coll_id=np.full(n, -1, dtype=np.int64))
     same = np.flatnonzero(lane[1:] == lane[:-1])
     d.add_edges(same, same + 1, EdgeKind.LANE_ORDER)
+    del same
     dev = add_device_edges(d)
     host = add_host_edges(d)
     coll = match_collectives(d, world_size=run.world_size, ranks_present=run.ranks)
@@ -132,12 +135,13 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
         kind=sel.kind.astype(np.int8),
         step=ev.step[sel.index].astype(np.int32),
         name=name_codes.astype(np.int32),
-        start_ns=d.start.astype(np.int64),
-        dur_ns=np.maximum(d.end - d.start - d.wait, 0).astype(np.int64),
+        start_ns=d.start.astype(np.int64, copy=False),
+        dur_ns=np.maximum(d.end - d.start - d.wait, 0).astype(np.int64, copy=False),
         wait_ns=d.wait,
         bytes=np.where(sel.kind == 1, ev.comm_bytes[sel.index], -1).astype(np.int64),
-        coll_id=d.coll_id,
-        event_row=sel.index.astype(np.int64),  # entry i of ev is row i of the table
+        coll_id=d.coll_id.astype(d.id_dtype),  # ids < nodes: int32 while those fit
+        # entry i of ev is row i of the table; int32 while the table's rows fit
+        event_row=sel.index.astype(np.int32 if len(ev) < 2**31 - 1 else np.int64),
         src=src, dst=dst, edge_kind=ekind, delay_ns=delay, inferred=inferred,
         names=[ev.names[c] for c in name_uniques],
         lanes=lanes,

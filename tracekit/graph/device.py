@@ -74,9 +74,10 @@ def add_device_edges(d: GraphDraft) -> dict[str, int]:
     launch_end = np.full(d.n, np.iinfo(np.int64).min, dtype=np.int64)
     launch_end[launch_dst] = d.end[launch_src]
     src, dst = _infer_stream_waits(d, launch_end, skip_ranks=ranks_with_waits)
+    del launch_end
     counts["stream_wait_inferred"] = d.add_edges(src, dst, EdgeKind.STREAM_WAIT, inferred=True)
 
-    nxt_all = d.next_on_lane(np.arange(d.n))
+    nxt_all = d.next_on_lane_all()
     exact_src, exact_dst, inf_src, inf_dst = _blocking_sync_waits(d, idx, sync_sources,
                                                                   nxt_all)
     mem_src, mem_dst = _blocking_memcpy_waits(d, launch_src, launch_dst, nxt_all)
@@ -105,11 +106,9 @@ def _launch_pairs(d: GraphDraft) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _LaunchIndex:
-    """Lookups for one draft: device ops of each (rank, stream) by launch time, the host
-    time of any host event and the host node of a launch by (rank, correlation)."""
+    """Lookups for one draft: device ops of each (rank, stream) by launch time."""
 
     def __init__(self, d: GraphDraft, launch_src: np.ndarray, launch_dst: np.ndarray):
-        ev = d.ev
         # launch time of every device node (host start of its launch, else its own start)
         launch_time = d.start.copy()
         launch_time[launch_dst] = d.start[launch_src]
@@ -125,16 +124,6 @@ class _LaunchIndex:
         self._streams_of_rank: dict[int, list[int]] = {}
         for (r, s) in self._lane_launch:
             self._streams_of_rank.setdefault(r, []).append(s)
-        # host time of any host event by (rank, correlation): cudaEventRecord is not a node
-        all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0) & ev.in_graph)
-        ck = _key(ev.rank[all_host], ev.correlation[all_host])
-        o = np.argsort(ck, kind="stable")
-        self._event_key, self._event_ts = ck[o], ev.ts[all_host][o]
-        # host node by (rank, correlation)
-        host = np.flatnonzero(~d.is_gpu & (d.correlation >= 0))
-        hn_key = _key(d.rank[host], d.correlation[host])
-        hn_order = np.argsort(hn_key, kind="stable")
-        self._node_key, self._node = hn_key[hn_order], host[hn_order]
 
     def streams(self, r: int) -> list[int]:
         """The GPU streams (and comm channels) of rank ``r``."""
@@ -158,6 +147,26 @@ class _LaunchIndex:
         i = int(np.searchsorted(times, t, side="right"))
         return a + i if i < len(times) else -1
 
+
+
+class _HostCalls:
+    """Lookups by (rank, correlation) for the ``cuda_sync`` events of one draft: the host
+    time of any host event and the host node (built only for a trace that has such
+    events, and dropped with them)."""
+
+    def __init__(self, d: GraphDraft):
+        ev = d.ev
+        # host time of any host event by (rank, correlation): cudaEventRecord is not a node
+        all_host = np.flatnonzero(~ev.is_gpu & (ev.correlation >= 0) & ev.in_graph)
+        ck = _key(ev.rank[all_host], ev.correlation[all_host])
+        o = np.argsort(ck, kind="stable")
+        self._event_key, self._event_ts = ck[o], ev.ts[all_host][o]
+        # host node by (rank, correlation)
+        host = np.flatnonzero(~d.is_gpu & (d.correlation >= 0))
+        hn_key = _key(d.rank[host], d.correlation[host])
+        hn_order = np.argsort(hn_key, kind="stable")
+        self._node_key, self._node = hn_key[hn_order], host[hn_order]
+
     def host_time(self, r: int, c: int) -> int | None:
         """When the host event with correlation ``c`` on rank ``r`` started; None unknown."""
         k = np.int64(r) * _KEY + np.int64(c)
@@ -180,14 +189,15 @@ def _cuda_sync_waits(d: GraphDraft, idx: _LaunchIndex):
     syncs = np.flatnonzero(ev.is_gpu & (ev.kind == kind_code(EventKind.SYNC)))
     wait_src, wait_dst = [], []
     sync_sources: dict[int, list[int]] = {}  # host sync node -> device nodes it waited for
+    calls = _HostCalls(d) if len(syncs) else None
     for i in syncs:
         r, s = int(ev.rank[i]), int(ev.lane[i])
         name = ev.names[ev.name[i]]
-        call_t = idx.host_time(r, int(ev.correlation[i]))
+        call_t = calls.host_time(r, int(ev.correlation[i]))
         if call_t is None:
             call_t = int(ev.ts[i])
         if ev.wait_on_stream[i] >= 0 and "Wait" in name:
-            rec_t = (idx.host_time(r, int(ev.wait_on_corr[i])) if ev.wait_on_corr[i] >= 0
+            rec_t = (calls.host_time(r, int(ev.wait_on_corr[i])) if ev.wait_on_corr[i] >= 0
                      else None)
             src = idx.last_launched_before(r, int(ev.wait_on_stream[i]),
                                            rec_t if rec_t is not None else call_t)
@@ -196,7 +206,7 @@ def _cuda_sync_waits(d: GraphDraft, idx: _LaunchIndex):
                 wait_src.append(src)
                 wait_dst.append(dst)
             continue
-        node = idx.host_node(r, int(ev.correlation[i]))
+        node = calls.host_node(r, int(ev.correlation[i]))
         if node < 0:
             continue
         streams = [s] if (0 <= s < 2**31 - 1 and "Context" not in name) else idx.streams(r)

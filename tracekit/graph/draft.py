@@ -75,12 +75,26 @@ class GraphDraft:
         ok[ok] = self.lane[nxt[ok]] == self.lane[v[ok]]
         return np.where(ok, nxt, -1)
 
+    def next_on_lane_all(self) -> np.ndarray:
+        """:meth:`next_on_lane` of every node (``i + 1``, or -1 for a lane's last node)."""
+        nxt = np.arange(1, self.n + 1, dtype=np.int64)
+        if self.n:
+            nxt[:-1][self.lane[1:] != self.lane[:-1]] = -1
+            nxt[-1] = -1
+        return nxt
+
+    @property
+    def id_dtype(self) -> type:
+        """The dtype of the edges' node ids: int32 while the node ids fit (half the
+        memory of a large world's edge lists), else int64."""
+        return np.int32 if self.n < 2**31 - 1 else np.int64
+
     def add_edges(self, src, dst, kind: EdgeKind, *, inferred: bool = False) -> int:
         """Append edges (skipping self-loops and exact duplicates later, at build)."""
         src = np.asarray(src, dtype=np.int64).ravel()
         dst = np.asarray(dst, dtype=np.int64).ravel()
         keep = (src != dst) & (src >= 0) & (dst >= 0)
-        src, dst = src[keep], dst[keep]
+        src, dst = src[keep].astype(self.id_dtype), dst[keep].astype(self.id_dtype)
         self._src.append(src)
         self._dst.append(dst)
         self._kind.append(np.full(len(src), int(kind), dtype=np.int8))
@@ -93,7 +107,7 @@ class GraphDraft:
         parts = [(s, d) for s, d, k in zip(self._src, self._dst, self._kind)
                  if len(k) and k[0] == int(kind)]
         if not parts:
-            e = np.zeros(0, dtype=np.int64)
+            e = np.zeros(0, dtype=self.id_dtype)
             return e, e.copy()
         return (np.concatenate([s for s, _ in parts]), np.concatenate([d for _, d in parts]))
 
@@ -102,7 +116,7 @@ class GraphDraft:
         """All edges so far, duplicates (same src, dst, kind) removed, sorted by (dst, src).
         ``release``: forget the edge lists (the draft is done; frees their memory)."""
         if not self._src:
-            e = np.zeros(0, dtype=np.int64)
+            e = np.zeros(0, dtype=self.id_dtype)
             return e, e.copy(), np.zeros(0, np.int8), np.zeros(0, bool)
         src = np.concatenate(self._src)
         dst = np.concatenate(self._dst)

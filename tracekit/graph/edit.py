@@ -373,16 +373,16 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     n = len(graph.src)
     if n == 0:
         return replace(graph, notes=list(graph.notes))
-    kind = graph.edge_kind.astype(np.int64)
-    src, dst = graph.src, graph.dst
-    delay = graph.delay_ns.copy()
-    change = np.ones(n, dtype=bool)
-    if keep_lane_order:
-        change &= kind != EdgeKind.LANE_ORDER
-    idx = np.flatnonzero(change)
+    # only the edges whose delay may change are looked at (lane order is most of a graph)
+    idx = (np.flatnonzero(graph.edge_kind != EdgeKind.LANE_ORDER) if keep_lane_order
+           else np.arange(n))
     if len(idx) == 0:
         return replace(graph, notes=list(graph.notes))
-    binding = graph.measured_end_ns[src] + graph.delay_ns == graph.start_ns[dst]
+    delay = graph.delay_ns.copy()
+    kind = graph.edge_kind[idx].astype(np.int64)
+    src, dst = graph.src[idx], graph.dst[idx]
+    binding = (graph.start_ns[src] + graph.wait_ns[src] + graph.dur_ns[src]  # measured end
+               + graph.delay_ns[idx] == graph.start_ns[dst])
     # an ISSUE edge counts from its issuing op's start: gloo enqueues the work inside
     # c10d::allreduce_, so a main thread descheduled before the call returns delays the
     # return, not the pickup (measured: up to 6 ms of the call after the work started)
@@ -391,20 +391,19 @@ def typical_delays(graph: Graph, *, keep_lane_order: bool = True) -> Graph:
     graph_launch = np.fromiter(("GraphLaunch" in nm for nm in graph.names), dtype=bool,
                                count=len(graph.names))
     from_graph = (kind == EdgeKind.LAUNCH) & graph_launch[graph.name[src]] if len(
-        graph.names) else np.zeros(n, dtype=bool)
+        graph.names) else np.zeros(len(idx), dtype=bool)
     from_start = np.where((kind == EdgeKind.ISSUE) | from_graph, graph.dur_ns[src], 0)
     # graph launches are their own kind of latency: never a sample for a plain launch
     group_kind = np.where(from_graph, len(EdgeKind) + int(EdgeKind.LAUNCH), kind)
-    dst_rank = graph.rank[dst[idx]]
+    del kind, from_graph
     # positions are per rank: one rank's edges at a time (scratch memory stays small)
-    for part in _rank_parts(dst_rank):
-        at = idx[part]
-        typ = _typical(graph, at, group_kind, binding, from_start)
-        delay[at] = np.rint(typ).astype(np.int64) - from_start[at]
+    for part in _rank_parts(graph.rank[dst]):
+        typ = _typical(graph, idx[part], group_kind[part], binding[part], from_start[part])
+        delay[idx[part]] = np.rint(typ).astype(np.int64) - from_start[part]
     return replace(graph, delay_ns=delay, notes=list(graph.notes))
 
 
-def _rank_parts(rank: np.ndarray, rows: int = 500_000) -> list[np.ndarray]:
+def _rank_parts(rank: np.ndarray, rows: int = 200_000) -> list[np.ndarray]:
     """Positions of ``rank`` in chunks of whole ranks (about ``rows`` each)."""
     if len(rank) <= rows:
         return [np.arange(len(rank))]
@@ -423,15 +422,16 @@ def _rank_parts(rank: np.ndarray, rows: int = 500_000) -> list[np.ndarray]:
 def _typical(graph: Graph, at: np.ndarray, group_kind: np.ndarray, binding: np.ndarray,
              from_start: np.ndarray) -> np.ndarray:
     """The typical delay (counted from the source's end, plus ``from_start``) of the
-    edges ``at`` (see :func:`typical_delays`), in the order of ``at``."""
+    edges ``at`` (see :func:`typical_delays`), in the order of ``at``; ``group_kind``,
+    ``binding`` and ``from_start`` are given per edge of ``at``."""
     src, dst = graph.src[at], graph.dst[at]
     frame = pd.DataFrame({"rank": graph.rank[dst].astype(np.int64),
-                          "kind": group_kind[at],
+                          "kind": group_kind,
                           "name": graph.name[dst].astype(np.int64),
                           "step": graph.step[dst].astype(np.int64),
                           "order": graph.start_ns[src], "dst": dst,
-                          "delay": (graph.delay_ns[at] + from_start[at]).astype(np.float64),
-                          "sample_ok": binding[at]})
+                          "delay": (graph.delay_ns[at] + from_start).astype(np.float64),
+                          "sample_ok": binding})
     frame = frame.sort_values(["rank", "kind", "name", "step", "order", "dst"], kind="stable")
     frame["occ"] = frame.groupby(["rank", "kind", "name", "step"]).cumcount()
     frame["sample"] = frame["delay"].where(frame["sample_ok"])

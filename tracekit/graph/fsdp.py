@@ -96,8 +96,13 @@ def annotation_table(run) -> pd.DataFrame:
     """The run's FSDP ranges: ``rank``, ``tid`` (the thread), ``name``, ``ts_ns``,
     ``end_ns``, sorted by rank and start."""
     ev = run.events
-    names = ev["name"].astype(str)
-    sel = ev[names.str.startswith("FSDP::").to_numpy()]
+    names = ev["name"]
+    if isinstance(names.dtype, pd.CategoricalDtype):  # test each distinct name once
+        ranges = [c for c in names.cat.categories if str(c).startswith("FSDP::")]
+        mask = names.isin(ranges).to_numpy()
+    else:
+        mask = names.astype(str).str.startswith("FSDP::").to_numpy()
+    sel = ev[mask]
     return pd.DataFrame({"rank": sel["rank"].to_numpy(), "tid": sel["lane"].to_numpy(),
                          "name": sel["name"].astype(str).to_numpy(),
                          "ts_ns": sel["ts_ns"].to_numpy(),

@@ -125,25 +125,34 @@ def add_host_edges(d: GraphDraft) -> dict[str, int]:
 
 class _ResumeTimes:
     """When a host thread became active again after a node: the first event of any kind
-    (annotations included) that starts after it, on the same thread."""
+    (annotations included) that starts after it, on the same thread.
+
+    Keeps the host events' start times grouped by (rank, thread) and, per thread, where
+    its run of them lies (not a rank and a thread column per event: those are most of a
+    large world's scratch memory here)."""
 
     def __init__(self, d: GraphDraft) -> None:
         ev = d.ev
         host = np.flatnonzero(~ev.is_gpu & ev.in_graph)
-        key_rank, key_lane, ts = ev.rank[host].astype(np.int64), ev.lane[host], ev.ts[host]
-        if not _sorted_by(key_rank, key_lane, ts):  # a table as loaded is, by (rank, lane, ts)
-            order = np.lexsort((ts, key_lane, key_rank))
-            key_rank, key_lane, ts = key_rank[order], key_lane[order], ts[order]
-        self._rank, self._lane, self._ts = key_rank, key_lane, ts
+        key_rank, key_lane = ev.rank[host], ev.lane[host]
+        order = None
+        if not _sorted_by(key_rank, key_lane, ev.ts[host]):  # a table as loaded is sorted
+            order = np.lexsort((ev.ts[host], key_lane, key_rank))
+            key_rank, key_lane = key_rank[order], key_lane[order]
+        cut = (np.flatnonzero((key_rank[1:] != key_rank[:-1]) | (key_lane[1:] != key_lane[:-1]))
+               + 1 if len(host) else np.zeros(0, dtype=np.int64))
+        starts = np.concatenate([[0], cut]).astype(np.int64) if len(host) else cut
+        ends = np.append(starts[1:], len(host))
+        self._runs = {(int(key_rank[a]), int(key_lane[a])): (int(a), int(b))
+                      for a, b in zip(starts.tolist(), ends.tolist())}
+        del key_rank, key_lane
+        self._ts = ev.ts[host] if order is None else ev.ts[host[order]]
         self._lanes = d.lanes
 
     def after(self, lane: int, t: np.ndarray) -> np.ndarray:
         ln = self._lanes[lane]
-        lo = np.searchsorted(self._rank, ln.rank, side="left")
-        hi = np.searchsorted(self._rank, ln.rank, side="right")
-        lo2 = lo + np.searchsorted(self._lane[lo:hi], ln.local_id, side="left")
-        hi2 = lo + np.searchsorted(self._lane[lo:hi], ln.local_id, side="right")
-        ts = self._ts[lo2:hi2]
+        lo, hi = self._runs.get((ln.rank, ln.local_id), (0, 0))
+        ts = self._ts[lo:hi]
         i = np.searchsorted(ts, t, side="right")
         out = np.full(len(t), np.iinfo(np.int64).max, dtype=np.int64)
         ok = i < len(ts)
@@ -152,11 +161,11 @@ class _ResumeTimes:
 
 
 def _sorted_by(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
-    """Whether rows are sorted by (a, b, c)."""
+    """Whether rows are sorted by (a, b, c) (comparisons only: no difference arrays)."""
     if len(a) < 2:
         return True
-    da, db, dc = a[1:] - a[:-1], b[1:] - b[:-1], c[1:] - c[:-1]
-    return bool(((da > 0) | ((da == 0) & ((db > 0) | ((db == 0) & (dc >= 0))))).all())
+    a0, a1, b0, b1, c0, c1 = a[:-1], a[1:], b[:-1], b[1:], c[:-1], c[1:]
+    return bool(((a1 > a0) | ((a1 == a0) & ((b1 > b0) | ((b1 == b0) & (c1 >= c0))))).all())
 
 
 def _long_gaps(d: GraphDraft, a: int, b: int, resumed: np.ndarray):

@@ -108,11 +108,16 @@ class Graph:
     dur_ns: np.ndarray  #: int64, duration replay uses (comm: transfer only)
     wait_ns: np.ndarray  #: int64, measured waiting inside a comm node (0 for others)
     bytes: np.ndarray  #: int64, comm bytes (full buffer), -1 for non-comm
-    coll_id: np.ndarray  #: int64, collective instance id shared across ranks, -1
-    event_row: np.ndarray  #: int64, row in Run.events, -1 for synthetic nodes
+    #: collective instance id shared across ranks, -1 (int32 in a built graph while the
+    #: ids fit, int64 where a what-if added nodes)
+    coll_id: np.ndarray
+    #: row in Run.events, -1 for synthetic nodes (int32 in a built graph while the rows
+    #: fit, int64 where a what-if added nodes)
+    event_row: np.ndarray
     # --- edges ---
-    src: np.ndarray  #: int64
-    dst: np.ndarray  #: int64
+    #: node ids: int32 in a built graph (while they fit), int64 where a what-if made them
+    src: np.ndarray
+    dst: np.ndarray
     edge_kind: np.ndarray  #: int8, EdgeKind
     delay_ns: np.ndarray  #: int64, minimum gap between src end and dst start
     inferred: np.ndarray  #: bool, True when no event recorded this dependency
