@@ -108,10 +108,9 @@ def nested_counts(events: pd.DataFrame, drop: np.ndarray) -> np.ndarray:
     out = np.zeros(len(events), dtype=np.int16)
     if not drop.any():
         return out
-    rank = events["rank"].to_numpy().astype(np.int64)
-    lane = events["lane"].to_numpy().astype(np.int64)
-    _, group = np.unique(np.stack([rank, lane], axis=1), axis=0, return_inverse=True)
-    group = group.reshape(-1).astype(np.int64)
+    _, rank = np.unique(events["rank"].to_numpy(), return_inverse=True)
+    lanes, lane = np.unique(events["lane"].to_numpy(), return_inverse=True)
+    group = rank.reshape(-1).astype(np.int64) * len(lanes) + lane.reshape(-1)
     ts, end = events["ts_ns"].to_numpy(), events["end_ns"].to_numpy()
     t0 = int(ts.min())
     span = np.int64(int(end.max()) - t0 + 2)
