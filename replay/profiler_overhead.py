@@ -95,9 +95,10 @@ def estimate(run, graph: Graph) -> tuple[ProfilerOverhead | None, str]:
                       f"not slower than the unprofiled one ({unprof:.1f} ms)")
     host = host_nodes(graph)
     count = events_per_node(run.events, graph, host)
-    ranks_steps = {(int(r), int(s)) for r, s in zip(graph.rank[host], graph.step[host])
-                   if s >= 0}
-    recorded = count[host & (graph.step >= 0)].sum() / max(len(ranks_steps), 1)
+    in_steps = host & (graph.step >= 0)
+    rank_steps = len(np.unique(graph.rank[in_steps].astype(np.int64) * (1 << 32)
+                               + graph.step[in_steps]))
+    recorded = count[in_steps].sum() / max(rank_steps, 1)
     if recorded <= 0:
         return None, "profiler overhead not taken out: no host events in the replayed steps"
     per_event = (prof - unprof) * 1e6 / recorded

@@ -118,13 +118,13 @@ def _this_machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.ndarray,
-              capacity: np.ndarray, *, floor: float = 1.0) -> np.ndarray:
-    """Per interval ``[start, end)``: the mean over it of ``max(floor, load(t) /
-    capacity)``, where ``load(t)`` sums ``weight`` over the intervals of the same host
-    covering ``t`` and ``capacity`` is the host's (cores, or 1 link); ``floor=0``: the
-    plain mean load."""
-    out = np.full(len(start), floor, dtype=float)
+def mean_loads(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.ndarray,
+               capacity: np.ndarray, floors: tuple[float, ...]) -> list[np.ndarray]:
+    """Per floor ``f``, per interval ``[start, end)``: the mean over it of ``max(f, load(t)
+    / capacity)``, where ``load(t)`` sums ``weight`` over the intervals of the same host
+    covering ``t`` and ``capacity`` is the host's (cores, or 1 link); ``f = 0``: the plain
+    mean load. One pass over each host's intervals for every floor."""
+    out = [np.full(len(start), f, dtype=float) for f in floors]
     for h, sel in groups(host):
         s, e = start[sel], end[sel]
         t = np.concatenate([s, e])
@@ -132,46 +132,53 @@ def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.n
         step = np.concatenate([w, -w])
         order = np.argsort(t, kind="stable")
         t, step = t[order], step[order]
-        rate = np.maximum(floor, np.cumsum(step) / float(capacity[h]))  # on [t_i, t_i+1)
-        area = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(t))])
-
-        def integral(x: np.ndarray, t=t, rate=rate, area=area) -> np.ndarray:
-            # the value just before x: ties resolve to the segment that starts at x
-            i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, len(t) - 1)
-            return area[i] + rate[i] * (x - t[i])
-
+        load = np.cumsum(step) / float(capacity[h])  # on [t_i, t_i+1)
+        # the value just before x: ties resolve to the segment that starts at x
+        lo = np.clip(np.searchsorted(t, s, side="right") - 1, 0, len(t) - 1)
+        hi = np.clip(np.searchsorted(t, e, side="right") - 1, 0, len(t) - 1)
         span = (e - s).astype(float)
         ok = span > 0
-        val = np.full(len(sel), floor)
-        val[ok] = (integral(e[ok]) - integral(s[ok])) / span[ok]
-        out[sel] = np.maximum(val, floor)
+        for f, res in zip(floors, out):
+            rate = np.maximum(f, load)
+            area = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(t))])
+            val = np.full(len(sel), f)
+            val[ok] = (area[hi[ok]] + rate[hi[ok]] * (e[ok] - t[hi[ok]])
+                       - area[lo[ok]] - rate[lo[ok]] * (s[ok] - t[lo[ok]])) / span[ok]
+            res[sel] = np.maximum(val, f)
     return out
+
+
+def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.ndarray,
+              capacity: np.ndarray) -> np.ndarray:
+    """:func:`mean_loads` at floor 1: the mean of ``max(1, load(t) / capacity)``."""
+    return mean_loads(start, end, host, weight, capacity, (1.0,))[0]
+
+
+def cpu_part_slowdown(part, sharing, mean_busy, cores):
+    """A node's slowdown when ``part`` of it is CPU work (1 for compute), ``sharing`` is the
+    mean of max(1, busy / cores) over it and ``mean_busy`` the mean of busy / cores: while
+    its CPU work runs, its thread is one whole runnable thread among the others, so it
+    meets ``mean_busy + (1 - part) / cores`` at least (arrays or numbers)."""
+    met = np.maximum(sharing, mean_busy + (1.0 - part) / cores)
+    return 1.0 + part * (met - 1.0)
 
 
 def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
     """One transfer's slowdown when ``busy`` threads' worth of work (its own ``share``
     included) runs on ``cores`` all the time: :func:`slowdown` for constant load."""
-    sharing = max(1.0, busy / cores, (busy + 1.0 - share) / cores)
-    return 1.0 + share * (sharing - 1.0)
+    return float(cpu_part_slowdown(share, max(1.0, busy / cores), busy / cores, cores))
 
 
 def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
              cores: np.ndarray, share: np.ndarray | None = None,
              link: np.ndarray | None = None) -> np.ndarray:
-    """Per interval ``[start, end)``: ``1 + min(share, 1) * (sharing - 1)``, where sharing is
-    :func:`mean_load` of ``share`` (default 1) on the host's cores; for an interval with a
-    ``link`` share (> 0), at least :func:`mean_load` of ``link`` on the host's one link
-    (transfers side by side share the wire)."""
+    """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` under
+    the :func:`mean_loads` of ``share`` (default 1) on the host's cores; for an interval
+    with a ``link`` share (> 0), at least :func:`mean_load` of ``link`` on the host's one
+    link (transfers side by side share the wire)."""
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
-    sharing = mean_load(start, end, host, share, cores)
-    part = np.minimum(share, 1.0)
-    if (part < 1.0).any():
-        # while a transfer's CPU work runs, its thread is one whole runnable thread among
-        # the others: its own idle share does not lighten the load it meets
-        own = (1.0 - part) / cores[host]
-        raw = mean_load(start, end, host, share, cores, floor=0.0)
-        sharing = np.where(part < 1.0, np.maximum(sharing, raw + own), sharing)
-    out = 1.0 + part * (sharing - 1.0)
+    sharing, mean_busy = mean_loads(start, end, host, share, cores, (1.0, 0.0))
+    out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[host])
     if link is not None and (np.asarray(link) > 0).any():
         link = np.asarray(link, dtype=float)
         on_wire = mean_load(start, end, host, link, np.ones(len(cores)))
