@@ -30,8 +30,9 @@ transfer's CPU work runs, its thread is one whole runnable thread beside the oth
 load it meets is the others' plus 1, not plus its own average share (a transfer is not
 slowed less because its CPU work would fit in its fair share of the cores; each burst of
 it waits for a core like any other thread's). Measured: a 1 MB gloo all-reduce during
-DDP's backward on 2 cores (share 0.55, both main threads computing) took 1.6x its
-calibrated time; this model gives 1.43x, the plain share-weighted load 1.30x.
+DDP's backward on 2 cores (share 0.55, both main threads computing) took 1.61x its
+calibrated time; this model gives 1.40x over its replayed schedule, the plain
+share-weighted load 1.30x (``benchmarks/transfer_vs_calibration.py RUN comm.json``).
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
