@@ -146,10 +146,11 @@ def test_a_ddp_step_becomes_the_fsdp_step_known_by_hand():
                   ag_name="gloo:all_gather", rs_name="gloo:all_reduce")
     new, kept, added, fs = to_fsdp(g, sync, units, costs, bwd)
     assert kept.tolist() == [0, 1, 2, 3, 4, 5, 8]  # DDP's issue op and all-reduce went
-    # forward: AG a 2 + fwd a 1 + AG b 2 + fwd b 1; backward: AG b 2, (AG a prefetched
-    # beside) bwd b 2 + 0.1, RS b 1, bwd a 2 + 0.1, RS a 1, optimizer 0.5 (host copies of
-    # 1000 B take under a microsecond each)
-    assert _step_ms(new) == pytest.approx(14.7, abs=0.01)
+    # forward: AG a 2 + fwd a 1 + AG b 2 + fwd b 1; backward: AG b 2, AG a 2 (prefetched
+    # in b's hook, which a CPU run's synchronous all-gather blocks), bwd b 2 + 0.1, RS b 1,
+    # bwd a 2 + 0.1, RS a 1, optimizer 0.5 (host copies of 1000 B take under a
+    # microsecond each)
+    assert _step_ms(new) == pytest.approx(16.7, abs=0.01)
     rs = fs.per_rank_step[(0, 0)]
     assert [(c.unit, c.phase) for c in rs.collectives] == [
         ("a", FORWARD), ("b", FORWARD), ("b", BACKWARD), ("a", BACKWARD), ("b", REDUCE),
@@ -163,11 +164,25 @@ def test_a_ddp_step_becomes_the_fsdp_step_known_by_hand():
     assert n == 2 and _step_ms(off) == pytest.approx(12.7, abs=0.01)
 
 
+def test_on_a_gpu_run_the_prefetched_all_gather_runs_beside_the_backward():
+    """With GPU lanes FSDP2's synchronous all-gather only orders the device stream: the
+    host goes on, and the prefetched all-gather of a hides behind b's backward (the step
+    is 2 ms shorter than on CPU)."""
+    g, sync, bwd = _ddp_step()
+    g.lanes.append(Lane(id=2, rank=0, kind="gpu", local_id=7, name="stream 7"))
+    units = plan_units(_two_linears(), "Linear")
+    costs = Costs(ag_ns={"a": 2 * MS, "b": 2 * MS}, rs_ns={"a": MS, "b": MS},
+                  ag_name="gloo:all_gather", rs_name="gloo:all_reduce")
+    new, _, _, _ = to_fsdp(g, sync, units, costs, bwd)
+    # forward all-gathers are prefetched too: AG b runs beside fwd a
+    assert _step_ms(new) == pytest.approx(16.7 - 2 - 1, abs=0.01)
+
+
 def test_calibrated_issue_times_time_the_issue_ops():
     """With a calibration's issue times, each all-gather's and reduce-scatter's issue op
     takes them (0.3 and 0.5 ms here) instead of the host-rate table's sub-microsecond
     time for 1000 B; every issue op is work on the training thread, so the step grows by
-    all of them: 4 all-gathers and 2 reduce-scatters, 14.7 + 4 x 0.3 + 2 x 0.5."""
+    all of them: 4 all-gathers and 2 reduce-scatters, 16.7 + 4 x 0.3 + 2 x 0.5."""
     g, sync, bwd = _ddp_step()
     units = plan_units(_two_linears(), "Linear")
     costs = Costs(ag_ns={"a": 2 * MS, "b": 2 * MS}, rs_ns={"a": MS, "b": MS},
@@ -178,7 +193,7 @@ def test_calibrated_issue_times_time_the_issue_ops():
     names = np.array(new.names, dtype=object)[new.name]
     assert sorted(set(new.dur_ns[names == "c10d::_allgather_base_"].tolist())) == [300_000]
     assert sorted(set(new.dur_ns[names == "c10d::_reduce_scatter_base_"].tolist())) == [500_000]
-    assert _step_ms(new) == pytest.approx(14.7 + 4 * 0.3 + 2 * 0.5, abs=0.01)
+    assert _step_ms(new) == pytest.approx(16.7 + 4 * 0.3 + 2 * 0.5, abs=0.01)
 
 
 def test_a_missing_backward_annotation_is_an_error():

@@ -16,7 +16,11 @@ The units come from the manifest (:mod:`replay.whatif.fsdp_plan`). Per rank and 
 3. backward, per unit in backward order (where its first annotated module's backward
    begins, ``tracekit.bwd:``; the root first): the first unit all-gathers and waits; each
    hook waits for its unit's all-gather and prefetches the next unit's (FSDP2's default
-   backward prefetch);
+   backward prefetch). FSDP2 unshards with ``async_op=False``: on a GPU run that only
+   orders the all-gather on its stream, but with CPU tensors gloo's synchronous call blocks
+   the calling thread, so on a CPU run the hook that prefetches waits for the prefetched
+   all-gather before its own unit's backward runs (as measured: the backward of unit 4
+   starts after unit 2's all-gather ends);
 4. after each unit's last gradient (its last ``AccumulateGrad``; the root's after every
    gradient, in FSDP's root post-backward callback): chunk-cat, the reduce-scatter's
    issue op and the reduce-scatter, waited for right away (gloo: FSDP2's CPU path), and
@@ -200,7 +204,10 @@ def _build_step(adder: CollectiveAdder, graph: Graph, p: _StepPlan, units: list[
                 pending[u.module] = gather(u, at_hook[u.module])
             wait(pending.pop(u.module), u, at_hook[u.module])
             if k + 1 < len(order):
-                pending[order[k + 1].module] = gather(order[k + 1], at_hook[u.module])
+                nxt = pending[order[k + 1].module] = gather(order[k + 1], at_hook[u.module])
+                if not gpu:  # a synchronous all-gather of CPU tensors blocks its caller
+                    adder.wait(nxt, before=at_hook[u.module], delay_ns=costs.wait_delay_ns,
+                               rank=rs.rank, step=rs.step)
             continue
         before = p.last_grad_next[u.module]
         c = adder.issue(rank=rs.rank, step=rs.step, key=(rs.step, u.module, REDUCE),

@@ -8,7 +8,9 @@
 - ``reshard=on``: every unit that kept its parameters (no backward all-gather) gets one,
   as FSDP2 plans it: the first unit of backward all-gathers in its pre-backward hook and
   waits; each pre-backward hook then prefetches the next unit's all-gather (FSDP2's
-  default backward prefetch) and waits for its own before its backward starts. Each new
+  default backward prefetch) and waits for its own before its backward starts; on a run
+  without GPU lanes the hook also waits for the prefetched one (FSDP2 unshards with
+  ``async_op=False``, and gloo's synchronous call on CPU tensors blocks). Each new
   all-gather and its host ops are timed as the same unit's forward all-gather of the
   same rank and step (measured), so no cost model is needed.
 
@@ -73,10 +75,11 @@ def _backward_order(rs: RankStepFSDP, graph: Graph, missing: list[str]) -> list[
     return sorted(have, key=lambda u: int(graph.start_ns[rs.pre_backward[u]]))
 
 
-def _regather(adder: CollectiveAdder, graph: Graph, rs: RankStepFSDP, order: list[str]
-              ) -> None:
+def _regather(adder: CollectiveAdder, graph: Graph, rs: RankStepFSDP, order: list[str],
+              blocking: bool) -> None:
     """One rank-step's backward all-gathers for ``order`` (backward order): each
-    pre-backward hook waits for its unit's all-gather, then prefetches the next one."""
+    pre-backward hook waits for its unit's all-gather, then prefetches the next one; with
+    ``blocking`` (a CPU run) the hook also waits for the prefetched one."""
     comm: dict[str, int] = {}
 
     def gather(unit: str, before: int) -> None:
@@ -97,12 +100,17 @@ def _regather(adder: CollectiveAdder, graph: Graph, rs: RankStepFSDP, order: lis
                    delay_ns=wait_delay(graph, fwd), rank=rs.rank, step=rs.step)
         if k + 1 < len(order):
             gather(order[k + 1], at)
+            if blocking:  # a synchronous all-gather of CPU tensors blocks its caller
+                adder.wait(comm[order[k + 1]], before=at, rank=rs.rank, step=rs.step,
+                           delay_ns=wait_delay(graph, rs.find(order[k + 1], FORWARD)))
 
 
 def reshard_on(graph: Graph, fs: FSDPGraph) -> tuple[Graph, int, list[str]]:
     """Add a backward all-gather to every unit without one (see module doc); returns the
     graph, how many nodes were added (the last ones) and notes."""
     adder = CollectiveAdder(graph)
+    # FSDP2 unshards with async_op=False: gloo's synchronous call on CPU tensors blocks
+    blocking = not any(ln.kind == "gpu" for ln in graph.lanes)
     skipped = 0
     for _, rs in sorted(fs.per_rank_step.items()):
         regathered = {c.unit for c in rs.collectives if c.phase == BACKWARD}
@@ -110,7 +118,7 @@ def reshard_on(graph: Graph, fs: FSDPGraph) -> tuple[Graph, int, list[str]]:
                    if c.phase == FORWARD and c.unit not in regathered]
         order = _backward_order(rs, graph, missing)
         skipped += len(missing) - len(order)
-        _regather(adder, graph, rs, order)
+        _regather(adder, graph, rs, order, blocking)
     g, added = adder.write()
     notes = []
     if skipped:
