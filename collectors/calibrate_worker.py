@@ -26,6 +26,9 @@ worker threads do the copies, reductions and socket calls) spent during the same
 on a wire-bound link a transfer keeps a fraction of a core busy, on loopback nearly one
 (``replay.interference.cores`` counts a transfer's threads by that share).
 Sizes are bytes of the full (unsharded) buffer, as ``comm_bytes`` in a trace.
+Last, unless ``--no-fsdp-hooks``, FSDP2's own host time per unit and step
+(:mod:`collectors.fsdp_hooks`) goes under ``fsdp_hooks``: ``{"units": 8, "forward_ns": ...,
+"backward_ns": ..., "per_rank": [...]}``, for ``fsdp=CLASS``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ try:
 except ImportError:  # run as a script from a source tree where tracekit is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tracekit.core.atomic import atomic_write_json
+try:
+    from collectors.fsdp_hooks import measure_fsdp_hooks
+except ImportError:  # run as a script: this file's folder is on sys.path
+    from fsdp_hooks import measure_fsdp_hooks
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
 
@@ -62,6 +69,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds of timed calls per (collective, size): big sizes run fewer "
                         "calls, never below --min-iters")
     p.add_argument("--backend", default="", help="gloo or nccl (default: nccl with CUDA)")
+    p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
+                   help="skip timing FSDP2's own host work per unit (collectors/fsdp_hooks.py)")
     return p.parse_args(argv)
 
 
@@ -175,6 +184,25 @@ def _gather_durations(durs: list[int], world: int, device: torch.device) -> list
     return [t.cpu().tolist() for t in out]
 
 
+def _fsdp_hooks(device: torch.device) -> dict | None:
+    """FSDP2's host time per unit (:mod:`collectors.fsdp_hooks`), every rank's: the
+    per-rank figures under ``per_rank``, their mean as ``forward_ns`` / ``backward_ns``."""
+    mine = measure_fsdp_hooks(device)
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    if any(h is None for h in every):
+        return None
+    out = dict(every[0])
+    for key in ("forward_ns", "backward_ns"):
+        out[key] = round(sum(h[key] for h in every) / len(every))
+    out["per_rank"] = [{k: h[k] for k in ("forward_ns", "backward_ns")} for h in every]
+    if dist.get_rank() == 0:
+        sys.stderr.write(f"calibrate: FSDP2 host work per unit: forward "
+                         f"{out['forward_ns'] / 1e3:.0f} us, backward "
+                         f"{out['backward_ns'] / 1e3:.0f} us\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
@@ -214,10 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{best / 1e3:10.1f} us  [{time.perf_counter() - t_start:6.1f} s]\n")
                 sys.stderr.flush()
             del bench
+    hooks = _fsdp_hooks(device) if args.fsdp_hooks else None
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
                "hosts": hosts, "cpu_cores": _cores(), "measurements": measurements}
+        if hooks is not None:
+            doc["fsdp_hooks"] = hooks
         atomic_write_json(args.out, doc, indent=None, what="the raw measurements")
     dist.barrier()
     dist.destroy_process_group()

@@ -23,7 +23,11 @@ taken on ``n`` ranks still re-times collectives for ``workers=N``.
          "overall": {"alpha_ns": ..., "beta_bytes_per_s": ..., "r2": 0.99,
                      "median_rel_residual": 0.12}},
        ...},
+     "fsdp_hooks": {"units": 8, "forward_ns": 520000, "backward_ns": 760000, ...},
      "raw": [ ...the worker's measurements, every rank and iteration... ]}
+
+``fsdp_hooks`` (absent in older files) is FSDP2's own host time per unit and step
+(:mod:`collectors.fsdp_hooks`), which ``fsdp=CLASS`` adds to every unit it plans.
 
 :func:`load_comm_model` reads it into a :class:`CalibratedCostModel`, which answers
 ``time_ns(collective, bytes, group_size)`` like the run-fitted model and takes
@@ -186,6 +190,7 @@ def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -
         "hosts": raw.get("hosts", []), "cpu_cores": raw.get("cpu_cores"),
         "command": command or [],
         "collectives": fit_measurements(raw), "raw": raw["measurements"],
+        **({"fsdp_hooks": raw["fsdp_hooks"]} if raw.get("fsdp_hooks") else {}),
     }
 
 
@@ -299,6 +304,17 @@ class CalibratedCostModel(CommCostModel):
         if nbytes > pts[-1][0]:
             return pts[-1][1] * nbytes / pts[-1][0]
         return float(np.interp(nbytes, [b for b, _ in pts], [v for _, v in pts]))
+
+    def fsdp_hook_ns(self) -> dict[str, float] | None:
+        """FSDP2's host time per unit and step, ``{"forward": ns, "backward": ns}``, as
+        ``tracekit calibrate`` measured it; None for a file without it."""
+        hooks = self.doc.get("fsdp_hooks")
+        if not isinstance(hooks, dict):
+            return None
+        try:
+            return {"forward": float(hooks["forward_ns"]), "backward": float(hooks["backward_ns"])}
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def link_share(self, collective: str, nbytes: float) -> float | None:
         """The share of the link one transfer of ``nbytes`` keeps busy (0..1), from the
@@ -532,6 +548,10 @@ class AnchoredCostModel(CommCostModel):
     def issue_ns(self, collective: str, nbytes: float) -> float | None:
         """The calibration's."""
         return self.calibrated.issue_ns(collective, nbytes)
+
+    def fsdp_hook_ns(self) -> dict[str, float] | None:
+        """The calibration's (host work)."""
+        return self.calibrated.fsdp_hook_ns()
 
     def scale(self, nbytes: float) -> float:
         b = min(max(nbytes, self.size_range[0]), self.size_range[1])

@@ -232,6 +232,11 @@ class CommCostModel:
         transfer starts, measured by ``tracekit calibrate``), or None when not measured."""
         return None
 
+    def fsdp_hook_ns(self) -> dict[str, float] | None:
+        """FSDP2's own host time per unit and step (``{"forward": ns, "backward": ns}``,
+        measured by ``tracekit calibrate``), or None when not measured."""
+        return None
+
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:
         """Predicted transfer time of one call, ns (no waiting for peers)."""
         return self.terms(collective, nbytes, group_size, pg=pg).total_ns
@@ -579,6 +584,10 @@ class ScaledCostModel(CommCostModel):
     def issue_ns(self, collective: str, nbytes: float) -> float | None:
         """The base model's (issuing is host work: the wire does not change it)."""
         return self.base.issue_ns(collective, nbytes)
+
+    def fsdp_hook_ns(self) -> dict[str, float] | None:
+        """The base model's (host work)."""
+        return self.base.fsdp_hook_ns()
 
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """The same CPU time over this model's (shorter or longer) wall time."""

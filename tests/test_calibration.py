@@ -82,6 +82,23 @@ def test_issue_time_is_host_work_before_the_transfer(tmp_path):
                            ).issue_ns("all_reduce", MB) is None
 
 
+def test_fsdp_hook_times_pass_through_the_comm_model(tmp_path):
+    """The worker's ``fsdp_hooks`` reach comm.json and the model; an older file (or a
+    damaged entry) has none: unknown, not zero."""
+    raw = _raw({"all_reduce": (100_000, 1e9)}, [MB])
+    raw["fsdp_hooks"] = {"units": 8, "forward_ns": 520_000, "backward_ns": 760_000,
+                         "per_rank": [{"forward_ns": 500_000, "backward_ns": 700_000},
+                                      {"forward_ns": 540_000, "backward_ns": 820_000}]}
+    model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "comm.json"))
+    assert model.fsdp_hook_ns() == {"forward": 520_000, "backward": 760_000}
+    del raw["fsdp_hooks"]
+    assert load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "old.json")
+                           ).fsdp_hook_ns() is None
+    raw["fsdp_hooks"] = {"units": 8, "forward_ns": "fast"}
+    assert load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "bad.json")
+                           ).fsdp_hook_ns() is None
+
+
 def test_table_shows_reduce_scatter_against_half_an_all_reduce(tmp_path):
     raw = _raw({"all_reduce": (100_000, 1e9), "reduce_scatter": (400_000, 0.25e9)}, [MB])
     model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "c.json"))
@@ -173,3 +190,9 @@ def test_real_calibration_under_torchrun(tmp_path):
         assert all(0 < i <= w for ri, rw in zip(m["per_rank_issue_ns"], m["per_rank_ns"])
                    for i, w in zip(ri, rw)), m["collective"]
     assert all(model.issue_ns(coll, 256 * KB) > 0 for coll in model.collectives)
+    # FSDP2's own host work per unit, every rank's (a small model on a mesh of one rank:
+    # no collective in it), is time on this CPU: positive and below a step of its own
+    hooks = model.doc["fsdp_hooks"]
+    assert len(hooks["per_rank"]) == 2 and hooks["units"] > 0
+    got = model.fsdp_hook_ns()
+    assert got is not None and 0 < got["forward"] < 50e6 and 0 < got["backward"] < 50e6

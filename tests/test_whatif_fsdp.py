@@ -9,7 +9,7 @@ import pytest
 
 from replay.engine import schedule
 from replay.whatif.bucketing import ParamSpec
-from replay.whatif.fsdp import FSDP, Costs, to_fsdp
+from replay.whatif.fsdp import FSDP, HOOKS, Costs, to_fsdp
 from replay.whatif.fsdp_plan import plan_units
 from replay.whatif.gradients import GradientSync, RankStepSync
 from replay.whatif.reshard import reshard_off
@@ -194,6 +194,21 @@ def test_calibrated_issue_times_time_the_issue_ops():
     assert sorted(set(new.dur_ns[names == "c10d::_allgather_base_"].tolist())) == [300_000]
     assert sorted(set(new.dur_ns[names == "c10d::_reduce_scatter_base_"].tolist())) == [500_000]
     assert _step_ms(new) == pytest.approx(16.7 + 4 * 0.3 + 2 * 0.5, abs=0.01)
+
+
+def test_calibrated_fsdp_hook_time_is_host_work_in_every_unit():
+    """FSDP2's own host work per unit (0.4 ms in the forward hooks, 0.6 ms in the
+    backward ones) is one host op before each unit's forward all-gather and one before its
+    reduce-scatter; on the training thread, so the step grows by 2 units x 1 ms."""
+    g, sync, bwd = _ddp_step()
+    units = plan_units(_two_linears(), "Linear")
+    costs = Costs(ag_ns={"a": 2 * MS, "b": 2 * MS}, rs_ns={"a": MS, "b": MS},
+                  ag_name="gloo:all_gather", rs_name="gloo:all_reduce",
+                  hook_forward_ns=400_000, hook_backward_ns=600_000)
+    new, _, _, _ = to_fsdp(g, sync, units, costs, bwd)
+    names = np.array(new.names, dtype=object)[new.name]
+    assert sorted(new.dur_ns[names == HOOKS].tolist()) == [400_000] * 2 + [600_000] * 2
+    assert _step_ms(new) == pytest.approx(16.7 + 2 * (0.4 + 0.6), abs=0.01)
 
 
 def test_a_missing_backward_annotation_is_an_error():

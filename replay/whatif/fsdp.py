@@ -28,7 +28,9 @@ The units come from the manifest (:mod:`replay.whatif.fsdp_plan`). Per rank and 
 
 Collectives are timed by the cost model at each unit's unsharded bytes (``--comm-model
 comm.json`` for measured all-gather and reduce-scatter curves; the notes say when a cost
-was extrapolated from another collective or beyond the calibrated sizes). gloo performs
+was extrapolated from another collective or beyond the calibrated sizes). FSDP2's own host
+work in its hooks, as ``tracekit calibrate`` measured it per unit (``fsdp_hooks``), is one
+host op before each unit's forward all-gather and one before its reduce-scatter. gloo performs
 a reduce-scatter as an all-reduce, so on gloo runs it is timed and named as one. FSDP2's
 host work is timed by bytes at rates measured with FSDP2 on a 2-core CPU
 (:data:`HOST_RATES`), which the notes state. ``fsdp=CLASS+reshard=off`` then removes the
@@ -83,6 +85,14 @@ def _ops(nbytes: int, *names: str, issue_ns: int | None = None) -> tuple[HostOp,
                         dur_ns=dur(n)) for n in names)
 
 
+HOOKS = "FSDP2 hooks"
+
+
+def _hooks(dur_ns: int) -> tuple[HostOp, ...]:
+    """FSDP2's own host work in one unit's hooks, when calibrated."""
+    return (HostOp(name=HOOKS, kind=int(NodeKind.COMPUTE), dur_ns=dur_ns),) if dur_ns else ()
+
+
 @dataclass(kw_only=True)
 class Costs:
     """Per unit, its all-gather's and reduce-scatter's transfer time, and their names."""
@@ -99,6 +109,11 @@ class Costs:
     #: calibrated, the issue ops are timed by HOST_RATES)
     ag_issue_ns: dict[str, int] = field(default_factory=dict)
     rs_issue_ns: dict[str, int] = field(default_factory=dict)
+    #: FSDP2's own host time per unit and step, in its forward hooks and in its backward
+    #: hooks (0: not calibrated); one host op before each unit's forward all-gather and one
+    #: before its reduce-scatter
+    hook_forward_ns: int = 0
+    hook_backward_ns: int = 0
 
 
 @dataclass(kw_only=True)
@@ -171,6 +186,8 @@ def _build_step(adder: CollectiveAdder, graph: Graph, p: _StepPlan, units: list[
         def gather(u: PlannedUnit, before: int) -> int:
             ops = _ops(u.bytes, "fsdp::all_gather_copy_in", "c10d::_allgather_base_",
                        issue_ns=costs.ag_issue_ns.get(u.module))
+            if phase == FORWARD:
+                ops = _hooks(costs.hook_forward_ns) + ops
             c = adder.issue(rank=rs.rank, step=rs.step, key=(rs.step, u.module, phase), ops=ops,
                             before=before, name=costs.ag_name, dur_ns=costs.ag_ns[u.module],
                             nbytes=u.bytes, comm_lane=lane(),
@@ -211,8 +228,9 @@ def _build_step(adder: CollectiveAdder, graph: Graph, p: _StepPlan, units: list[
             continue
         before = p.last_grad_next[u.module]
         c = adder.issue(rank=rs.rank, step=rs.step, key=(rs.step, u.module, REDUCE),
-                        ops=_ops(u.bytes, "fsdp::chunk_cat", "c10d::_reduce_scatter_base_",
-                                 issue_ns=costs.rs_issue_ns.get(u.module)),
+                        ops=_hooks(costs.hook_backward_ns) + _ops(
+                            u.bytes, "fsdp::chunk_cat", "c10d::_reduce_scatter_base_",
+                            issue_ns=costs.rs_issue_ns.get(u.module)),
                         before=before, name=costs.rs_name, dur_ns=costs.rs_ns[u.module],
                         nbytes=u.bytes, comm_lane=lane(), issue_delay_ns=costs.issue_delay_ns)
         adder.wait(c, ops=_ops(u.bytes, "aten::copy_"), before=before,
@@ -300,6 +318,15 @@ def _costs(edit: VariantEdit, units: list[PlannedUnit]) -> tuple[Costs, list[str
         costs.rs_issue_ns = {m: int(round(rs)) for m, (_, rs) in issue.items()}
         notes.append("fsdp: issuing each all-gather and reduce-scatter timed by the "
                      "calibration (the calling thread's time, on fresh memory)")
+    hooks = comm.fsdp_hook_ns()
+    if hooks:
+        costs.hook_forward_ns = int(round(hooks["forward"]))
+        costs.hook_backward_ns = int(round(hooks["backward"]))
+        notes.append(f"fsdp: FSDP2's own host work per unit and step, as calibrated: forward "
+                     f"{hooks['forward'] / 1e3:.0f} us, backward {hooks['backward'] / 1e3:.0f} us")
+    else:
+        notes.append("fsdp: FSDP2's own host work in its hooks is not in the prediction "
+                     "(the comm model has no 'fsdp_hooks'; re-run 'tracekit calibrate')")
     return costs, notes
 
 
