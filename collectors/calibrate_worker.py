@@ -2,7 +2,8 @@
 
 ``tracekit calibrate`` starts this script once per rank (``torchrun --nproc_per_node 2
 collectors/calibrate_worker.py --out raw.json ...``). For every collective and size it
-runs warm-up calls, then timed calls, each started right after a barrier, and records
+runs warm-up calls, then timed calls, each started right after a barrier and an untimed
+4 MB all-reduce that leaves the link busy as in a training step (``--drain-bytes``), and records
 every rank's duration of every call. Rank 0 writes one JSON document::
 
     {"format": "tracekit-calibration-raw", "version": 1, "backend": "gloo",
@@ -54,6 +55,8 @@ except ImportError:  # run as a script: this file's folder is on sys.path
     from fsdp_hooks import measure_fsdp_hooks
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
+#: the untimed all-reduce before each timed call (see _Drain)
+DRAIN_BYTES = 4 << 20
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -69,6 +72,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds of timed calls per (collective, size): big sizes run fewer "
                         "calls, never below --min-iters")
     p.add_argument("--backend", default="", help="gloo or nccl (default: nccl with CUDA)")
+    p.add_argument("--drain-bytes", type=int, default=DRAIN_BYTES,
+                   help="an untimed all-reduce of this many bytes right before each timed "
+                        "call, so the link is busy as in a training step (0: none)")
     p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
                    help="skip timing FSDP2's own host work per unit (collectors/fsdp_hooks.py)")
     return p.parse_args(argv)
@@ -110,6 +116,23 @@ class _Bench:
             raise SystemExit(f"unknown collective {coll!r}; choose from {', '.join(COLLECTIVES)}")
 
 
+class _Drain:
+    """An untimed all-reduce right before each timed call. In a training step a collective
+    follows other traffic; after a barrier the link has been idle, and a link shaped by a
+    token bucket (``tc tbf``, the emulated cluster of ``benchmarks/cluster.py``, whose
+    1 MB burst lets an idle link's first megabyte through unshaped) would time a call
+    after an idle moment faster than the link's rate. The drain empties such a bucket; on
+    a link without one it only costs time."""
+
+    def __init__(self, nbytes: int, device: torch.device):
+        self.buf = torch.ones(max(1, nbytes // 4), dtype=torch.float32, device=device) \
+            if nbytes > 0 else None
+
+    def __call__(self) -> None:
+        if self.buf is not None:
+            dist.all_reduce(self.buf)
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -148,13 +171,14 @@ def _fresh_memory(device: torch.device) -> None:
         _MALLOC_TRIM(0)
 
 
-def _timed(bench: _Bench, device: torch.device, *, pair: bool = False
+def _timed(bench: _Bench, device: torch.device, drain: _Drain, *, pair: bool = False
            ) -> tuple[int, int, int]:
     """(wall ns, process CPU ns, issue ns) of one call (``pair``: two at once, issue 0)
-    started right after a barrier, on fresh memory (:func:`_fresh_memory`); issue: until
-    the asynchronous call returned."""
+    started right after a barrier and the drain (:class:`_Drain`), on fresh memory
+    (:func:`_fresh_memory`); issue: until the asynchronous call returned."""
     _fresh_memory(device)
     dist.barrier()
+    drain()
     _sync(device)
     t0, c0 = time.perf_counter_ns(), time.process_time_ns()
     if pair:
@@ -218,13 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     hosts: list[str] = [""] * world
     dist.all_gather_object(hosts, socket.gethostname())
     measurements = []
+    drain = _Drain(args.drain_bytes, device)
     t_start = time.perf_counter()
     for coll in colls:
         for nbytes in sizes:
             bench = _Bench(coll, nbytes, world, rank, device)
-            warm = [_timed(bench, device)[0] for _ in range(max(1, args.warmup))]
+            warm = [_timed(bench, device, drain)[0] for _ in range(max(1, args.warmup))]
             iters = _agree_on_iters(min(warm) / 1e9, args, device)
-            timed = [_timed(bench, device) for _ in range(iters)]
+            timed = [_timed(bench, device, drain) for _ in range(iters)]
             per_rank = _gather_durations([w for w, _, _ in timed], world, device)
             per_rank_cpu = _gather_durations([c for _, c, _ in timed], world, device)
             per_rank_issue = _gather_durations([i for _, _, i in timed], world, device)
@@ -232,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                      "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu,
                      "per_rank_issue_ns": per_rank_issue}
             if bench.pair is not None:
-                pairs = [_timed(bench, device, pair=True)[0] for _ in range(iters)]
+                pairs = [_timed(bench, device, drain, pair=True)[0] for _ in range(iters)]
                 entry["per_rank_pair_ns"] = _gather_durations(pairs, world, device)
             measurements.append(entry)
             if rank == 0:
@@ -246,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
-               "hosts": hosts, "cpu_cores": _cores(), "measurements": measurements}
+               "hosts": hosts, "cpu_cores": _cores(), "drain_bytes": args.drain_bytes,
+               "measurements": measurements}
         if hooks is not None:
             doc["fsdp_hooks"] = hooks
         atomic_write_json(args.out, doc, indent=None, what="the raw measurements")
