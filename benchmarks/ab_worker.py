@@ -20,6 +20,9 @@ and data, trained side by side in the same processes, in the step order A B B A 
 - ``link:RATE``: the baseline trainer again, its steps run with the emulated link
   re-shaped to ``RATE`` (under ``benchmarks/cluster.py``; the baseline's steps run at the
   job's own rate, ``TRACEKIT_LINK``): what ``bandwidth=`` what-ifs predict;
+- ``imbalance:RANK:FACTOR``: DDP's defaults with rank ``RANK``'s batch ``FACTOR`` times the
+  others' (``train_ddp.py --imbalance RANK:FACTOR``), a straggler; as ``--baseline`` with
+  ``--variant baseline`` it measures what ``stragglers=off`` predicts;
 - ``fsdp:CLASS`` / ``fsdp-noreshard:CLASS``: FSDP2, ``fully_shard`` on every module of
   class ``CLASS`` and the root (``samples/train_fsdp.py --unit CLASS``, with
   ``--no-reshard``): what ``fsdp=CLASS`` (and ``fsdp=CLASS+reshard=off``) predict.
@@ -124,9 +127,26 @@ class FSDPSide:
         self.opt.zero_grad()
 
 
+def _batch(variant: str, args) -> int | None:
+    """This rank's batch on an ``imbalance:RANK:FACTOR`` side (None: the model's own)."""
+    if not variant.startswith("imbalance:"):
+        return None
+    try:
+        _, who, factor = variant.split(":")
+        who, factor = int(who), float(factor)
+    except ValueError:
+        raise SystemExit(f"--variant imbalance:RANK:FACTOR, e.g. imbalance:1:3, not "
+                         f"{variant!r}") from None
+    base = build_workload(args.model).batch
+    return int(round(base * factor)) if dist.get_rank() == who else base
+
+
 def make_side(variant: str, args, world: int, device):
-    work = build_workload(args.model, batch=None, hidden=None, layers=None, seed=args.seed)
+    work = build_workload(args.model, batch=_batch(variant, args), hidden=None, layers=None,
+                          seed=args.seed)
     work.model.to(device)
+    if variant.startswith("imbalance:"):
+        return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
     if variant == "baseline":
         return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
     if variant == "no-overlap":
@@ -143,7 +163,8 @@ def make_side(variant: str, args, world: int, device):
         return DDPSide(work, bucket_mb=float(variant.partition(":")[2]), no_overlap=False,
                        lr=args.lr)
     raise SystemExit(f"--variant must be bucket:MB, no-overlap, dear, dear:MB, link:RATE, "
-                     f"fsdp:CLASS or fsdp-noreshard:CLASS, not {variant!r}")
+                     f"imbalance:RANK:FACTOR, fsdp:CLASS or fsdp-noreshard:CLASS, not "
+                     f"{variant!r}")
 
 
 def link_switcher(variants: list[str], rank: int):
@@ -219,8 +240,9 @@ def summarize(variants: list[str], times: list[list[float]], skip: int) -> list[
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variant", required=True,
-                    help="one or more (comma-separated) of bucket:MB, no-overlap, dear, "
-                         "dear:MB, link:RATE, fsdp:CLASS, fsdp-noreshard:CLASS")
+                    help="one or more (comma-separated) of baseline, bucket:MB, no-overlap, "
+                         "dear, dear:MB, link:RATE, imbalance:RANK:FACTOR, fsdp:CLASS, "
+                         "fsdp-noreshard:CLASS")
     ap.add_argument("--baseline", default="baseline",
                     help="side A: baseline (DDP's defaults) or any --variant form")
     ap.add_argument("--model", choices=list(MODELS), default="mlp")

@@ -10,7 +10,8 @@ profiled DDP run), ``comm.json`` (the calibration) and ``measured_jobs.json`` (p
 measured speedups). Prints, per DDP what-if measured there, the predicted speedup, the
 median measured one and the error, then the mean and worst |error|; then the FSDP
 what-ifs measured there (``fsdp=Linear`` from the DDP baseline, ``reshard=off`` from
-``baseline-fsdp/``).
+``baseline-fsdp/``), and ``stragglers=off`` from ``baseline-imbalanced/`` with the
+straggler summary names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ SPECS = ("fusion=1MB", "fusion=4MB", "fusion=16MB", "fusion=64MB", "fusion=100MB
 #: FSDP what-ifs (issue 16): from the DDP baseline, and from the FSDP2 baseline
 FSDP_FROM_DDP = ("fsdp=Linear", "fsdp=Linear+reshard=off")
 FSDP_FROM_FSDP = ("reshard=off",)
+#: issue 16's straggler what-if, from the imbalanced DDP baseline (rank 1: 3x the batch)
+FROM_IMBALANCED = ("stragglers=off",)
 
 
 def main() -> None:
@@ -51,6 +54,13 @@ def main() -> None:
     if fsdp:
         print(f"FSDP what-ifs: mean |error| {statistics.mean(fsdp):.1f}%, worst "
               f"{max(fsdp):.1f}%")
+    if (args.cell / "baseline-imbalanced" / "manifest.json").exists():
+        imbalanced = Session(args.cell / "baseline-imbalanced",
+                             PredictionOptions(comm_model=str(args.cell / "comm.json")))
+        for r in imbalanced.what_ifs([s for s in FROM_IMBALANCED if s in measured]):
+            _report(r, measured)
+        named = [s.rank for s in imbalanced.summary().stragglers]
+        print(f"straggler named: rank(s) {named} (given more work: rank 1)")
 
 
 def _report(r, measured: dict) -> float:

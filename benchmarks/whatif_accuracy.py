@@ -27,8 +27,11 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 
 Targets (issue 11), on the shaped links: mean |predicted/measured - 1| <= 3% and worst
 <= 5% per model and rate; sweep gap <= 2%; coverage >= 80%; baseline replay error <= 2%.
-Issue 16: reshard=off and fsdp=CLASS within 5% of the measured speedup, FSDP baseline
-replay error <= 3%.
+Issue 16: reshard=off, fsdp=CLASS and stragglers=off within 5% of the measured speedup,
+FSDP baseline replay error <= 3%, the straggler named. ``stragglers=off`` is predicted
+from a third baseline, DDP with rank 1 given 3x the batch (``train_ddp.py --imbalance
+1:3``), and measured as that trainer against the balanced one (``ab_worker.py --baseline
+imbalance:1:3 --variant baseline``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ WHAT_IFS = {
 #: what-ifs predicted from an FSDP2 baseline (samples/train_fsdp.py --unit Linear):
 #: spec -> (ab_worker --baseline, --variant)
 FSDP_WHAT_IFS = {"reshard=off": ("fsdp:Linear", "fsdp-noreshard:Linear")}
+#: the straggler: a DDP baseline whose rank 1 gets 3x the batch (train_ddp.py --imbalance)
+IMBALANCE = "1:3"
+STRAGGLER_WHAT_IFS = {"stragglers=off": (f"imbalance:{IMBALANCE}", "baseline")}
+#: baseline folder per trainer run: (trainer, its extra arguments)
+BASELINES = {"baseline": ("train_ddp.py", ()), "baseline-fsdp": ("train_fsdp.py", ()),
+             "baseline-imbalanced": ("train_ddp.py", ("--imbalance", IMBALANCE))}
 SWEEP = "fusion=1MB..128MB"
 _AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=([0-9.]+)")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
@@ -130,8 +139,10 @@ def calibrate(name: str, rate: str, cell: Path, reuse: bool) -> Path:
 
 
 def profile(name: str, rate: str, model: str, cell: Path, reuse: bool,
-            trainer: str = "train_ddp.py") -> Path:
-    run = cell / ("baseline" if trainer == "train_ddp.py" else "baseline-fsdp")
+            which: str = "baseline") -> Path:
+    """Profile one of :data:`BASELINES` into ``cell/which``."""
+    trainer, extra = BASELINES[which]
+    run = cell / which
     if reuse and (run / "manifest.json").exists():
         return run
     if run.exists():
@@ -139,7 +150,7 @@ def profile(name: str, rate: str, model: str, cell: Path, reuse: bool,
     res = _in_link(name, rate, [str(VENV / "tracekit"), "profile", "--out", str(run),
                                 "--wait", "2", "--warmup", "2", "--steps", "10", "--",
                                 *_torchrun(f"samples/{trainer}", "--model", model,
-                                           "--steps", "16")])
+                                           "--steps", "16", *extra)])
     if res.returncode != 0:
         raise SystemExit(f"profiling {model} on {rate} failed:\n{res.stderr[-2000:]}")
     return run
@@ -155,17 +166,26 @@ def predict(run: Path, comm: Path) -> tuple[Session, dict[str, Row], tuple[str, 
     return session, rows, (sweep.best_spec, dict(sweep.sweep))
 
 
-def predict_fsdp(run: Path, comm: Path) -> tuple[Session, dict[str, Row]]:
-    """The FSDP run's what-ifs, each with its interval."""
+def predict_from(run: Path, comm: Path, specs) -> tuple[Session, dict[str, Row]]:
+    """What-ifs of another baseline (the FSDP run's, the imbalanced run's), each with its
+    interval."""
     session = Session(run, PredictionOptions(comm_model=str(comm)))
     return session, {r.spec: Row(spec=r.spec, predicted=r.speedup, lo=r.speedup_lo,
-                                 hi=r.speedup_hi) for r in session.what_ifs(list(FSDP_WHAT_IFS))}
+                                 hi=r.speedup_hi) for r in session.what_ifs(list(specs))}
+
+
+def straggler_named(session: Session) -> bool:
+    """Whether summary names the rank given more work, and only it, as the straggler."""
+    who = int(IMBALANCE.split(":")[0])
+    return [s.rank for s in session.summary().stragglers] == [who]
 
 
 def ab_sides(spec: str, rate: str) -> tuple[str, str]:
     """``(--baseline, --variant)`` of the ab_worker jobs that measure ``spec``."""
     if spec in FSDP_WHAT_IFS:
         return FSDP_WHAT_IFS[spec]
+    if spec in STRAGGLER_WHAT_IFS:
+        return STRAGGLER_WHAT_IFS[spec]
     return "baseline", ab_variant(spec, rate)
 
 
@@ -238,9 +258,13 @@ def run_cell(model: str, rate: str, args) -> dict:
         comm = calibrate(name, rate, cell, args.reuse)
         session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
                                                comm)
-        fsdp_session, fsdp_rows = predict_fsdp(
-            profile(name, rate, model, cell, args.reuse, "train_fsdp.py"), comm)
+        fsdp_session, fsdp_rows = predict_from(
+            profile(name, rate, model, cell, args.reuse, "baseline-fsdp"), comm, FSDP_WHAT_IFS)
         rows.update(fsdp_rows)
+        imbalanced, straggler_rows = predict_from(
+            profile(name, rate, model, cell, args.reuse, "baseline-imbalanced"), comm,
+            STRAGGLER_WHAT_IFS)
+        rows.update(straggler_rows)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
         specs = list(dict.fromkeys([*wanted, *sweep]))
         measured = measure_all(name, rate, model, specs, cache, args)
@@ -255,14 +279,16 @@ def run_cell(model: str, rate: str, args) -> dict:
     gap = (fusions[measured_best] / fusions[best] - 1.0) * 100
     return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
             "baseline_error_pct": session.baseline.error_pct,
-            "fsdp_baseline_error_pct": fsdp_session.baseline.error_pct, "sweep_best": best,
+            "fsdp_baseline_error_pct": fsdp_session.baseline.error_pct,
+            "straggler_named": straggler_named(imbalanced), "sweep_best": best,
             "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep,
             "sweep_measured": fusions}
 
 
 def print_cell(c: dict) -> dict:
     print(f"\n{c['model']} on {c['rate']} (baseline replay error "
-          f"{c['baseline_error_pct']:+.2f}%, FSDP baseline {c['fsdp_baseline_error_pct']:+.2f}%)")
+          f"{c['baseline_error_pct']:+.2f}%, FSDP baseline {c['fsdp_baseline_error_pct']:+.2f}%; "
+          f"straggler named {'correctly' if c.get('straggler_named') else 'WRONGLY'})")
     print(f"  {'what-if':<18} {'predicted [95% interval]':>26} {'measured [95% CI]':>26} "
           f"{'error':>8} {'in':>3}")
     errs = []
