@@ -180,6 +180,15 @@ def _thread_names(metas: list[MetaEvent]) -> dict[tuple[int, int], str]:
     return out
 
 
+def _split(evs: list) -> tuple[list[Event], list[MetaEvent]]:
+    """The duration events and the metadata events, in order, in one pass over every
+    event (the few metadata events are collected on the way: ``append`` returns None)."""
+    metas: list[MetaEvent] = []
+    keep_meta = metas.append
+    xs = [e for e in evs if e.__class__ is Event or (e.__class__ is MetaEvent and keep_meta(e))]
+    return xs, metas
+
+
 def _valid_int(v: Any, low: int, high: int) -> int | None:
     """``v`` when it is a true int within ``[low, high]``, else None."""
     return v if type(v) is int and low <= v <= high else None
@@ -191,10 +200,9 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
 
     props = doc.deviceProperties if isinstance(doc.deviceProperties, list) else []
     host = doc.host_name if isinstance(doc.host_name, str) else ""
-    evs = doc.traceEvents
-    usable = usable_columns([e for e in evs if e.__class__ is Event], path, base_ns)
-    metas = [e for e in evs if e.__class__ is MetaEvent]
-    del doc, evs
+    xs, metas = _split(doc.traceEvents)
+    usable = usable_columns(xs, path, base_ns)
+    del doc, xs
     if not usable.events:
         raise TracekitError(
             "trace has no duration events ('ph': 'X'); was the profiler stopped before "
