@@ -1,5 +1,3 @@
-import sys
+from tracekit.cli import console_main
 
-from tracekit.cli import main
-
-sys.exit(main())
+console_main()

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +74,8 @@ def _tmp_prefix(path: Path) -> str:
 
 
 def _host_tag() -> str:
+    import socket  # only when a file is written: reading commands never load it
+
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 
 

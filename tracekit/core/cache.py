@@ -25,7 +25,7 @@ Format (``.tkc``, little-endian)::
     b"TKCACHE1"  uint64 header length  header (JSON)  zero padding to 64 bytes
     column 0 bytes (padded to 64)  column 1 bytes ...
 
-The header holds the key, the :class:`~tracekit.core.kineto.TraceMeta`, the warnings
+The header holds the key, the :class:`~tracekit.core.trace_meta.TraceMeta`, the warnings
 the parse logged (repeated when the entry is used, so a cached trace warns like a parsed
 one), and per column its dtype, length, offset, CRC-32 and, for a categorical, its
 categories. One column more, ``__graph_rows__``, marks the rows of the compact table
@@ -501,5 +501,5 @@ class EntryReader:
 
 
 def meta_fields(meta) -> dict:
-    """A :class:`~tracekit.core.kineto.TraceMeta` as JSON-able fields."""
+    """A :class:`~tracekit.core.trace_meta.TraceMeta` as JSON-able fields."""
     return dataclasses.asdict(meta)

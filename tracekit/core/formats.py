@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from tracekit.errors import TracekitError
@@ -52,6 +51,8 @@ def _error(path: Path, what: str, hint: str) -> TracekitError:
 
 def _sqlite_kind(path: Path) -> tuple[str, str]:
     """Which tool wrote a SQLite file, from its table names."""
+    import sqlite3  # only for a SQLite file: a JSON trace never loads it
+
     tables: set[str] = set()
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:

@@ -45,8 +45,8 @@ from tracekit.core.cache import (
     meta_fields,
     trace_key,
 )
-from tracekit.core.kineto import TraceMeta, parse_trace
 from tracekit.core.reduce import droppable, reduce_events, with_nested_counts
+from tracekit.core.trace_meta import TraceMeta
 from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -120,6 +120,14 @@ class _Capture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
             self.records.append([record.name, record.levelno, record.getMessage()])
+
+
+def parse_trace(path: Path) -> tuple[pd.DataFrame, TraceMeta]:
+    """:func:`tracekit.core.kineto.parse_trace`, its modules (msgspec, the decoders)
+    imported on first use: a run read from the cache never needs them."""
+    from tracekit.core.kineto import parse_trace as parse
+
+    return parse(path)
 
 
 def parse_task(task: _Task) -> tuple[pd.DataFrame | None, dict, list, int, str | None]:

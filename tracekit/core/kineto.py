@@ -19,6 +19,9 @@ After (``parse_trace`` -> one row per ``"X"`` event, columns of
     0    cpu       7    thread 7         ProfilerStep#3   step 1700000000000100000 900500 3    ""         -1
     0    cpu       9    pt_gloo_runloop  gloo:all_reduce  comm 1700000000000150250 80000  3    all_reduce 4096
 
+What the file says about itself (rank, world size, steps, ...) comes back beside the
+table as a :class:`~tracekit.core.trace_meta.TraceMeta` (importable from here too).
+
 Reading and decoding the bytes is :mod:`tracekit.core.kineto_json` (gzip, msgspec
 structs, lenient fallback, errors for bad files); this module turns the decoded events
 into columns: one list comprehension per field, categoricals from per-name codes, numpy
@@ -31,7 +34,6 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from tracekit.core.collectives import COLLECTIVE_VALUES, comm_fields
 from tracekit.core.kineto_json import Args, Event, MetaEvent, Trace, decode_trace
 from tracekit.core.nccl_kernels import link_host_collectives, nccl_kernel_columns
 from tracekit.core.schema import EVENT_COLUMNS, EventKind, LaneKind
+from tracekit.core.trace_meta import TraceMeta
 from tracekit.core.validate import UsableEvents, usable_columns
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
@@ -69,40 +72,6 @@ _KIND_NAMES = [k.value for k in EventKind]
 _KIND_CODE = {k: np.int8(i) for i, k in enumerate(EventKind)}
 _STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
 _RANK_IN_NAME = re.compile(r"(?:rank|worker)[-_]?(\d+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TraceMeta:
-    """What one trace file says about itself, beside its events."""
-
-    path: str
-    #: global rank, from ``distributedInfo``, else the file name; None when neither says.
-    rank: int | None
-    #: where ``rank`` came from: 'distributedInfo', 'filename', 'manifest', 'none', or
-    #: 'assumed' (a lone trace without rank information: rank 0, see core.unranked).
-    rank_source: str
-    #: world size from ``distributedInfo``, None when absent.
-    world_size: int | None
-    #: 'nccl', 'gloo', ... or '' when the trace does not say.
-    backend: str
-    #: ``distributedInfo['pg_config']`` as recorded (list of dicts), or [].
-    process_groups: list[dict] = field(default_factory=list)
-    #: ``deviceProperties`` as recorded (list of dicts), or [].
-    device_properties: list[dict] = field(default_factory=list)
-    #: True when timestamps were relative to ``baseTimeNanoseconds`` (newer Kineto).
-    relative_timestamps: bool = False
-    #: step numbers found (``ProfilerStep#N``), in order; [] when the trace has none.
-    steps: list[int] = field(default_factory=list)
-    #: number of duration events kept.
-    n_events: int = 0
-    #: host name when the trace records it, else ''.
-    host: str = ""
-    #: the NCCL version when recorded, else ''.
-    nccl_version: str = ""
-
-    @property
-    def has_steps(self) -> bool:
-        return bool(self.steps)
 
 
 def rank_from_filename(path: str | Path) -> int | None:
@@ -211,6 +180,15 @@ def _thread_names(metas: list[MetaEvent]) -> dict[tuple[int, int], str]:
     return out
 
 
+def _split(evs: list) -> tuple[list[Event], list[MetaEvent]]:
+    """The duration events and the metadata events, in order, in one pass over every
+    event (the few metadata events are collected on the way: ``append`` returns None)."""
+    metas: list[MetaEvent] = []
+    keep_meta = metas.append
+    xs = [e for e in evs if e.__class__ is Event or (e.__class__ is MetaEvent and keep_meta(e))]
+    return xs, metas
+
+
 def _valid_int(v: Any, low: int, high: int) -> int | None:
     """``v`` when it is a true int within ``[low, high]``, else None."""
     return v if type(v) is int and low <= v <= high else None
@@ -222,10 +200,9 @@ def _build(doc: Trace, path: Path) -> tuple[pd.DataFrame, TraceMeta]:
 
     props = doc.deviceProperties if isinstance(doc.deviceProperties, list) else []
     host = doc.host_name if isinstance(doc.host_name, str) else ""
-    evs = doc.traceEvents
-    usable = usable_columns([e for e in evs if e.__class__ is Event], path, base_ns)
-    metas = [e for e in evs if e.__class__ is MetaEvent]
-    del doc, evs
+    xs, metas = _split(doc.traceEvents)
+    usable = usable_columns(xs, path, base_ns)
+    del doc, xs
     if not usable.events:
         raise TracekitError(
             "trace has no duration events ('ph': 'X'); was the profiler stopped before "

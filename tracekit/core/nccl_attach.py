@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tracekit.core.nccl_log import read_nccl_logs
 from tracekit.core.schema import Collective, EventKind, LaneKind
 
 #: point-to-point lines are fused into one kernel per group: they cannot be matched 1:1
@@ -98,6 +97,8 @@ def attach_run_nccl_logs(run) -> AttachResult:
     """:func:`attach_nccl_log` for a loaded run (``tracekit.load_run``): reads
     ``<run folder>/nccl/*.log``; ``result.events`` is ``run.events`` with the fields
     filled (the run itself is not modified)."""
+    from tracekit.core.nccl_log import read_nccl_logs  # its regexes: only for a log
+
     folder = Path(run.path)
     log = read_nccl_logs(folder if folder.is_dir() else folder.parent)
     return attach_nccl_log(log, run.events)
@@ -116,6 +117,8 @@ def attach_logs_to_events(root: Path, events: pd.DataFrame) -> tuple[pd.DataFram
     folder = nccl_log_folder(root)
     if folder is None:
         return events, []
+    from tracekit.core.nccl_log import read_nccl_logs  # its regexes: only for a log
+
     log = read_nccl_logs(folder.parent)
     if log.empty:
         return events, [f"{folder}: no NCCL collective lines (was NCCL_DEBUG_SUBSYS=COLL "

@@ -107,6 +107,14 @@ def nccl_kernel_columns(name_codes: np.ndarray, name_uniques: list[str],
     }
 
 
+def _codes(column: pd.Series, *values: str) -> tuple[np.ndarray, list[int]]:
+    """A categorical column's codes, and the code of each of ``values`` (-2, which no row
+    has, for one that is not a category): comparing codes is comparing the strings."""
+    cats = column.cat.categories
+    where = {c: i for i, c in enumerate(cats)}
+    return column.cat.codes.to_numpy(), [where.get(v, -2) for v in values]
+
+
 def _name_is(names: pd.Series, prefixes: tuple[str, ...]) -> np.ndarray:
     """Per event: its (categorical) name starts with one of ``prefixes``; decided once
     per distinct name."""
@@ -144,14 +152,16 @@ def _innermost(starts: np.ndarray, ends: np.ndarray, lanes: np.ndarray, t: np.nd
 def link_host_collectives(events: pd.DataFrame) -> int:
     """Fill, in place, the collective fields an NCCL kernel lacks from the host op that
     launched it (see module doc). Returns the number of kernels that gained something."""
-    kind = events["kind"].to_numpy()
+    kind, (k_comm, k_launch, k_annotation) = _codes(
+        events["kind"], EventKind.COMM.value, EventKind.LAUNCH.value,
+        EventKind.ANNOTATION.value)
     is_gpu = (events["lane_kind"] == LaneKind.GPU.value).to_numpy()
-    comm = np.flatnonzero(is_gpu & (kind == EventKind.COMM.value))
+    comm = np.flatnonzero(is_gpu & (kind == k_comm))
     if len(comm) == 0:
         return 0
-    coll = events["collective"].to_numpy().astype(object)
+    coll, (c_none,) = _codes(events["collective"], "")
     names = events["name"]
-    is_host_coll = ~is_gpu & (coll != "") & _name_is(names, _HOST_COMM)
+    is_host_coll = ~is_gpu & (coll != c_none) & _name_is(names, _HOST_COMM)
     host = np.flatnonzero(is_host_coll)
     corr = events["correlation"].to_numpy()
     ts = events["ts_ns"].to_numpy()
@@ -160,7 +170,7 @@ def link_host_collectives(events: pd.DataFrame) -> int:
     if len(host):
         o = np.lexsort((ts[host], lane[host]))
         host = host[o]
-        launch = np.flatnonzero(~is_gpu & (corr >= 0) & (kind == EventKind.LAUNCH.value))
+        launch = np.flatnonzero(~is_gpu & (corr >= 0) & (kind == k_launch))
         lk = corr[launch]
         lo = np.argsort(lk, kind="stable")
         lk, launch = lk[lo], launch[lo]
@@ -171,17 +181,18 @@ def link_host_collectives(events: pd.DataFrame) -> int:
         found = _innermost(ts[host], events["end_ns"].to_numpy()[host], lane[host], ts[la],
                            lane[la])
         source[np.flatnonzero(has)] = np.where(found >= 0, host[np.maximum(found, 0)], -1)
-    _from_gpu_annotations(events, comm, source, coll, is_gpu, kind, names, ts, lane)
+    _from_gpu_annotations(events, comm, source, coll != c_none, is_gpu, kind == k_annotation,
+                          names, ts, lane)
     return _copy_fields(events, comm, source, coll)
 
 
-def _from_gpu_annotations(events, comm, source, coll, is_gpu, kind, names, ts, lane) -> None:
+def _from_gpu_annotations(events, comm, source, has_coll, is_gpu, is_annotation, names, ts,
+                          lane) -> None:
     """Kernels still without a source: a ``nccl:*`` GPU annotation around them."""
     missing = np.flatnonzero(source < 0)
     if len(missing) == 0:
         return
-    ann = np.flatnonzero(is_gpu & (kind == EventKind.ANNOTATION.value) & (coll != "")
-                         & _name_is(names, ("nccl:",)))
+    ann = np.flatnonzero(is_gpu & is_annotation & has_coll & _name_is(names, ("nccl:",)))
     if len(ann) == 0:
         return
     ann = ann[np.lexsort((ts[ann], lane[ann]))]
@@ -192,6 +203,9 @@ def _from_gpu_annotations(events, comm, source, coll, is_gpu, kind, names, ts, l
 
 def _copy_fields(events: pd.DataFrame, comm: np.ndarray, source: np.ndarray,
                  coll: np.ndarray) -> int:
+    """Copy the launching op's fields (rows ``source``) into its kernel's (rows ``comm``)
+    where the kernel has none; ``coll``: the collective column's codes. Compared as
+    codes; a string column is rebuilt only when something is copied into it."""
     ok = source >= 0
     dst, src = comm[ok], source[ok]
     if len(dst) == 0:
@@ -199,25 +213,29 @@ def _copy_fields(events: pd.DataFrame, comm: np.ndarray, source: np.ndarray,
     gained = np.zeros(len(dst), dtype=bool)
     # a Generic kernel names no collective; a SendRecv kernel is how NCCL runs what
     # PyTorch called (all_to_all, a grouped send/recv): the host op names the collective
-    vague = np.isin(coll[dst], [Collective.UNKNOWN.value, Collective.SEND_RECV.value])
-    new_coll = coll.copy()
-    take = vague & (coll[src] != "") & (coll[src] != coll[dst])
-    new_coll[dst[take]] = coll[src[take]]
+    _, (c_unknown, c_send_recv, c_none) = _codes(
+        events["collective"], Collective.UNKNOWN.value, Collective.SEND_RECV.value, "")
+    vague = (coll[dst] == c_unknown) | (coll[dst] == c_send_recv)
+    take = vague & (coll[src] != c_none) & (coll[src] != coll[dst])
     gained |= take
     if take.any():
-        events["collective"] = pd.Categorical(new_coll,
-                                              categories=events["collective"].cat.categories)
+        new_coll = coll.copy()
+        new_coll[dst[take]] = coll[src[take]]
+        events["collective"] = pd.Categorical.from_codes(
+            new_coll, dtype=events["collective"].dtype)
     for col in _FILL_INT:
-        values = events[col].to_numpy().copy()
+        values = events[col].to_numpy()
         fill = (values[dst] < 0) & (values[src] >= 0)
-        values[dst[fill]] = values[src[fill]]
         gained |= fill
         if fill.any():
+            values = values.copy()
+            values[dst[fill]] = values[src[fill]]
             events[col] = values
     for col in _FILL_STR:
-        values = events[col].to_numpy().astype(object)
-        fill = (values[dst] == "") & (values[src] != "")
+        codes, (none,) = _codes(events[col], "")
+        fill = (codes[dst] == none) & (codes[src] != none)
         if fill.any():
+            values = events[col].to_numpy().astype(object)
             values[dst[fill]] = values[src[fill]]
             events[col] = pd.Categorical(values)
         gained |= fill

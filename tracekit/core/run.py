@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,6 @@ from pandas.api.types import union_categoricals
 from tracekit.core.assemble import Part
 from tracekit.core.formats import foreign_files_hint
 from tracekit.core.ingest import IngestOptions, assemble_parts, load_traces
-from tracekit.core.kineto import TraceMeta
-from tracekit.core.manifest import MANIFEST_NAME, Manifest, read_manifest
 from tracekit.core.nccl_attach import attach_logs_to_events
 from tracekit.core.run_checks import (
     check_run,
@@ -31,15 +30,22 @@ from tracekit.core.run_checks import (
     warn_unreadable_traces,
 )
 from tracekit.core.schema import empty_events
+from tracekit.core.trace_meta import TraceMeta
 from tracekit.core.unranked import unranked_note, unranked_trace
 from tracekit.core.warnings import collecting
 from tracekit.errors import TracekitError
 from tracekit.log import get_logger
 
+if TYPE_CHECKING:
+    from tracekit.core.manifest import Manifest
+
 log = get_logger(__name__)
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
-_NOT_TRACES = {MANIFEST_NAME, "comm.json", "calibration.json"}
+#: tracekit.core.manifest.MANIFEST_NAME (that module is imported only for a folder that
+#: has one: a run read from plain traces never needs it)
+_MANIFEST = "manifest.json"
+_NOT_TRACES = {_MANIFEST, "comm.json", "calibration.json"}
 
 
 @dataclass(kw_only=True)
@@ -134,7 +140,7 @@ def _resolve_inputs(source: str | Path | Sequence[str | Path]) -> tuple[Path, li
             raise TracekitError("no trace given; pass a run folder or trace files")
     if len(sources) == 1 and sources[0].is_dir():
         folder = sources[0]
-        manifest = read_manifest(folder) if (folder / MANIFEST_NAME).exists() else None
+        manifest = _manifest_of(folder)
         if manifest is not None and manifest.trace_files:
             files = [folder / f for f in manifest.trace_files.values()]
             missing = [str(f) for f in files if not f.exists()]
@@ -248,6 +254,16 @@ def _load_run(source: str | Path | Sequence[str | Path], *, progress: bool,
             "treated as one window (step 0)"
         )
     return run
+
+
+def _manifest_of(folder: Path) -> Manifest | None:
+    """The folder's ``manifest.json`` (:func:`tracekit.core.manifest.read_manifest`), or
+    None when it has none."""
+    if not (folder / _MANIFEST).exists():
+        return None
+    from tracekit.core.manifest import read_manifest
+
+    return read_manifest(folder)
 
 
 def concat_events(tables: list[pd.DataFrame]) -> pd.DataFrame:

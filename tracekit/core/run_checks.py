@@ -30,8 +30,8 @@ from tracekit.core.warnings import warn
 from tracekit.errors import TracekitError
 
 if TYPE_CHECKING:
-    from tracekit.core.kineto import TraceMeta
     from tracekit.core.run import Run
+    from tracekit.core.trace_meta import TraceMeta
 
 
 def missing_path_message(path: Path) -> str:

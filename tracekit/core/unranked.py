@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from tracekit.core.kineto import TraceMeta
+from tracekit.core.trace_meta import TraceMeta
 from tracekit.errors import TracekitError
 
 #: ``TraceMeta.rank_source`` of a lone trace without rank information

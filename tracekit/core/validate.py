@@ -56,6 +56,8 @@ _SPAN_PIDS = frozenset({"Spans", "Traces"})
 _INT_TEXT = re.compile(r"^(?:stream )?-?[0-9]{1,18}$")
 
 _OK, _SKIP = 0, 1
+#: up to this many odd values (or dropped events) are found and handled one by one
+_FEW = 64
 #: reason code -> how the warning names it ("N with <reason>")
 _REASONS = {
     2: "pid missing or not an integer", 3: "tid missing or not an integer", 4: "no ts", 5: "ts not a number",
@@ -84,7 +86,16 @@ class UsableEvents:
 
     def take(self, keep: np.ndarray) -> UsableEvents:
         """Only the events at positions ``keep`` (ascending)."""
-        return UsableEvents(events=[self.events[i] for i in keep.tolist()],
+        n_gone = len(self.events) - len(keep)
+        if n_gone <= _FEW:  # usually Kineto's one Spans event: delete, not rebuild
+            events = list(self.events)
+            gone = np.ones(len(events), dtype=bool)
+            gone[keep] = False
+            for i in reversed(np.flatnonzero(gone).tolist()):
+                del events[i]
+        else:
+            events = [self.events[i] for i in keep.tolist()]
+        return UsableEvents(events=events,
                             ts_us=self.ts_us[keep], dur_us=self.dur_us[keep],
                             pid=None if self.pid is None else self.pid[keep],
                             tid=None if self.tid is None else self.tid[keep])
@@ -149,11 +160,10 @@ def _check_ints(values: list[Any], code: int, codes: np.ndarray,
     ids as int64 when every one is an int (the usual case), else None."""
     types = list(map(type, values))
     text = False  # some id kept is text: its int is read by the caller
-    if not set(types) <= {int}:  # usually one "Spans" event: look at the odd ones only
-        odd = np.flatnonzero(np.fromiter(map(operator.is_not, types, repeat(int)),
-                                         dtype=bool, count=len(types)))
+    odd_types = set(types) - {int}
+    if odd_types:  # usually one "Spans" event: look at the odd ones only
         values = list(values)
-        for i in odd.tolist():
+        for i in _non_int_positions(types, odd_types):
             v = values[i]
             if v.__class__ is str and _INT_TEXT.match(v):
                 values[i] = int(v.rpartition(" ")[2])
@@ -173,6 +183,25 @@ def _check_ints(values: list[Any], code: int, codes: np.ndarray,
     return None if text else arr
 
 
+def _non_int_positions(types: list[type], odd: set[type]) -> list[int]:
+    """Ascending positions in ``types`` of the non-int types (``odd``: the set of them):
+    by ``list.index`` (a C scan) while there are at most :data:`_FEW`, else by one
+    comparison per element."""
+    found: list[int] = []
+    for t in odd:
+        i = types.index(t)
+        while True:
+            found.append(i)
+            if len(found) > _FEW:
+                return np.flatnonzero(np.fromiter(map(operator.is_not, types, repeat(int)),
+                                                  dtype=bool, count=len(types))).tolist()
+            try:
+                i = types.index(t, i + 1)
+            except ValueError:
+                break
+    return sorted(found)
+
+
 def _mark_one(codes: np.ndarray, i: int, code: int) -> None:
     if codes[i] == _OK:
         codes[i] = code
@@ -182,6 +211,11 @@ def _floats(values: list[Any], missing: int, wrong: int, codes: np.ndarray) -> n
     """float64 of int/float values; NaN (and a reason code) for anything else."""
     kinds = set(map(type, values))
     if kinds <= {float, int}:
+        if kinds == {int}:  # via int64: numpy makes a float object of each int otherwise
+            try:
+                return np.fromiter(values, dtype=np.int64, count=len(values)).astype(np.float64)
+            except OverflowError:  # an int beyond int64: float64 may still hold it
+                pass
         try:
             return np.fromiter(values, dtype=np.float64, count=len(values))
         except OverflowError:  # an int beyond float64
