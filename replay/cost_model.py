@@ -228,13 +228,11 @@ class CommCostModel:
         return None
 
     def issue_ns(self, collective: str, nbytes: float) -> float | None:
-        """How long the calling thread takes to issue one such call (host work before the
-        transfer starts, measured by ``tracekit calibrate``), or None when not measured."""
+        """The calling thread's time to issue one such call (``tracekit calibrate``)."""
         return None
 
     def fsdp_hook_ns(self) -> dict[str, float] | None:
-        """FSDP2's own host time per unit and step (``{"forward": ns, "backward": ns}``,
-        measured by ``tracekit calibrate``), or None when not measured."""
+        """FSDP2's host time per unit and step, ``{"forward": ns, "backward": ns}``."""
         return None
 
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:
@@ -585,8 +583,7 @@ class ScaledCostModel(CommCostModel):
         """The base model's (issuing is host work: the wire does not change it)."""
         return self.base.issue_ns(collective, nbytes)
 
-    def fsdp_hook_ns(self) -> dict[str, float] | None:
-        """The base model's (host work)."""
+    def fsdp_hook_ns(self) -> dict[str, float] | None:  # host work: the base model's
         return self.base.fsdp_hook_ns()
 
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
