@@ -223,7 +223,7 @@ def _fsdp_hooks(device: torch.device) -> dict | None:
     if dist.get_rank() == 0:
         sys.stderr.write(f"calibrate: FSDP2 host work per unit: forward "
                          f"{out['forward_ns'] / 1e3:.0f} us, backward "
-                         f"{out['backward_ns'] / 1e3:.0f} us\n")
+                         f"{out['backward_ns'] / 1e3:.0f} us ({out.get('mode')} group)\n")
     return out
 
 
