@@ -52,7 +52,7 @@ def choose_interference(name: str, run, graph: Graph, start_ns: np.ndarray,
     transfer keeps busy.
     """
     check_interference_name(name)
-    cpu_only = bool(graph.n_nodes) and not any(ln.kind == "gpu" for ln in graph.lanes)
+    cpu_only = bool(graph.n_nodes) and not graph.has_gpu_lanes
     if name == "auto":
         name = "cores" if cpu_only else "factor"
     if name == "none":

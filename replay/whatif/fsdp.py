@@ -274,7 +274,7 @@ def to_fsdp(graph: Graph, sync: GradientSync, units: list[PlannedUnit], costs: C
     plans = [_step_plan(graph, sync, rs, units, bwd_ann, new_id, kept_after)
              for _, rs in sorted(sync.per_rank_step.items())]
     adder = CollectiveAdder(g)
-    gpu = any(ln.kind == "gpu" for ln in graph.lanes)
+    gpu = graph.has_gpu_lanes
     per: dict[tuple[int, int], RankStepFSDP] = {}
     for p in plans:
         out: list[FSDPCollective] = []
@@ -388,7 +388,7 @@ class FSDP(WhatIf):
                           if not (k.startswith("c10d::") and costs.ag_issue_ns))
         edit.notes.append(f"fsdp: FSDP2's host work timed by bytes at rates measured on a "
                           f"2-core CPU (torch 2.13, gloo): {rates}")
-        if not any(ln.kind == "gpu" for ln in edit.graph.lanes):
+        if not edit.graph.has_gpu_lanes:
             edit.notes.append("fsdp: forward all-gathers waited for in each unit's own "
                               "pre-forward hook (FSDP2 on CPU; backward prefetches one "
                               "unit ahead)")

@@ -110,7 +110,7 @@ def reshard_on(graph: Graph, fs: FSDPGraph) -> tuple[Graph, int, list[str]]:
     graph, how many nodes were added (the last ones) and notes."""
     adder = CollectiveAdder(graph)
     # FSDP2 unshards with async_op=False: gloo's synchronous call on CPU tensors blocks
-    blocking = not any(ln.kind == "gpu" for ln in graph.lanes)
+    blocking = not graph.has_gpu_lanes
     skipped = 0
     for _, rs in sorted(fs.per_rank_step.items()):
         regathered = {c.unit for c in rs.collectives if c.phase == BACKWARD}

@@ -136,6 +136,11 @@ class Graph:
         return len(self.src)
 
     @property
+    def has_gpu_lanes(self) -> bool:
+        """Whether any lane is a GPU stream (a CPU-only run has none)."""
+        return any(ln.kind == "gpu" for ln in self.lanes)
+
+    @property
     def measured_end_ns(self) -> np.ndarray:
         """Each node's measured end: ``start_ns + wait_ns + dur_ns`` (a comm node arrived
         at ``start_ns``, waited ``wait_ns`` for its peers, then transferred ``dur_ns``)."""
