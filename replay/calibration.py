@@ -278,16 +278,19 @@ class CalibratedCostModel(CommCostModel):
         return replace(line, latency_ns=line.latency_ns * scale,
                        bandwidth_ns=line.bandwidth_ns * scale)
 
+    def _points(self, collective: str, key: str) -> list[tuple[int, float]]:
+        """``(bytes, point[key])`` of the measured points that have ``key``, of
+        ``collective`` or, when it was not calibrated, of its reference."""
+        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
+        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce")) or {}
+        return [(p["bytes"], p[key]) for p in sec.get("points", []) if p.get(key) is not None]
+
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """CPU time over wall time of one transfer of ``nbytes`` running alone: the measured
         points' ``cpu_share`` interpolated in log size (the nearest end outside them);
         a collective not calibrated takes its reference's; None for a ``comm.json``
         written before CPU times were recorded."""
-        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
-        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce"))
-        return _interp_log_size([(p["bytes"], p["cpu_share"])
-                                 for p in (sec or {}).get("points", [])
-                                 if p.get("cpu_share") is not None], nbytes)
+        return _interp_log_size(self._points(collective, "cpu_share"), nbytes)
 
     def issue_ns(self, collective: str, nbytes: float) -> float | None:
         """How long the calling thread takes to issue one call of ``nbytes``: the measured
@@ -295,10 +298,7 @@ class CalibratedCostModel(CommCostModel):
         the buffer grows with it), the nearest end's below them and in proportion above;
         a collective not calibrated takes its reference's; None for a ``comm.json``
         written before issue times were recorded."""
-        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
-        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce")) or {}
-        pts = sorted((p["bytes"], p["issue_ns"]) for p in sec.get("points", [])
-                     if p.get("issue_ns") is not None)
+        pts = sorted(self._points(collective, "issue_ns"))
         if not pts:
             return None
         if nbytes > pts[-1][0]:
@@ -536,6 +536,13 @@ class AnchoredCostModel(CommCostModel):
     def fit_for(self, collective: str, nbytes: float = 0, pg: str = "") -> CollectiveFit:
         fit = self.calibrated.fit_for(collective, nbytes, pg)
         return replace(fit, source=f"{fit.source}, scaled to the run's all-reduces")
+
+    def _points(self, collective: str, key: str) -> list[tuple[int, float]]:
+        """``(bytes, point[key])`` of the measured points that have ``key``, of
+        ``collective`` or, when it was not calibrated, of its reference."""
+        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
+        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce")) or {}
+        return [(p["bytes"], p[key]) for p in sec.get("points", []) if p.get(key) is not None]
 
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """The calibration's (a transfer alone keeps the same share of a core busy)."""
