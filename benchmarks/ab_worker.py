@@ -60,7 +60,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
-from train_ddp import make_ddp, train_step  # noqa: E402
+from train_ddp import make_ddp, rank_batch, train_step  # noqa: E402
 from train_dear import DearTrainer  # noqa: E402
 from train_fsdp import shard  # noqa: E402
 from workloads import (  # noqa: E402
@@ -128,34 +128,32 @@ class FSDPSide:
 
 
 def _batch(variant: str, args) -> int | None:
-    """This rank's batch on an ``imbalance:RANK:FACTOR`` side (None: the model's own)."""
+    """This rank's batch on an ``imbalance:RANK:FACTOR`` side (None: the model's own), as
+    ``train_ddp.py --imbalance RANK:FACTOR`` gives it."""
     if not variant.startswith("imbalance:"):
         return None
+    spec = variant.partition(":")[2]
+    who, _, factor = spec.partition(":")
     try:
-        _, who, factor = variant.split(":")
-        who, factor = int(who), float(factor)
+        int(who), float(factor)
     except ValueError:
         raise SystemExit(f"--variant imbalance:RANK:FACTOR, e.g. imbalance:1:3, not "
                          f"{variant!r}") from None
-    base = build_workload(args.model).batch
-    return int(round(base * factor)) if dist.get_rank() == who else base
+    return rank_batch(argparse.Namespace(imbalance=spec, batch=None, model=args.model,
+                                         hidden=None, layers=None), dist.get_rank())
 
 
 def make_side(variant: str, args, world: int, device):
     work = build_workload(args.model, batch=_batch(variant, args), hidden=None, layers=None,
                           seed=args.seed)
     work.model.to(device)
-    if variant.startswith("imbalance:"):
-        return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
-    if variant == "baseline":
+    if variant == "baseline" or variant.startswith(("imbalance:", "link:")):
         return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
     if variant == "no-overlap":
         return DDPSide(work, bucket_mb=None, no_overlap=True, lr=args.lr)
     if variant == "dear" or variant.startswith("dear:"):
         mb = variant.partition(":")[2]
         return DearSide(work, world=world, lr=args.lr, bucket_mb=float(mb) if mb else None)
-    if variant.startswith("link:"):
-        return DDPSide(work, bucket_mb=None, no_overlap=False, lr=args.lr)
     if variant.startswith(("fsdp:", "fsdp-noreshard:")):
         kind, _, unit = variant.partition(":")
         return FSDPSide(work, unit=unit, reshard=kind == "fsdp", lr=args.lr)
