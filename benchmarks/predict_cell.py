@@ -21,16 +21,13 @@ import json
 import statistics
 from pathlib import Path
 
+from accuracy_cells import FROM_OTHER_BASELINES, IMBALANCE, WHAT_IFS
+
 from tracekit.api import PredictionOptions, Session
 
-#: the DDP what-ifs of issue 11's table
-SPECS = ("fusion=1MB", "fusion=4MB", "fusion=16MB", "fusion=64MB", "fusion=100MB",
-         "overlap=off", "dear", "dear+fusion=4MB", "bandwidth=2x", "bandwidth=0.5x")
-#: FSDP what-ifs (issue 16): from the DDP baseline, and from the FSDP2 baseline
-FSDP_FROM_DDP = ("fsdp=Linear", "fsdp=Linear+reshard=off")
-FSDP_FROM_FSDP = ("reshard=off",)
-#: issue 16's straggler what-if, from the imbalanced DDP baseline (rank 1: 3x the batch)
-FROM_IMBALANCED = ("stragglers=off",)
+#: the DDP what-ifs of issue 11's table; the FSDP what-ifs predicted from the DDP run
+SPECS = tuple(s for s in WHAT_IFS if not s.startswith("fsdp="))
+FSDP_FROM_DDP = tuple(s for s in WHAT_IFS if s.startswith("fsdp="))
 
 
 def main() -> None:
@@ -38,29 +35,29 @@ def main() -> None:
     ap.add_argument("cell", type=Path, help="a cell folder of whatif_accuracy.py")
     args = ap.parse_args()
     measured = json.loads((args.cell / "measured_jobs.json").read_text())
-    specs = [s for s in SPECS if s in measured]
-    session = Session(args.cell / "baseline",
-                      PredictionOptions(comm_model=str(args.cell / "comm.json")))
-    errors = [_report(r, measured) for r in session.what_ifs(specs)]
+    options = PredictionOptions(comm_model=str(args.cell / "comm.json"))
+    session = Session(args.cell / "baseline", options)
+    errors = [_report(r, measured) for r in session.what_ifs([s for s in SPECS if s in measured])]
     print(f"mean |error| {statistics.mean(errors):.1f}%, worst {max(errors):.1f}% "
           f"(the {len(errors)} DDP what-ifs)")
     fsdp = [_report(r, measured) for r in session.what_ifs(
         [s for s in FSDP_FROM_DDP if s in measured])]
-    if (args.cell / "baseline-fsdp" / "manifest.json").exists():
-        on_fsdp = Session(args.cell / "baseline-fsdp",
-                          PredictionOptions(comm_model=str(args.cell / "comm.json")))
-        fsdp += [_report(r, measured) for r in on_fsdp.what_ifs(
-            [s for s in FSDP_FROM_FSDP if s in measured])]
+    for which in dict.fromkeys(b for b, _, _ in FROM_OTHER_BASELINES.values()):
+        if not (args.cell / which / "manifest.json").exists():
+            continue
+        other = Session(args.cell / which, options)
+        specs = [s for s, (b, _, _) in FROM_OTHER_BASELINES.items()
+                 if b == which and s in measured]
+        errs = [_report(r, measured) for r in other.what_ifs(specs)]
+        if which == "baseline-fsdp":
+            fsdp += errs
+        else:
+            named = [s.rank for s in other.summary().stragglers]
+            print(f"straggler named: rank(s) {named} (given more work: rank "
+                  f"{IMBALANCE.split(':')[0]})")
     if fsdp:
         print(f"FSDP what-ifs: mean |error| {statistics.mean(fsdp):.1f}%, worst "
               f"{max(fsdp):.1f}%")
-    if (args.cell / "baseline-imbalanced" / "manifest.json").exists():
-        imbalanced = Session(args.cell / "baseline-imbalanced",
-                             PredictionOptions(comm_model=str(args.cell / "comm.json")))
-        for r in imbalanced.what_ifs([s for s in FROM_IMBALANCED if s in measured]):
-            _report(r, measured)
-        named = [s.rank for s in imbalanced.summary().stragglers]
-        print(f"straggler named: rank(s) {named} (given more work: rank 1)")
 
 
 def _report(r, measured: dict) -> float:

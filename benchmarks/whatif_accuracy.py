@@ -54,27 +54,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import cluster  # noqa: E402
+from accuracy_cells import BASELINES, FROM_OTHER_BASELINES, IMBALANCE, WHAT_IFS  # noqa: E402
 
 from tracekit.api import PredictionOptions, Session  # noqa: E402
 from tracekit.core.atomic import atomic_write  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
-#: spec -> ab_worker --variant ("" for the link what-ifs: derived from the rate)
-WHAT_IFS = {
-    **{f"fusion={mb}MB": f"bucket:{mb}" for mb in (1, 4, 16, 64, 100)},
-    "overlap=off": "no-overlap", "dear": "dear", "dear+fusion=4MB": "dear:4",
-    "bandwidth=2x": "", "bandwidth=0.5x": "",
-    "fsdp=Linear": "fsdp:Linear", "fsdp=Linear+reshard=off": "fsdp-noreshard:Linear",
-}
-#: what-ifs predicted from an FSDP2 baseline (samples/train_fsdp.py --unit Linear):
-#: spec -> (ab_worker --baseline, --variant)
-FSDP_WHAT_IFS = {"reshard=off": ("fsdp:Linear", "fsdp-noreshard:Linear")}
-#: the straggler: a DDP baseline whose rank 1 gets 3x the batch (train_ddp.py --imbalance)
-IMBALANCE = "1:3"
-STRAGGLER_WHAT_IFS = {"stragglers=off": (f"imbalance:{IMBALANCE}", "baseline")}
-#: baseline folder per trainer run: (trainer, its extra arguments)
-BASELINES = {"baseline": ("train_ddp.py", ()), "baseline-fsdp": ("train_fsdp.py", ()),
-             "baseline-imbalanced": ("train_ddp.py", ("--imbalance", IMBALANCE))}
 SWEEP = "fusion=1MB..128MB"
 _AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=([0-9.]+)")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
@@ -182,10 +167,8 @@ def straggler_named(session: Session) -> bool:
 
 def ab_sides(spec: str, rate: str) -> tuple[str, str]:
     """``(--baseline, --variant)`` of the ab_worker jobs that measure ``spec``."""
-    if spec in FSDP_WHAT_IFS:
-        return FSDP_WHAT_IFS[spec]
-    if spec in STRAGGLER_WHAT_IFS:
-        return STRAGGLER_WHAT_IFS[spec]
+    if spec in FROM_OTHER_BASELINES:
+        return FROM_OTHER_BASELINES[spec][1:]
     return "baseline", ab_variant(spec, rate)
 
 
@@ -258,13 +241,12 @@ def run_cell(model: str, rate: str, args) -> dict:
         comm = calibrate(name, rate, cell, args.reuse)
         session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
                                                comm)
-        fsdp_session, fsdp_rows = predict_from(
-            profile(name, rate, model, cell, args.reuse, "baseline-fsdp"), comm, FSDP_WHAT_IFS)
-        rows.update(fsdp_rows)
-        imbalanced, straggler_rows = predict_from(
-            profile(name, rate, model, cell, args.reuse, "baseline-imbalanced"), comm,
-            STRAGGLER_WHAT_IFS)
-        rows.update(straggler_rows)
+        other = {}  # baseline folder -> its session
+        for which in dict.fromkeys(b for b, _, _ in FROM_OTHER_BASELINES.values()):
+            other[which], more = predict_from(
+                profile(name, rate, model, cell, args.reuse, which), comm,
+                [s for s, (b, _, _) in FROM_OTHER_BASELINES.items() if b == which])
+            rows.update(more)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
         specs = list(dict.fromkeys([*wanted, *sweep]))
         measured = measure_all(name, rate, model, specs, cache, args)
@@ -279,8 +261,8 @@ def run_cell(model: str, rate: str, args) -> dict:
     gap = (fusions[measured_best] / fusions[best] - 1.0) * 100
     return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
             "baseline_error_pct": session.baseline.error_pct,
-            "fsdp_baseline_error_pct": fsdp_session.baseline.error_pct,
-            "straggler_named": straggler_named(imbalanced), "sweep_best": best,
+            "fsdp_baseline_error_pct": other["baseline-fsdp"].baseline.error_pct,
+            "straggler_named": straggler_named(other["baseline-imbalanced"]), "sweep_best": best,
             "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep,
             "sweep_measured": fusions}
 
