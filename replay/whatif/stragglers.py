@@ -2,15 +2,28 @@
 
 Ops are matched across ranks by their position in the step: the k-th compute node of
 step s on a rank's j-th compute lane (lanes of a rank in id order: its main thread, its
-first stream, ...) is the same op on every rank when it has the same name there. Each
-matched op takes the shortest of its ranks' durations; an op that some rank does not
-have at that position (different control flow, a missing kernel) keeps its own duration,
-and the notes say how many could not be matched.
+first stream, ...) is the same op on every rank when it has the same name there. An op
+that some rank does not have at that position (different control flow, a missing
+kernel) keeps its own duration, and the notes say how many could not be matched.
+
+*The fastest rank* is chosen per lane ordinal, once for the whole run: the rank whose
+matched ops on that lane take the least time per step (median over steps). Every rank's
+matched op then takes that rank's duration of the same op in the same step. Taking, per
+op, the shortest of the ranks' durations instead would pick the luckiest of N noisy
+samples of every op: on a balanced 2-rank CPU run that predicted 1.03-1.20x for removing
+a straggler there is not (``tracekit replay RUN --what-if stragglers=off`` on
+``benchmarks/whatif_accuracy.py``'s balanced baselines); the fastest rank's own samples
+keep its step-to-step spread and no bias.
 
 Before/after (two ranks, one step; rank 1 runs its matmul 3x slower)::
 
     rank 0: aten::mm 1.0 ms, aten::relu 0.1 ms       rank 0: unchanged
     rank 1: aten::mm 3.0 ms, aten::relu 0.1 ms  ->   rank 1: aten::mm 1.0 ms, aten::relu 0.1 ms
+
+Balanced but noisy (the same total; each rank is faster in one op)::
+
+    rank 0: op A 1.0 ms, op B 2.0 ms                 rank 0: unchanged (the fastest rank)
+    rank 1: op A 2.0 ms, op B 1.1 ms            ->   rank 1: op A 1.0 ms, op B 2.0 ms
 """
 
 from __future__ import annotations
@@ -46,8 +59,9 @@ def op_positions(graph: Graph) -> pd.DataFrame:
 
 
 def fastest_durations(graph: Graph, dur_ns: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """Per compute node, the shortest duration of the same op on any rank (see module
-    doc); returns the new durations, the ops matched and the ops left as they were."""
+    """Per compute node, the duration of the same op on the fastest rank of its lane
+    ordinal, in the same step (see module doc); returns the new durations, the ops matched
+    and the ops left as they were."""
     df = op_positions(graph)
     out = np.asarray(dur_ns, dtype=np.int64).copy()
     if df.empty:
@@ -56,11 +70,17 @@ def fastest_durations(graph: Graph, dur_ns: np.ndarray) -> tuple[np.ndarray, int
     key = ["step", "lane_ord", "pos"]
     n_ranks = df["rank"].nunique()
     groups = df.groupby(key)
-    same = (groups["name"].transform("nunique") == 1) & \
-        (groups["rank"].transform("nunique") == n_ranks)
-    fastest = groups["dur"].transform("min")
+    same = ((groups["name"].transform("nunique") == 1)
+            & (groups["rank"].transform("nunique") == n_ranks)).to_numpy()
     matched = df[same]
-    out[matched["node"].to_numpy()] = fastest[same].to_numpy()
+    if matched.empty:
+        return out, 0, int(len(df))
+    per_step = matched.groupby(["lane_ord", "rank", "step"])["dur"].sum()
+    typical = per_step.groupby(["lane_ord", "rank"]).median().reset_index()
+    fastest = typical.loc[typical.groupby("lane_ord")["dur"].idxmin(), ["lane_ord", "rank"]]
+    ref = matched.merge(fastest, on=["lane_ord", "rank"])  # the fastest rank's own ops
+    taken = matched[key].merge(ref[[*key, "dur"]], on=key, how="left")["dur"]
+    out[matched["node"].to_numpy()] = taken.to_numpy(dtype=np.int64)
     return out, int(same.sum()), int((~same).sum())
 
 
