@@ -88,6 +88,16 @@ def test_remove_nodes_bridges_the_lane_and_drops_edges(chain):
     assert check_graph(g2) == []
 
 
+def test_remove_nodes_without_the_gaps_between_the_removed_ops():
+    # a -1-> b -2-> c -3-> d on one lane; b and c removed: the 2 between them was theirs
+    g4 = make_graph(lanes=[(0, "cpu")], lane=[0, 0, 0, 0], dur=[10, 20, 30, 40],
+                    edges=[(0, 1, L, 1), (1, 2, L, 2), (2, 3, L, 3)])
+    mask = np.array([False, True, True, False])
+    kept, dropped = remove_nodes(g4, mask), remove_nodes(g4, mask, keep_inner_gaps=False)
+    assert schedule(kept)[0][1] == 16 and schedule(dropped)[0][1] == 14
+    assert check_graph(dropped) == []
+
+
 def test_remove_nodes_at_the_end_of_a_lane(chain):
     g = remove_nodes(chain, np.array([False, True, True, False]))
     assert g.n_nodes == 2 and not np.any(g.edge_kind == L)

@@ -51,6 +51,24 @@ def test_reshard_off_removes_the_backward_all_gathers():
     assert (g.coll_id[kept] == off.coll_id).all()
 
 
+def test_reshard_off_removes_the_host_time_between_the_removed_ops():
+    # FSDP2's unshard path runs Python between its ops (setting up the all-gather, the
+    # prefetch, the copy-out): with reshard_after_forward=False none of it runs
+    g, ann = fsdp_graph(ranks=2)
+    fs = find_fsdp(None, g, ann)
+    removed = np.zeros(g.n_nodes, dtype=bool)
+    for rs in fs.per_rank_step.values():
+        for c in rs.collectives:
+            if c.phase == BACKWARD:
+                removed[[c.comm, *c.host, *c.copy_out]] = True
+    inner = (g.edge_kind == EdgeKind.LANE_ORDER) & removed[g.src] & removed[g.dst]
+    assert inner.any()
+    g.delay_ns = np.where(inner, 1_000_000, g.delay_ns)  # 1 ms of Python in each
+    assert step_ms(g) > 17.7
+    off, _, _ = reshard_off(g, fs, resharding_units(fs, []))
+    assert step_ms(off) == pytest.approx(13.3)
+
+
 def test_reshard_off_leaves_units_the_manifest_says_keep_their_parameters():
     g, ann = fsdp_graph()
     fs = find_fsdp(None, g, ann)

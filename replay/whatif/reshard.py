@@ -3,7 +3,9 @@
 - ``reshard=off``: every unit that resharded after forward keeps its gathered parameters
   until its backward, so its backward all-gather goes: the all-gather, the host ops
   that issued it (copy-in, ``c10d::_allgather_base_``) and its copy-out are removed, and
-  with them everything that waited for it. The notes say how much more parameter memory
+  with them everything that waited for it and the host time between those ops (FSDP2's
+  Python of the unshard and the prefetch, which no longer runs; the gaps into and out of
+  each removed stretch stay). The notes say how much more parameter memory
   each rank then holds between forward and backward.
 - ``reshard=on``: every unit that kept its parameters (no backward all-gather) gets one,
   as FSDP2 plans it: the first unit of backward all-gathers in its pre-backward hook and
@@ -67,7 +69,7 @@ def reshard_off(graph: Graph, fs: FSDPGraph, units: set[str]
             if c.phase == BACKWARD and c.unit in units:
                 mask[[c.comm, *c.host, *c.copy_out]] = True
                 n += 1
-    return remove_nodes(graph, mask), np.flatnonzero(~mask), n
+    return remove_nodes(graph, mask, keep_inner_gaps=False), np.flatnonzero(~mask), n
 
 
 def _backward_order(rs: RankStepFSDP, graph: Graph, missing: list[str]) -> list[str]:

@@ -147,14 +147,22 @@ def renumbering(mask: np.ndarray) -> np.ndarray:
     return np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
 
 
-def remove_nodes(graph: Graph, mask: np.ndarray) -> Graph:
+def remove_nodes(graph: Graph, mask: np.ndarray, *, keep_inner_gaps: bool = True) -> Graph:
     """Drop the nodes where ``mask`` is True, and every edge touching them.
 
     Lane order is reconnected around removed nodes: the surviving predecessor and
     successor on the chain get a LANE_ORDER edge whose delay is the sum of the lane-order
     delays along the removed stretch (the host time between ops stays; only the removed
-    nodes' durations disappear). Other edges through removed nodes are dropped: rewire
-    them explicitly. Survivors keep their order (see :func:`renumbering`).
+    nodes' durations disappear). With ``keep_inner_gaps=False`` only the delays into and
+    out of the stretch are kept: the host time *between* the removed ops was the removed
+    work's own (the Python of a code path that no longer runs). Other edges through
+    removed nodes are dropped: rewire them explicitly. Survivors keep their order (see
+    :func:`renumbering`).
+
+    Before/after (lane delays in us; B and C removed)::
+
+        A -10-> B -20-> C -30-> D    keep_inner_gaps=True:  A -60-> D
+                                     keep_inner_gaps=False: A -40-> D
     """
     mask = np.asarray(mask, dtype=bool)
     if len(mask) != graph.n_nodes:
@@ -170,13 +178,18 @@ def remove_nodes(graph: Graph, mask: np.ndarray) -> Graph:
     starts = np.flatnonzero(~mask & (nxt >= 0))
     starts = starts[mask[nxt[starts]]]
     for u in starts:
-        total, v = int(lane_delay[u]), int(nxt[u])
+        total, v, inner = int(lane_delay[u]), int(nxt[u]), 0
         while v >= 0 and mask[v]:
             if nxt[v] < 0:
                 v = -1
                 break
-            total += int(lane_delay[v])
+            if mask[nxt[v]]:
+                inner += int(lane_delay[v])
+            else:
+                total += int(lane_delay[v])
             v = int(nxt[v])
+        if keep_inner_gaps:
+            total += inner
         if v >= 0:
             bridge_src.append(int(u))
             bridge_dst.append(v)
