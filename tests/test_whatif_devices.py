@@ -75,37 +75,36 @@ def test_stragglers_off_predicts_the_balanced_step():
     assert any("take their fastest rank's time" in n for n in res.notes)
 
 
-def _op_of_rank(g, rank, name):
+def _two_ops(a_on_rank0: float, b_on_rank1: float):
+    """Two ranks, two steps, forward ops a and b of 1 ms; rank 0 runs a ``a_on_rank0``x
+    as long, rank 1 runs b ``b_on_rank1``x. Returns the run, that graph, and the
+    stragglers=off durations as ``{(rank, op): set of durations}``."""
+    run, g = ddp_run(steps=(1, 2), modules=(("a", 1_000_000), ("b", 1_000_000)))
     names = np.array(g.names, dtype=object)[g.name]
-    return (g.rank == rank) & (names == name)
+    g = _scaled(g, (g.rank == 0) & (names == "fwd a"), a_on_rank0)
+    g = _scaled(g, (g.rank == 1) & (names == "fwd b"), b_on_rank1)
+    dur, _, _ = fastest_durations(g, g.dur_ns)
+    took = {(r, op): set(dur[(g.rank == r) & (names == f"fwd {op}")].tolist())
+            for r in (0, 1) for op in "ab"}
+    return run, g, dur, took
 
 
 def test_a_balanced_run_with_noisy_ops_has_no_straggler_to_remove():
     # each rank is slower in a different op, by the same amount: the per-op shortest time
     # of the ranks would predict a faster step; the fastest rank's own times do not
-    run, g = ddp_run(steps=(1, 2), modules=(("a", 1_000_000), ("b", 1_000_000)))
-    noisy = _scaled(g, _op_of_rank(g, 0, "fwd a"), 2.0)
-    noisy = _scaled(noisy, _op_of_rank(noisy, 1, "fwd b"), 2.0)
-    dur, matched, _ = fastest_durations(noisy, noisy.dur_ns)
-    names = np.array(noisy.names, dtype=object)[noisy.name]
+    run, noisy, dur, took = _two_ops(2.0, 2.0)
     # both ranks now run rank 0's ops (the tie goes to the lower rank): a slow, b fast
-    for r in (0, 1):
-        assert set(dur[(noisy.rank == r) & (names == "fwd a")].tolist()) == {2_000_000}
-        assert set(dur[(noisy.rank == r) & (names == "fwd b")].tolist()) == {1_000_000}
+    assert took == {(r, op): {2_000_000 if op == "a" else 1_000_000}
+                    for r in (0, 1) for op in "ab"}
     base = replay(run, noisy).median_step_ms
     after = replay(run, with_durations(noisy, dur)).median_step_ms
     assert after == pytest.approx(base, rel=1e-6)
 
 
 def test_the_fastest_rank_is_the_one_with_the_least_compute_per_step():
-    run, g = ddp_run(steps=(1, 2), modules=(("a", 1_000_000), ("b", 1_000_000)))
     # rank 0 is slower in op a by 0.5 ms, rank 1 in op b by 1 ms: rank 0 is the fastest
-    two = _scaled(g, _op_of_rank(g, 0, "fwd a"), 1.5)
-    two = _scaled(two, _op_of_rank(two, 1, "fwd b"), 2.0)
-    dur, _, _ = fastest_durations(two, two.dur_ns)
-    names = np.array(two.names, dtype=object)[two.name]
-    assert set(dur[(two.rank == 1) & (names == "fwd a")].tolist()) == {1_500_000}
-    assert set(dur[(two.rank == 1) & (names == "fwd b")].tolist()) == {1_000_000}
+    _, _, _, took = _two_ops(1.5, 2.0)
+    assert took[(1, "a")] == {1_500_000} and took[(1, "b")] == {1_000_000}
 
 
 def test_slow_rank_equals_recording_that_rank_slower():
