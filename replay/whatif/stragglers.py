@@ -58,14 +58,27 @@ def op_positions(graph: Graph) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def fastest_durations(graph: Graph, dur_ns: np.ndarray) -> tuple[np.ndarray, int, int]:
+@dataclass(frozen=True, kw_only=True)
+class FastestOps:
+    """What :func:`fastest_durations` did."""
+
+    #: per node, its new duration (ns)
+    dur_ns: np.ndarray
+    #: compute ops matched across ranks (they took the fastest rank's time)
+    matched: int
+    #: compute ops some rank lacks at that position (they kept their own)
+    unmatched: int
+    #: lane ordinal (0: each rank's first compute lane, its main thread) -> fastest rank
+    fastest: dict[int, int]
+
+
+def fastest_durations(graph: Graph, dur_ns: np.ndarray) -> FastestOps:
     """Per compute node, the duration of the same op on the fastest rank of its lane
-    ordinal, in the same step (see module doc); returns the new durations, the ops matched
-    and the ops left as they were."""
+    ordinal, in the same step (see module doc)."""
     df = op_positions(graph)
     out = np.asarray(dur_ns, dtype=np.int64).copy()
     if df.empty:
-        return out, 0, 0
+        return FastestOps(dur_ns=out, matched=0, unmatched=0, fastest={})
     df["dur"] = out[df["node"].to_numpy()]
     key = ["step", "lane_ord", "pos"]
     n_ranks = df["rank"].nunique()
@@ -74,14 +87,16 @@ def fastest_durations(graph: Graph, dur_ns: np.ndarray) -> tuple[np.ndarray, int
             & (groups["rank"].transform("nunique") == n_ranks)).to_numpy()
     matched = df[same]
     if matched.empty:
-        return out, 0, int(len(df))
+        return FastestOps(dur_ns=out, matched=0, unmatched=int(len(df)), fastest={})
     per_step = matched.groupby(["lane_ord", "rank", "step"])["dur"].sum()
     typical = per_step.groupby(["lane_ord", "rank"]).median().reset_index()
     fastest = typical.loc[typical.groupby("lane_ord")["dur"].idxmin(), ["lane_ord", "rank"]]
     ref = matched.merge(fastest, on=["lane_ord", "rank"])  # the fastest rank's own ops
     taken = matched[key].merge(ref[[*key, "dur"]], on=key, how="left")["dur"]
     out[matched["node"].to_numpy()] = taken.to_numpy(dtype=np.int64)
-    return out, int(same.sum()), int((~same).sum())
+    return FastestOps(dur_ns=out, matched=int(same.sum()), unmatched=int((~same).sum()),
+                      fastest={int(o): int(r) for o, r in zip(fastest["lane_ord"],
+                                                             fastest["rank"])})
 
 
 @register
@@ -108,9 +123,15 @@ class Stragglers(WhatIf):
         return "stragglers=off"
 
     def apply(self, edit: VariantEdit) -> None:
-        edit.dur_ns, matched, unmatched = fastest_durations(edit.graph, edit.dur_ns)
-        note = f"stragglers=off: {matched} compute op(s) take their fastest rank's time"
-        if unmatched:
-            note += (f"; {unmatched} could not be matched across ranks by position in the "
-                     "step and keep their own")
+        done = fastest_durations(edit.graph, edit.dur_ns)
+        edit.dur_ns = done.dur_ns
+        ranks = sorted(set(done.fastest.values()))
+        who = (f"rank {ranks[0]}'s" if len(ranks) == 1 else
+               "the fastest rank's (" + ", ".join(f"lane {o}: rank {r}" for o, r in
+                                                  sorted(done.fastest.items())) + ")")
+        note = (f"stragglers=off: {done.matched} compute op(s) take their fastest rank's "
+                f"time: {who}, the least compute per step")
+        if done.unmatched:
+            note += (f"; {done.unmatched} could not be matched across ranks by position in "
+                     "the step and keep their own")
         edit.notes.append(note)
