@@ -27,6 +27,12 @@ worker threads do the copies, reductions and socket calls) spent during the same
 on a wire-bound link a transfer keeps a fraction of a core busy, on loopback nearly one
 (``replay.interference.cores`` counts a transfer's threads by that share).
 Sizes are bytes of the full (unsharded) buffer, as ``comm_bytes`` in a trace.
+Then, unless ``--credit-bytes 0``, the link's burst credit (``link_credit``): one
+all-reduce of ``--credit-bytes`` timed alternately on a busy link (after the drain) and
+after ``--credit-idle`` seconds of an idle one, ``per_rank_drained_ns`` and
+``per_rank_idle_ns``. A link shaped by a token bucket lets an idle link's first bytes
+through at once, so the idle call is faster by what the bucket holds
+(:mod:`replay.link_credit`); on an unshaped link the two agree.
 Last, unless ``--no-fsdp-hooks``, FSDP2's own host time per unit and step
 (:mod:`collectors.fsdp_hooks`) goes under ``fsdp_hooks``: ``{"units": 8, "forward_ns": ...,
 "backward_ns": ..., "per_rank": [...]}``, for ``fsdp=CLASS``.
@@ -57,6 +63,8 @@ except ImportError:  # run as a script: this file's folder is on sys.path
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
 #: the untimed all-reduce before each timed call (see _Drain)
 DRAIN_BYTES = 4 << 20
+#: the all-reduce that times the link's burst credit (see _link_credit)
+CREDIT_BYTES = 8 << 20
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -75,6 +83,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--drain-bytes", type=int, default=DRAIN_BYTES,
                    help="an untimed all-reduce of this many bytes right before each timed "
                         "call, so the link is busy as in a training step (0: none)")
+    p.add_argument("--credit-bytes", type=int, default=CREDIT_BYTES,
+                   help="all-reduce size that times the link's burst credit: it must take "
+                        "longer than the burst lasts (0: skip)")
+    p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
+                   help="idle time before each credit call, long enough to refill the bucket")
+    p.add_argument("--credit-reps", type=int, default=5, help="credit calls of each kind")
     p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
                    help="skip timing FSDP2's own host work per unit (collectors/fsdp_hooks.py)")
     return p.parse_args(argv)
@@ -208,6 +222,28 @@ def _gather_durations(durs: list[int], world: int, device: torch.device) -> list
     return [t.cpu().tolist() for t in out]
 
 
+def _link_credit(args: argparse.Namespace, device: torch.device, drain: _Drain) -> dict:
+    """One all-reduce of ``--credit-bytes`` timed after the drain (a busy link) and after
+    ``--credit-idle`` seconds of silence (a bucket refilled), alternately; every rank's
+    durations (see the module doc)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    bench = _Bench("all_reduce", args.credit_bytes, world, rank, device)
+    _timed(bench, device, drain)  # warm-up
+    drained, idle = [], []
+    for _ in range(max(1, args.credit_reps)):
+        drained.append(_timed(bench, device, drain)[0])
+        _fresh_memory(device)
+        dist.barrier()
+        time.sleep(args.credit_idle)
+        t0 = time.perf_counter_ns()
+        bench.call().wait()
+        _sync(device)
+        idle.append(time.perf_counter_ns() - t0)
+    return {"collective": "all_reduce", "bytes": bench.nbytes, "idle_s": args.credit_idle,
+            "per_rank_drained_ns": _gather_durations(drained, world, device),
+            "per_rank_idle_ns": _gather_durations(idle, world, device)}
+
+
 def _fsdp_hooks(device: torch.device) -> dict | None:
     """FSDP2's host time per unit (:mod:`collectors.fsdp_hooks`), every rank's: the
     per-rank figures under ``per_rank``, their mean as ``forward_ns`` / ``backward_ns``."""
@@ -267,12 +303,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{best / 1e3:10.1f} us  [{time.perf_counter() - t_start:6.1f} s]\n")
                 sys.stderr.flush()
             del bench
+    credit = _link_credit(args, device, drain) if args.credit_bytes > 0 else None
     hooks = _fsdp_hooks(device) if args.fsdp_hooks else None
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
                "hosts": hosts, "cpu_cores": _cores(), "drain_bytes": args.drain_bytes,
                "measurements": measurements}
+        if credit is not None:
+            doc["link_credit"] = credit
         if hooks is not None:
             doc["fsdp_hooks"] = hooks
         atomic_write_json(args.out, doc, indent=None, what="the raw measurements")

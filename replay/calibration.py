@@ -27,7 +27,8 @@ taken on ``n`` ranks still re-times collectives for ``workers=N``.
      "raw": [ ...the worker's measurements, every rank and iteration... ]}
 
 ``fsdp_hooks`` (absent in older files) is FSDP2's own host time per unit and step
-(:mod:`collectors.fsdp_hooks`), which ``fsdp=CLASS`` adds to every unit it plans.
+(:mod:`collectors.fsdp_hooks`), which ``fsdp=CLASS`` adds to every unit it plans;
+``link_credit`` the link's burst credit (:mod:`replay.link_credit`).
 
 :func:`load_comm_model` reads it into a :class:`CalibratedCostModel`, which answers
 ``time_ns(collective, bytes, group_size)`` like the run-fitted model and takes
@@ -60,6 +61,7 @@ from replay.cost_model import (
     comm_volume,
 )
 from replay.interference.cores import transfer_cpu_slowdown
+from replay.link_credit import credit_note, summarize_link_credit
 from tracekit.core.atomic import atomic_write_json
 from tracekit.core.collectives import normalize_collective
 from tracekit.errors import TracekitError
@@ -191,6 +193,8 @@ def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -
         "command": command or [],
         "collectives": fit_measurements(raw), "raw": raw["measurements"],
         **({"fsdp_hooks": raw["fsdp_hooks"]} if raw.get("fsdp_hooks") else {}),
+        **({"link_credit": credit} if (credit := summarize_link_credit(
+            raw.get("link_credit") or {})) else {}),
     }
 
 
@@ -360,7 +364,8 @@ class CalibratedCostModel(CommCostModel):
                          f"{bw}, R^2 {overall['r2']:.3f}, median residual "
                          f"{overall['median_rel_residual'] * 100:.0f}%")
             out.append(line)
-        return out
+        credit = credit_note(self.doc.get("link_credit"))
+        return [*out, credit] if credit else out
 
 
 def _interp_log_size(points: list[tuple[int, float]], nbytes: float) -> float | None:

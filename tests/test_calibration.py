@@ -99,6 +99,42 @@ def test_fsdp_hook_times_pass_through_the_comm_model(tmp_path):
                            ).fsdp_hook_ns() is None
 
 
+def _credit(busy_ms, idle_ms):
+    ms = lambda v: [int(x * 1e6) for x in v]  # noqa: E731
+    # rank 1 left the barrier first and waited 1 ms longer: the fastest rank's time counts
+    return {"collective": "all_reduce", "bytes": 8 * MB, "idle_s": 0.25,
+            "per_rank_drained_ns": [ms(busy_ms), ms([b + 1 for b in busy_ms])],
+            "per_rank_idle_ns": [ms(idle_ms), ms([i + 1 for i in idle_ms])]}
+
+
+def test_the_links_burst_credit_is_the_idle_calls_saving(tmp_path):
+    raw = _raw({"all_reduce": (100_000, 1e9)}, [MB])
+    raw["link_credit"] = _credit([36.1, 35.8, 36.4, 36.0, 35.9], [34.2, 34.0, 34.3, 33.9, 34.1])
+    model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "comm.json"))
+    credit = model.doc["link_credit"]
+    assert credit["burst_s"] == pytest.approx((36.0 - 34.1) / 1e3)
+    assert credit["busy_ms"] == pytest.approx(36.0) and not credit["lower_bound"]
+    assert any("burst credit worth 1.9 ms" in n for n in model.notes)
+
+
+def test_no_burst_credit_unless_idle_calls_are_all_faster(tmp_path):
+    raw = _raw({"all_reduce": (100_000, 1e9)}, [MB])
+    # one idle call as slow as the busy ones: noise, not a bucket
+    raw["link_credit"] = _credit([36.1, 35.8, 36.4, 36.0, 35.9], [34.2, 34.0, 36.3, 33.9, 34.1])
+    doc = build_comm_model(raw)
+    assert doc["link_credit"]["burst_s"] == 0.0
+    model = load_comm_model(write_comm_model(doc, tmp_path / "comm.json"))
+    assert any(n.startswith("link: no burst credit") for n in model.notes)
+    # an idle call mostly inside the burst only bounds it from below
+    raw["link_credit"] = _credit([40.0] * 5, [5.0] * 5)
+    assert build_comm_model(raw)["link_credit"]["lower_bound"] is True
+    # older files and damaged entries have none
+    raw["link_credit"] = {"per_rank_drained_ns": "fast"}
+    assert "link_credit" not in build_comm_model(raw)
+    del raw["link_credit"]
+    assert "link_credit" not in build_comm_model(raw)
+
+
 def test_table_shows_reduce_scatter_against_half_an_all_reduce(tmp_path):
     raw = _raw({"all_reduce": (100_000, 1e9), "reduce_scatter": (400_000, 0.25e9)}, [MB])
     model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "c.json"))
@@ -196,3 +232,6 @@ def test_real_calibration_under_torchrun(tmp_path):
     assert len(hooks["per_rank"]) == 2 and hooks["units"] > 0
     got = model.fsdp_hook_ns()
     assert got is not None and 0 < got["forward"] < 50e6 and 0 < got["backward"] < 50e6
+    # the link's burst credit was timed (plain loopback: no token bucket to find)
+    credit = model.doc["link_credit"]
+    assert credit["bytes"] > 0 and credit["busy_ms"] > 0 and credit["burst_s"] >= 0
