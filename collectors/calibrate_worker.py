@@ -88,7 +88,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         "longer than the burst lasts (0: skip)")
     p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
                    help="idle time before each credit call, long enough to refill the bucket")
-    p.add_argument("--credit-reps", type=int, default=5, help="credit calls of each kind")
+    p.add_argument("--credit-reps", type=int, default=6, help="credit calls of each kind")
     p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
                    help="skip timing FSDP2's own host work per unit (collectors/fsdp_hooks.py)")
     return p.parse_args(argv)
