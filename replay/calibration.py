@@ -542,13 +542,6 @@ class AnchoredCostModel(CommCostModel):
         fit = self.calibrated.fit_for(collective, nbytes, pg)
         return replace(fit, source=f"{fit.source}, scaled to the run's all-reduces")
 
-    def _points(self, collective: str, key: str) -> list[tuple[int, float]]:
-        """``(bytes, point[key])`` of the measured points that have ``key``, of
-        ``collective`` or, when it was not calibrated, of its reference."""
-        coll = collective if collective in COLLECTIVES else normalize_collective(collective)
-        sec = self.doc["collectives"].get(self._reference(coll or "all_reduce")) or {}
-        return [(p["bytes"], p[key]) for p in sec.get("points", []) if p.get(key) is not None]
-
     def cpu_share(self, collective: str, nbytes: float) -> float | None:
         """The calibration's (a transfer alone keeps the same share of a core busy)."""
         return self.calibrated.cpu_share(collective, nbytes)
