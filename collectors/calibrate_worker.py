@@ -45,6 +45,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -185,14 +186,15 @@ def _fresh_memory(device: torch.device) -> None:
         _MALLOC_TRIM(0)
 
 
-def _timed(bench: _Bench, device: torch.device, drain: _Drain, *, pair: bool = False
-           ) -> tuple[int, int, int]:
+def _timed(bench: _Bench, device: torch.device, before: Callable[[], None], *,
+           pair: bool = False) -> tuple[int, int, int]:
     """(wall ns, process CPU ns, issue ns) of one call (``pair``: two at once, issue 0)
-    started right after a barrier and the drain (:class:`_Drain`), on fresh memory
-    (:func:`_fresh_memory`); issue: until the asynchronous call returned."""
+    started right after a barrier and ``before`` (the drain, :class:`_Drain`; an idle
+    pause for the link's credit), on fresh memory (:func:`_fresh_memory`); issue: until
+    the asynchronous call returned."""
     _fresh_memory(device)
     dist.barrier()
-    drain()
+    before()
     _sync(device)
     t0, c0 = time.perf_counter_ns(), time.process_time_ns()
     if pair:
@@ -229,16 +231,11 @@ def _link_credit(args: argparse.Namespace, device: torch.device, drain: _Drain) 
     world, rank = dist.get_world_size(), dist.get_rank()
     bench = _Bench("all_reduce", args.credit_bytes, world, rank, device)
     _timed(bench, device, drain)  # warm-up
+    pause = lambda: time.sleep(args.credit_idle)  # noqa: E731
     drained, idle = [], []
     for _ in range(max(1, args.credit_reps)):
         drained.append(_timed(bench, device, drain)[0])
-        _fresh_memory(device)
-        dist.barrier()
-        time.sleep(args.credit_idle)
-        t0 = time.perf_counter_ns()
-        bench.call().wait()
-        _sync(device)
-        idle.append(time.perf_counter_ns() - t0)
+        idle.append(_timed(bench, device, pause)[0])
     return {"collective": "all_reduce", "bytes": bench.nbytes, "idle_s": args.credit_idle,
             "per_rank_drained_ns": _gather_durations(drained, world, device),
             "per_rank_idle_ns": _gather_durations(idle, world, device)}
