@@ -23,3 +23,7 @@ FROM_OTHER_BASELINES = {
     "reshard=off": ("baseline-fsdp", "fsdp:Linear", "fsdp-noreshard:Linear"),
     "stragglers=off": ("baseline-imbalanced", f"imbalance:{IMBALANCE}", "baseline"),
 }
+#: the same by baseline: its folder in BASELINES -> the what-ifs predicted from it
+SPECS_BY_OTHER_BASELINE = {
+    folder: [s for s, (f, _, _) in FROM_OTHER_BASELINES.items() if f == folder]
+    for folder in dict.fromkeys(f for f, _, _ in FROM_OTHER_BASELINES.values())}

@@ -21,7 +21,7 @@ import json
 import statistics
 from pathlib import Path
 
-from accuracy_cells import FROM_OTHER_BASELINES, IMBALANCE, WHAT_IFS
+from accuracy_cells import IMBALANCE, SPECS_BY_OTHER_BASELINE, WHAT_IFS
 
 from tracekit.api import PredictionOptions, Session
 
@@ -42,13 +42,12 @@ def main() -> None:
           f"(the {len(errors)} DDP what-ifs)")
     fsdp = [_report(r, measured) for r in session.what_ifs(
         [s for s in FSDP_FROM_DDP if s in measured])]
-    for which in dict.fromkeys(b for b, _, _ in FROM_OTHER_BASELINES.values()):
+    for which, specs in SPECS_BY_OTHER_BASELINE.items():
         if not (args.cell / which / "manifest.json").exists():
             continue
         other = Session(args.cell / which, options)
-        specs = [s for s, (b, _, _) in FROM_OTHER_BASELINES.items()
-                 if b == which and s in measured]
-        errs = [_report(r, measured) for r in other.what_ifs(specs)]
+        errs = [_report(r, measured) for r in other.what_ifs(
+            [s for s in specs if s in measured])]
         if which == "baseline-fsdp":
             fsdp += errs
         else:

@@ -54,7 +54,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import cluster  # noqa: E402
-from accuracy_cells import BASELINES, FROM_OTHER_BASELINES, IMBALANCE, WHAT_IFS  # noqa: E402
+from accuracy_cells import (  # noqa: E402
+    BASELINES,
+    FROM_OTHER_BASELINES,
+    IMBALANCE,
+    SPECS_BY_OTHER_BASELINE,
+    WHAT_IFS,
+)
 
 from tracekit.api import PredictionOptions, Session  # noqa: E402
 from tracekit.core.atomic import atomic_write  # noqa: E402
@@ -242,10 +248,9 @@ def run_cell(model: str, rate: str, args) -> dict:
         session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
                                                comm)
         other = {}  # baseline folder -> its session
-        for which in dict.fromkeys(b for b, _, _ in FROM_OTHER_BASELINES.values()):
+        for which, specs in SPECS_BY_OTHER_BASELINE.items():
             other[which], more = predict_from(
-                profile(name, rate, model, cell, args.reuse, which), comm,
-                [s for s, (b, _, _) in FROM_OTHER_BASELINES.items() if b == which])
+                profile(name, rate, model, cell, args.reuse, which), comm, specs)
             rows.update(more)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
         specs = list(dict.fromkeys([*wanted, *sweep]))
