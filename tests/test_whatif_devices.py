@@ -77,8 +77,8 @@ def test_stragglers_off_predicts_the_balanced_step():
 
 def _two_ops(a_on_rank0: float, b_on_rank1: float):
     """Two ranks, two steps, forward ops a and b of 1 ms; rank 0 runs a ``a_on_rank0``x
-    as long, rank 1 runs b ``b_on_rank1``x. Returns the run, that graph, and the
-    stragglers=off durations as ``{(rank, op): set of durations}``."""
+    as long, rank 1 runs b ``b_on_rank1``x. Returns the run, that graph, the
+    stragglers=off durations per node, and the same as ``{(rank, op): set of them}``."""
     run, g = ddp_run(steps=(1, 2), modules=(("a", 1_000_000), ("b", 1_000_000)))
     names = np.array(g.names, dtype=object)[g.name]
     g = _scaled(g, (g.rank == 0) & (names == "fwd a"), a_on_rank0)
