@@ -15,8 +15,10 @@ calls, each after a barrier and then:
 
 Rank 0 prints one JSON object of median milliseconds. On a token-bucket link the gap lets
 the bucket refill, so the transfer passes at once; the calls after a gap also pay for
-waking up. Measured on this machine (2 cores, the 1 MB unit of the FSDP2 MLP): busy
-4.13 / 2.27 / 2.11 ms at 2 / 4 / 8 Gbit/s, after a gap mostly 1.9-2.8 ms at every rate.
+waking up. Measured on this machine (2 cores, the 1 MB unit of the FSDP2 MLP; busy vs
+the median over every gap and kind) at 2 / 4 / 8 Gbit/s: 3.94 / 2.66 / 1.51 vs 3.21 /
+2.33 / 1.56 ms (the same loop before it was this script: 4.13 / 2.27 / 2.11 vs 2.10 /
+2.21 / 2.59 ms). Single calls scatter by 2-3x: read the medians of several runs.
 """
 
 from __future__ import annotations
