@@ -32,9 +32,9 @@ and data, trained side by side in the same processes, in the step order A B B A 
 FSDP run.
 
 Several variants (``--variant a,b,c``) run in one job beside one baseline: each round runs
-one block of ``--block`` consecutive steps of every side, the baseline first and the
-variants in turn, the order reversed every other round (A B C, C B A, ...), so a slow
-phase of the machine hits every side alike and the job's start-up is paid once.
+one block of ``--block`` consecutive steps of every side, in a shuffled order that the
+next round reverses (B A C, C A B, A C B, B C A, ...), so a slow phase of the machine hits
+every side alike, no side holds a fixed place, and the job's start-up is paid once.
 
 A side is timed per block (the block's wall time over its steps): a DeAR step leaves its
 reduce-scatters in flight for the next step's forward, so its steps alternate short and
@@ -43,14 +43,16 @@ side drained, so its time per step is the steady state's.
 
 Rank 0 prints, per variant, ``ab variant=V baseline_ms=... variant_ms=... speedup=...
 n=...``: the median time per step of the baseline's and the variant's blocks after the
-first ``--skip`` rounds, and the median over rounds of the baseline/variant ratio within
-the round (> 1: the variant is faster).
+first ``--skip`` rounds, the median over rounds of the baseline/variant ratio within
+the round (> 1: the variant is faster), and every round's ratio
+(``benchmarks/measured_speedups.py`` pools them over jobs).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -194,10 +196,20 @@ def link_switcher(variants: list[str], rank: int):
     return switch
 
 
-def round_order(n_sides: int, round_index: int) -> list[int]:
-    """Sides in one round: 0 (the baseline) first and the variants in turn, reversed every
-    other round (0 1 2, 2 1 0, 0 1 2, ...)."""
+def round_order(n_sides: int, round_index: int, seed: int = 0) -> list[int]:
+    """Sides in one round: a shuffled order, the same on every rank, whose reverse is the
+    next round's (P, reversed P, Q, reversed Q, ...).
+
+    The reversal makes a steady drift of the machine hit every side alike over two rounds;
+    the shuffle keeps any one side from holding a fixed place: with a fixed order the
+    baseline would always run twice in a row where rounds turn (... C B A, A B C ...), its
+    second block warm from its own first. In three jobs (mlp, 4 Gbit/s, 16 steps a side)
+    the baseline measured 0.2, 2.3 and 4.1% faster than three identical copies of itself
+    run beside it (``python benchmarks/cluster.py --link 4gbit -- torchrun --nproc_per_node
+    2 benchmarks/ab_worker.py --variant baseline,baseline,baseline,bucket:1 --steps 16``
+    with the fixed order, per-block times compared)."""
     order = list(range(n_sides))
+    random.Random(seed * 1_000_003 + round_index // 2).shuffle(order)
     return order if round_index % 2 == 0 else order[::-1]
 
 
@@ -207,7 +219,7 @@ def run_rounds(sides: list, rounds: int, block: int, rank: int, seed: int, devic
     times: list[list[float]] = [[] for _ in sides]
     step = 0
     for r in range(rounds):
-        for which in round_order(len(sides), r):
+        for which in round_order(len(sides), r, seed):
             side = sides[which]
             if switch is not None:
                 switch(which)
@@ -223,7 +235,8 @@ def run_rounds(sides: list, rounds: int, block: int, rank: int, seed: int, devic
 
 
 def summarize(variants: list[str], times: list[list[float]], skip: int) -> list[str]:
-    """One ``ab ...`` line per variant (see the module doc)."""
+    """One ``ab ...`` line per variant (see the module doc), ending with every round's
+    ratio (``rounds=r1,r2,...``) for pooling over jobs."""
     base = times[0][skip:] or times[0]
     lines = []
     for v, t in zip(variants, times[1:]):
@@ -231,7 +244,8 @@ def summarize(variants: list[str], times: list[list[float]], skip: int) -> list[
         ratios = [a / b for a, b in zip(base, t)]
         lines.append(f"ab variant={v} baseline_ms={statistics.median(base) * 1000:.3f} "
                      f"variant_ms={statistics.median(t) * 1000:.3f} "
-                     f"speedup={statistics.median(ratios):.4f} n={len(ratios)}")
+                     f"speedup={statistics.median(ratios):.4f} n={len(ratios)} "
+                     f"rounds={','.join(f'{r:.4f}' for r in ratios)}")
     return lines
 
 

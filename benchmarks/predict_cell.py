@@ -6,9 +6,9 @@
     PYTHONPATH=/tmp/old python benchmarks/predict_cell.py /tmp/wa_q/mlp-4gbit
 
 A cell folder is what ``benchmarks/whatif_accuracy.py`` writes: ``baseline/`` (the
-profiled DDP run), ``comm.json`` (the calibration) and ``measured_jobs.json`` (per-job
-measured speedups). Prints, per DDP what-if measured there, the predicted speedup, the
-median measured one and the error, then the mean and worst |error|; then the FSDP
+profiled DDP run), ``comm.json`` (the calibration) and ``measured_jobs.json`` (the
+measured rounds of every job). Prints, per DDP what-if measured there, the predicted
+speedup, the measured one (pooled: ``measured_speedups.py``) and the error, then the mean and worst |error|; then the FSDP
 what-ifs measured there (``fsdp=Linear`` from the DDP baseline, ``reshard=off`` from
 ``baseline-fsdp/``), and ``stragglers=off`` from ``baseline-imbalanced/`` with the
 straggler summary names.
@@ -17,11 +17,11 @@ straggler summary names.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from accuracy_cells import IMBALANCE, SPECS_BY_OTHER_BASELINE, WHAT_IFS
+from measured_speedups import load_jobs, pooled_median_ci
 
 from tracekit.api import PredictionOptions, Session
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("cell", type=Path, help="a cell folder of whatif_accuracy.py")
     args = ap.parse_args()
-    measured = json.loads((args.cell / "measured_jobs.json").read_text())
+    measured = load_jobs(args.cell / "measured_jobs.json")
     options = PredictionOptions(comm_model=str(args.cell / "comm.json"))
     session = Session(args.cell / "baseline", options)
     errors = [_report(r, measured) for r in session.what_ifs([s for s in SPECS if s in measured])]
@@ -61,7 +61,7 @@ def main() -> None:
 
 def _report(r, measured: dict) -> float:
     """Print one what-if's line; its |error| in %."""
-    m = statistics.median(measured[r.spec])
+    m = pooled_median_ci(measured[r.spec])[0]
     print(f"{r.spec:24} predicted {r.speedup:.3f} measured {m:.3f} "
           f"error {(r.speedup / m - 1) * 100:+.1f}%")
     return abs(r.speedup / m - 1) * 100

@@ -6,7 +6,10 @@
 
 Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link rate
 (``benchmarks/cluster.py``: a fresh network namespace whose loopback is shaped with tbf;
-``loopback`` = unshaped, printed for reference, not a target):
+``loopback`` = unshaped, printed for reference, not a target), every run with each rank
+pinned to its own core (``cluster.py --pin``; ``--no-pin`` lets them float: then four
+identical jobs measured 96-149 ms a step, pinned 102-108 ms, and the A/A check below was
+off by up to 10% in a job):
 
 1. calibrate the collectives on that link (``tracekit calibrate``);
 2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB), and an
@@ -17,10 +20,13 @@ Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link 
 4. measure each, and every point of the sweep, for real with ``benchmarks/ab_worker.py``:
    the baseline and every variant trained side by side in one job, in blocks of two steps
    interleaved round by round (A B C ..., ... C B A); ``bandwidth=`` variants run the
-   baseline again with the link re-shaped before their blocks. Jobs are repeated until
-   the 95% bootstrap interval of the median per-job speedup of every what-if is within
-   ``--ci`` (default ±1.5%), or ``--max-jobs``; the per-job speedups are kept in
-   ``CELL/measured_jobs.json`` (``--reuse`` adds jobs to them);
+   baseline again with the link re-shaped before their blocks. A measured speedup is the
+   median of every round's baseline/variant ratio over all jobs, with a two-level
+   bootstrap interval (jobs, then rounds: ``measured_speedups.py``). Jobs are repeated
+   until every what-if's interval is within ``--ci`` (default ±1.5%), or ``--max-jobs``;
+   the rounds are kept in ``CELL/measured_jobs.json`` (``--reuse`` adds jobs to them).
+   Every DDP job also runs a second copy of the baseline, the A/A check: its measured
+   speedup should be 1, and how far it is says how far the measurement itself can be off;
 5. print predicted [interval], measured [CI] and the error per what-if, then per cell
    the mean and worst |error|, the interval coverage and the sweep's gap (the measured
    step of the predicted best bucket size vs the measured best's).
@@ -61,13 +67,17 @@ from accuracy_cells import (  # noqa: E402
     SPECS_BY_OTHER_BASELINE,
     WHAT_IFS,
 )
+from measured_speedups import Jobs, half_width_pct, load_jobs, pooled_median_ci  # noqa: E402
 
 from tracekit.api import PredictionOptions, Session  # noqa: E402
 from tracekit.core.atomic import atomic_write  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
 SWEEP = "fusion=1MB..128MB"
-_AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=([0-9.]+)")
+_AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=[0-9.]+ "
+                 r"n=\d+ rounds=([0-9.,]+)")
+#: the measurement's own check: the baseline measured against an identical copy of itself
+AA = "A/A"
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
 
 
@@ -107,10 +117,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+#: pin each rank to its own core (``cluster.py --pin``) in every run; main() sets it
+PIN = [True]
+
+
 def _in_link(name: str, rate: str, cmd: list[str], *, timeout: int = 1200
              ) -> subprocess.CompletedProcess:
-    return cluster.run_in(name, cmd, rate=rate, env=_env(), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return cluster.run_in(name, cmd, rate=rate, pin=PIN[0], env=_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _torchrun(*args: str) -> list[str]:
@@ -173,6 +187,8 @@ def straggler_named(session: Session) -> bool:
 
 def ab_sides(spec: str, rate: str) -> tuple[str, str]:
     """``(--baseline, --variant)`` of the ab_worker jobs that measure ``spec``."""
+    if spec == AA:
+        return "baseline", "baseline"
     if spec in FROM_OTHER_BASELINES:
         return FROM_OTHER_BASELINES[spec][1:]
     return "baseline", ab_variant(spec, rate)
@@ -187,39 +203,31 @@ def ab_variant(spec: str, rate: str) -> str:
 
 
 def one_job(name: str, rate: str, model: str, baseline: str, specs: list[str], steps: int
-            ) -> dict[str, float]:
-    """Every spec's speedup over ``baseline`` (an ab_worker side) in one interleaved job."""
+            ) -> dict[str, list[float]]:
+    """Every spec's per-round speedups over ``baseline`` (an ab_worker side) in one
+    interleaved job."""
     variants = [ab_sides(s, rate)[1] for s in specs]
     res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--baseline", baseline,
                                          "--variant", ",".join(variants), "--model", model,
                                          "--steps", str(steps)), timeout=3600)
-    found = {v: float(sp) for v, sp in _AB.findall(res.stdout + res.stderr)}
+    found = {v: [float(x) for x in rounds.split(",")]
+             for v, rounds in _AB.findall(res.stdout + res.stderr)}
     if res.returncode != 0 or set(found) != set(variants):
         raise SystemExit(f"ab job failed ({res.returncode}):\n{res.stderr[-2000:]}")
     return {s: found[v] for s, v in zip(specs, variants)}
 
 
-def median_ci(values: list[float], n_boot: int = 2000) -> tuple[float, float, float]:
-    """Median and its 95% bootstrap interval."""
-    x = np.asarray(values, dtype=float)
-    idx = np.random.default_rng(0).integers(0, len(x), size=(n_boot, len(x)))
-    lo, hi = np.percentile(np.median(x[idx], axis=1), [2.5, 97.5])
-    return float(np.median(x)), float(lo), float(hi)
-
-
-def _settled(jobs: list[float], args) -> bool:
-    if len(jobs) < args.min_jobs:
-        return False
-    med, lo, hi = median_ci(jobs)
-    return max(med - lo, hi - med) / med * 100 <= args.ci
+def _settled(jobs: Jobs, args) -> bool:
+    return len(jobs) >= args.min_jobs and half_width_pct(jobs) <= args.ci
 
 
 def measure_all(name: str, rate: str, model: str, specs: list[str], cache: Path,
                 args) -> dict[str, tuple[float, float, float, int]]:
     """Interleaved jobs of every spec not yet settled (one job per baseline side: DDP's
     defaults, or FSDP2 for the what-ifs of an FSDP run), until each median speedup's 95%
-    CI is within ``args.ci`` % (or ``args.max_jobs``): ``spec -> (median, lo, hi, jobs)``."""
-    jobs: dict[str, list[float]] = json.loads(cache.read_text()) if cache.exists() else {}
+    CI is within ``args.ci`` % (or ``args.max_jobs``): ``spec -> (median, lo, hi, jobs)``,
+    pooled over every round of every job (``measured_speedups.py``)."""
+    jobs = load_jobs(cache)
     while True:
         todo = [s for s in specs if not _settled(jobs.get(s, []), args)
                 and len(jobs.get(s, [])) < args.max_jobs]
@@ -227,13 +235,13 @@ def measure_all(name: str, rate: str, model: str, specs: list[str], cache: Path,
             break
         for baseline in dict.fromkeys(ab_sides(s, rate)[0] for s in todo):
             group = [s for s in todo if ab_sides(s, rate)[0] == baseline]
-            for spec, speedup in one_job(name, rate, model, baseline, group,
-                                         args.steps).items():
-                jobs.setdefault(spec, []).append(speedup)
+            for spec, rounds in one_job(name, rate, model, baseline, group,
+                                        args.steps).items():
+                jobs.setdefault(spec, []).append(rounds)
             atomic_write(cache, json.dumps(jobs), what="the measured speedups")
         print(f"    {model} {rate}: {len(todo)} what-ifs measured again; not settled: "
               f"{sum(not _settled(jobs[s], args) for s in todo)}", flush=True)
-    return {s: (*median_ci(jobs[s]), len(jobs[s])) for s in specs}
+    return {s: (*pooled_median_ci(jobs[s]), len(jobs[s])) for s in specs}
 
 
 def run_cell(model: str, rate: str, args) -> dict:
@@ -253,7 +261,7 @@ def run_cell(model: str, rate: str, args) -> dict:
                 profile(name, rate, model, cell, args.reuse, which), comm, specs)
             rows.update(more)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
-        specs = list(dict.fromkeys([*wanted, *sweep]))
+        specs = list(dict.fromkeys([*wanted, *sweep, AA]))
         measured = measure_all(name, rate, model, specs, cache, args)
     for spec in specs:
         m = measured[spec]
@@ -269,7 +277,7 @@ def run_cell(model: str, rate: str, args) -> dict:
             "fsdp_baseline_error_pct": other["baseline-fsdp"].baseline.error_pct,
             "straggler_named": straggler_named(other["baseline-imbalanced"]), "sweep_best": best,
             "measured_best": measured_best, "sweep_gap_pct": gap, "sweep": sweep,
-            "sweep_measured": fusions}
+            "sweep_measured": fusions, "aa": measured[AA][:3]}
 
 
 def print_cell(c: dict) -> dict:
@@ -284,6 +292,10 @@ def print_cell(c: dict) -> dict:
         print(f"  {r.spec:<18} {f'{r.predicted:.3f} [{r.lo:.3f}-{r.hi:.3f}]':>26} "
               f"{f'{r.measured:.3f} [{r.ci_lo:.3f}-{r.ci_hi:.3f}]':>26} "
               f"{r.error * 100:>+7.1f}% {'y' if r.covered else 'n':>3}")
+    aa = c["aa"]
+    print(f"  {'A/A check':<18} {'(1 by construction)':>26} "
+          f"{f'{aa[0]:.3f} [{aa[1]:.3f}-{aa[2]:.3f}]':>26}   the baseline against a copy "
+          f"of itself")
     cov = sum(r.covered for r in c["rows"]) / len(c["rows"]) * 100
     summary = {"mean_abs_error_pct": float(np.mean(errs)), "worst_abs_error_pct": max(errs),
                "coverage_pct": cov, "sweep_gap_pct": c["sweep_gap_pct"]}
@@ -307,9 +319,14 @@ def main() -> None:
                     "this many %% of the median speedup")
     ap.add_argument("--min-jobs", type=int, default=3)
     ap.add_argument("--max-jobs", type=int, default=12)
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let the ranks float over the cores instead of pinning each to its "
+                         "own (cluster.py --pin); floating, identical jobs ran 96-149 ms "
+                         "a step")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse calibrations, baselines and measurements in --out")
     args = ap.parse_args()
+    PIN[0] = not args.no_pin
     why = cluster.available()
     if why:
         raise SystemExit(f"error: {why}")

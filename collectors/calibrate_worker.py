@@ -20,7 +20,8 @@ time; the fit in ``replay/calibration.py`` uses the median of those over iterati
 On gloo, an all-reduce is also timed two at a time (``per_rank_pair_ns``, both calls
 issued together and both waited for): how much two transfers side by side slow each
 other is what ``replay.interference.cores`` needs to share the link. ``cpu_cores`` is
-the cores the rank may run on. ``per_rank_issue_ns`` is how long the calling thread spent
+the cores the rank may run on, ``cpu_sets`` which ones, per rank (ranks pinned apart,
+``TRACEKIT_PIN_CORES=1``, share no cores: ``collectors/affinity.py``). ``per_rank_issue_ns`` is how long the calling thread spent
 issuing each call (``async_op=True`` until it returned), host work before the transfer
 starts: on gloo a reduce-scatter first clones its whole input there. ``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
 worker threads do the copies, reductions and socket calls) spent during the same call:
@@ -57,8 +58,10 @@ except ImportError:  # run as a script from a source tree where tracekit is not 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tracekit.core.atomic import atomic_write_json
 try:
+    from collectors.affinity import cpu_set, pin_local_rank_if_asked
     from collectors.fsdp_hooks import measure_fsdp_hooks
 except ImportError:  # run as a script: this file's folder is on sys.path
+    from affinity import cpu_set, pin_local_rank_if_asked
     from fsdp_hooks import measure_fsdp_hooks
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
@@ -263,6 +266,7 @@ def _fsdp_hooks(device: torch.device) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    pin_local_rank_if_asked()  # under benchmarks/cluster.py --pin, as the trainers are
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     if backend == "nccl":
@@ -274,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     colls = [c.strip() for c in args.collectives.split(",") if c.strip()]
     hosts: list[str] = [""] * world
     dist.all_gather_object(hosts, socket.gethostname())
+    cpu_sets: list[list[int]] = [[] for _ in range(world)]
+    dist.all_gather_object(cpu_sets, cpu_set())
     measurements = []
     drain = _Drain(args.drain_bytes, device)
     t_start = time.perf_counter()
@@ -305,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
-               "hosts": hosts, "cpu_cores": _cores(), "drain_bytes": args.drain_bytes,
+               "hosts": hosts, "cpu_cores": _cores(), "cpu_sets": cpu_sets,
+               "drain_bytes": args.drain_bytes,
                "measurements": measurements}
         if credit is not None:
             doc["link_credit"] = credit

@@ -174,6 +174,7 @@ def _rank_entry(p: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], list[
         "rank": rank,
         "host": str(p.get("host", "")),
         "cpu_cores": int(p.get("cpu_cores") or 0),
+        "cpu_set": [int(c) for c in p.get("cpu_set") or []],
         "pid": p.get("pid"),
         "trace": trace,
         "nccl_log": nccl_log,

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from collectors.affinity import cpu_set
 from collectors.annotations import ModuleAnnotator
 from collectors.config import CollectorConfig
 from collectors.model_meta import ModelRecorder, ModelRegistry
@@ -328,6 +329,7 @@ class ProfileSession:
             "backend": self.backend,
             "host": socket.gethostname(),
             "cpu_cores": _cpu_cores(),
+            "cpu_set": cpu_set(),
             "pid": self.pid,
             "argv": list(getattr(sys, "orig_argv", sys.argv)),
             "versions": _versions(),

@@ -60,7 +60,7 @@ from replay.cost_model import (
     _quality,
     comm_volume,
 )
-from replay.interference.cores import transfer_cpu_slowdown
+from replay.interference.cores import cpu_pools, transfer_cpu_slowdown
 from replay.link_credit import credit_note, summarize_link_credit
 from tracekit.core.atomic import atomic_write_json
 from tracekit.core.collectives import normalize_collective
@@ -190,6 +190,7 @@ def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -
         "backend": raw.get("backend", ""), "world_size": int(raw["world_size"]),
         "device": raw.get("device", ""), "torch": raw.get("torch", ""),
         "hosts": raw.get("hosts", []), "cpu_cores": raw.get("cpu_cores"),
+        "cpu_sets": raw.get("cpu_sets"),
         "command": command or [],
         "collectives": fit_measurements(raw), "raw": raw["measurements"],
         **({"fsdp_hooks": raw["fsdp_hooks"]} if raw.get("fsdp_hooks") else {}),
@@ -332,7 +333,8 @@ class CalibratedCostModel(CommCostModel):
         hosts = self.doc.get("hosts") or []
         if not cores or not hosts:
             return None
-        per_host = len(hosts) / max(len(set(hosts)), 1)
+        pools = cpu_pools(hosts, self.doc.get("cpu_sets"))
+        per_host = len(pools) / max(len(set(pools)), 1)  # ranks sharing a rank's cores
         pts = []
         for p in sec.get("points", []):
             if p.get("pair_ratio") is None or p.get("cpu_share") is None:

@@ -180,10 +180,11 @@ def start_training(args, batch_of=None) -> tuple[int, int, torch.device, Workloa
 def pin_to_own_core() -> None:
     """Under ``benchmarks/cluster.py --pin`` (``TRACEKIT_PIN_CORES=1``): pin this local
     rank to core ``LOCAL_RANK % cores`` (its gloo threads inherit the affinity)."""
-    if os.environ.get("TRACEKIT_PIN_CORES") != "1" or not hasattr(os, "sched_setaffinity"):
+    try:
+        from collectors.affinity import pin_local_rank_if_asked
+    except ImportError:  # run without tracekit installed: nothing records the affinity
         return
-    cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cores[int(os.environ.get("LOCAL_RANK", "0")) % len(cores)]})
+    pin_local_rank_if_asked()
 
 
 def bucket_limits(bucket_cap_mb: float | None) -> list[int]:

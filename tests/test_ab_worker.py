@@ -57,8 +57,24 @@ class OverlappingSide(SteadySide):
             self.pending = False
 
 
-def test_rounds_alternate_their_order():
-    assert [ab_worker.round_order(3, r) for r in range(3)] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+def test_each_round_is_a_shuffle_that_the_next_round_reverses():
+    orders = [ab_worker.round_order(5, r, seed=3) for r in range(40)]
+    assert all(sorted(o) == list(range(5)) for o in orders)
+    assert all(orders[r + 1] == orders[r][::-1] for r in range(0, 40, 2))
+    assert orders == [ab_worker.round_order(5, r, seed=3) for r in range(40)]  # every rank
+    assert orders != [ab_worker.round_order(5, r, seed=4) for r in range(40)]
+
+
+def test_no_side_holds_a_fixed_place_where_rounds_turn():
+    """With a fixed order the baseline ran twice in a row at every other turn of rounds;
+    shuffled, the side that runs twice in a row changes, and the baseline is not it more
+    often than its share."""
+    orders = [ab_worker.round_order(4, r) for r in range(400)]
+    doubled = [orders[r][-1] for r in range(399) if orders[r][-1] == orders[r + 1][0]]
+    assert len(set(doubled)) == 4
+    assert doubled.count(0) < len(doubled) / 2
+    firsts = [o[0] for o in orders[::2]]
+    assert 0.1 < firsts.count(0) / len(firsts) < 0.4
 
 
 def test_block_timing_sees_the_steady_state_of_an_overlapping_side(monkeypatch):
@@ -72,7 +88,7 @@ def test_block_timing_sees_the_steady_state_of_an_overlapping_side(monkeypatch):
     assert [len(t) for t in times] == [4, 4, 4]
     assert times[1] == pytest.approx([0.080] * 4)  # (60 + 20) ms a step, every block
     assert times[0] == pytest.approx([0.100] * 4) and times[2] == pytest.approx([0.050] * 4)
-    assert switched == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0]
+    assert switched == [w for r in range(4) for w in ab_worker.round_order(3, r, seed=0)]
     lines = ab_worker.summarize(["dear", "bucket:1"], times, skip=1)
     assert lines[0].startswith("ab variant=dear baseline_ms=100.000 variant_ms=80.000 "
                                "speedup=1.2500 n=3")
@@ -82,7 +98,8 @@ def test_block_timing_sees_the_steady_state_of_an_overlapping_side(monkeypatch):
 def test_speedup_pairs_each_round_with_its_own_baseline():
     """A machine that slows down for a round slows both sides of it: the ratio holds."""
     times = [[0.1, 0.2, 0.1], [0.05, 0.1, 0.05]]
-    assert "speedup=2.0000 n=3" in ab_worker.summarize(["x"], times, skip=0)[0]
+    assert "speedup=2.0000 n=3 rounds=2.0000,2.0000,2.0000" in ab_worker.summarize(
+        ["x"], times, skip=0)[0]
 
 
 def test_every_variant_form_builds_a_side_that_trains(tmp_path):

@@ -99,3 +99,46 @@ def test_auto_interference_keeps_the_factor_model_on_gpu_runs():
     # core sharing is for host threads; on a GPU run it is an error, never a fallback
     with pytest.raises(TracekitError, match="has GPU lanes"):
         build_context(run, g, replay(run, g), interference="cores")
+
+
+def test_ranks_pinned_apart_share_no_cores_but_still_share_their_hosts_link():
+    """Two ranks of one host, each pinned to its own core (``cpu_set`` [0] and [1]): two
+    pools of one core each. Both ranks' transfers still load the host's one link."""
+    from types import SimpleNamespace
+
+    from replay.interference.cores import cpu_pools, host_cores
+
+    assert cpu_pools(["a", "a"], [[0], [1]]) == [0, 1]
+    assert cpu_pools(["a", "a"], [[0, 1], [1]]) == [0, 0]  # overlapping masks share
+    assert cpu_pools(["a", "a", "b"], [[0], None, [0]]) == [0, 0, 1]  # one unknown: one pool
+    assert cpu_pools(["a", "a"], None) == [0, 0]
+    g = make_graph(lanes=[(0, "cpu"), (1, "cpu")], lane=[0, 1], dur=[10, 10], start=[0, 0],
+                   edges=[])
+    manifest = SimpleNamespace(hosts={0: "a", 1: "a"}, cpu_cores={0: 1, 1: 1},
+                               cpu_sets={0: (0,), 1: (1,)})
+    hc = host_cores(SimpleNamespace(manifest=manifest), g)
+    assert hc.pool_of_rank.tolist() == [0, 1] and hc.host_of_rank.tolist() == [0, 0]
+    assert hc.cores.tolist() == [1, 1]
+    assert "rank 0 on a shares 1 core(s); rank 1 on a shares 1 core(s)" in hc.describe()
+    start, end = np.array([0, 0]), np.array([10, 10])
+    pools, host = hc.pool_of_rank, hc.host_of_rank
+    # compute side by side: each on its own core, no slowdown (one pool of 1: 2.0)
+    assert slowdown(start, end, pools, hc.cores).tolist() == pytest.approx([1.0, 1.0])
+    assert slowdown(start, end, host, np.array([1])).tolist() == pytest.approx([2.0, 2.0])
+    # two transfers that each fill the link: the wire is shared however the cores are
+    link = np.array([1.0, 1.0])
+    got = slowdown(start, end, pools, hc.cores, np.array([0.1, 0.1]), link, host)
+    assert got.tolist() == pytest.approx([2.0, 2.0])
+
+
+def test_unpinned_ranks_of_one_host_share_its_cores():
+    from types import SimpleNamespace
+
+    from replay.interference.cores import host_cores
+
+    g = make_graph(lanes=[(0, "cpu"), (1, "cpu")], lane=[0, 1], dur=[10, 10], start=[0, 0],
+                   edges=[])
+    manifest = SimpleNamespace(hosts={0: "a", 1: "a"}, cpu_cores={0: 2, 1: 2},
+                               cpu_sets={0: (0, 1), 1: (0, 1)})
+    hc = host_cores(SimpleNamespace(manifest=manifest), g)
+    assert hc.pool_of_rank.tolist() == [0, 0] and hc.cores.tolist() == [2]

@@ -194,3 +194,23 @@ def test_a_share_above_the_hosts_cores_is_capped(tmp_path):
         m["per_rank_cpu_ns"] = [[8 * m["per_rank_ns"][0][0]] * m["iters"]] * 2
     write_comm_model(build_comm_model(raw), tmp_path / "c.json")
     assert load_comm_model(tmp_path / "c.json").cpu_share("all_reduce", MB) == 2.0
+
+
+def test_ranks_pinned_apart_do_not_explain_a_slow_pair_by_sharing_each_others_cores(
+        tmp_path):
+    """Each rank on one core (``cpu_sets`` [0] and [1]), transfers keeping half a core
+    busy, a pair 1.8x one call: on its own core a rank's two transfers slow each other
+    1.25x, so the link explains the rest (0.72). Had both ranks shared one core (no
+    sets recorded), the cores would explain more (1.75x) and the link less (0.643)."""
+    raw = _raw({"all_reduce": (0.0, 500e6)}, [MB, 16 * MB])
+    raw["cpu_cores"] = 1
+    for m in raw["measurements"]:
+        t = m["per_rank_ns"][0][0]
+        m["per_rank_cpu_ns"] = [[int(0.5 * t)] * m["iters"]] * 2
+        m["per_rank_pair_ns"] = [[int(1.8 * t)] * m["iters"]] * 2
+    path = tmp_path / "pinned.json"
+    write_comm_model(build_comm_model(raw), path)
+    assert load_comm_model(path).link_share("all_reduce", MB) == pytest.approx(0.643, abs=1e-3)
+    raw["cpu_sets"] = [[0], [1]]
+    write_comm_model(build_comm_model(raw), path)
+    assert load_comm_model(path).link_share("all_reduce", MB) == pytest.approx(0.72, abs=1e-3)

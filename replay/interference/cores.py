@@ -72,44 +72,90 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class HostCores:
-    """Which host each rank runs on and how many cores each host has."""
+    """Which host each rank runs on (its link), and which pool of cores it shares with
+    which other ranks: the ranks of a host whose affinity masks overlap (all of them,
+    unless they were pinned apart)."""
 
-    #: rank id -> host index (array indexed by rank)
+    #: rank id -> host index (array indexed by rank): the ranks sharing a link
     host_of_rank: np.ndarray
-    #: host index -> cores
+    #: pool index -> cores
     cores: np.ndarray
+    #: pool index -> its host's name
     names: list[str]
+    #: rank id -> pool index: the ranks sharing cores (None: one pool per host)
+    pool_of_rank: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.pool_of_rank is None:
+            object.__setattr__(self, "pool_of_rank", self.host_of_rank)
 
     def describe(self) -> str:
         parts = []
-        for h, name in enumerate(self.names):
-            ranks = np.flatnonzero(self.host_of_rank == h)
-            parts.append(f"{len(ranks)} rank(s) on {name or 'one host'} share "
-                         f"{int(self.cores[h])} core(s)")
+        for p, name in enumerate(self.names):
+            ranks = np.flatnonzero(self.pool_of_rank == p)
+            who = (f"rank {int(ranks[0])}" if len(ranks) == 1
+                   else f"{len(ranks)} rank(s)")
+            parts.append(f"{who} on {name or 'one host'} share{'s' if len(ranks) == 1 else ''} "
+                         f"{int(self.cores[p])} core(s)")
         return "CPU contention (processor sharing): " + "; ".join(parts)
 
 
+def cpu_pools(hosts: list[str], cpu_sets: list | None) -> list[int]:
+    """Pool index per rank: ranks of one host share a pool when their recorded CPU sets
+    overlap (transitively); a host where any rank's set is unknown is one pool, as are
+    hosts of ranks that were not pinned (every mask the whole machine)."""
+    pool_of: dict[int, int] = {}
+    sets = list(cpu_sets or [])
+    n = len(hosts)
+    for host in dict.fromkeys(hosts):
+        ranks = [r for r in range(n) if hosts[r] == host]
+        if any(r >= len(sets) or not sets[r] for r in ranks):
+            groups_ = [ranks]
+        else:
+            groups_ = []
+            for r in ranks:  # merge every group r's set overlaps
+                mine = [g for g in groups_ if any(set(sets[r]) & set(sets[q]) for q in g)]
+                groups_ = [g for g in groups_ if g not in mine] + [
+                    [q for g in mine for q in g] + [r]]
+            groups_.sort(key=min)
+        base = len(set(pool_of.values()))
+        for i, g in enumerate(groups_):
+            for r in g:
+                pool_of[r] = base + i
+    return [pool_of[r] for r in range(n)]
+
+
 def host_cores(run, graph: Graph) -> HostCores:
-    """Hosts and their cores from the run's manifest (see module doc)."""
+    """Hosts, core pools and their cores from the run's manifest (see module doc)."""
     n_ranks = int(graph.rank.max()) + 1 if graph.n_nodes else 1
     manifest = getattr(run, "manifest", None)
     hosts = dict(manifest.hosts) if manifest is not None else {}
     recorded = dict(manifest.cpu_cores) if manifest is not None else {}
+    sets = dict(getattr(manifest, "cpu_sets", None) or {}) if manifest is not None else {}
     names = sorted({hosts.get(r, "") for r in range(n_ranks)})
     index = {h: i for i, h in enumerate(names)}
     host_of_rank = np.array([index[hosts.get(r, "")] for r in range(n_ranks)], dtype=np.int64)
+    pool_of_rank = np.array(cpu_pools([hosts.get(r, "") for r in range(n_ranks)],
+                                      [sets.get(r) for r in range(n_ranks)]), dtype=np.int64)
     notes = []
     here = _this_machine_cores()
-    cores = np.zeros(len(names), dtype=np.int64)
-    for h in range(len(names)):
-        ranks = np.flatnonzero(host_of_rank == h)
+    n_pools = int(pool_of_rank.max()) + 1
+    cores = np.zeros(n_pools, dtype=np.int64)
+    pool_names = [""] * n_pools
+    for p in range(n_pools):
+        ranks = np.flatnonzero(pool_of_rank == p)
+        pool_names[p] = names[int(host_of_rank[ranks[0]])]
+        if all(int(r) in sets for r in ranks):
+            cores[p] = len({c for r in ranks for c in sets[int(r)]})
+            continue
         known = [recorded[r] for r in ranks if r in recorded]
-        cores[h] = max(known) if known else here
+        cores[p] = max(known) if known else here
     if len(recorded) < n_ranks:
         notes.append(f"cores per host not recorded in the manifest (re-record with "
                      f"'tracekit profile'): assumed {here}, this machine's")
-    return HostCores(host_of_rank=host_of_rank, cores=cores, names=names, notes=notes)
+    return HostCores(host_of_rank=host_of_rank, pool_of_rank=pool_of_rank, cores=cores,
+                     names=pool_names, notes=notes)
 
 
 def _this_machine_cores() -> int:
@@ -170,19 +216,21 @@ def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
     return float(cpu_part_slowdown(share, max(1.0, busy / cores), busy / cores, cores))
 
 
-def slowdown(start: np.ndarray, end: np.ndarray, host: np.ndarray,
+def slowdown(start: np.ndarray, end: np.ndarray, pool: np.ndarray,
              cores: np.ndarray, share: np.ndarray | None = None,
-             link: np.ndarray | None = None) -> np.ndarray:
+             link: np.ndarray | None = None, host: np.ndarray | None = None) -> np.ndarray:
     """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` under
-    the :func:`mean_loads` of ``share`` (default 1) on the host's cores; for an interval
-    with a ``link`` share (> 0), at least :func:`mean_load` of ``link`` on the host's one
-    link (transfers side by side share the wire)."""
+    the :func:`mean_loads` of ``share`` (default 1) on its pool's cores (``pool``: per
+    interval); for an interval with a ``link`` share (> 0), at least :func:`mean_load` of
+    ``link`` on its host's one link (transfers side by side share the wire; ``host``: per
+    interval, default ``pool``)."""
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
-    sharing, mean_busy = mean_loads(start, end, host, share, cores, (1.0, 0.0))
-    out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[host])
+    sharing, mean_busy = mean_loads(start, end, pool, share, cores, (1.0, 0.0))
+    out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[pool])
     if link is not None and (np.asarray(link) > 0).any():
         link = np.asarray(link, dtype=float)
-        on_wire = mean_load(start, end, host, link, np.ones(len(cores)))
+        host = pool if host is None else host
+        on_wire = mean_load(start, end, host, link, np.ones(int(host.max()) + 1))
         out = np.where(link > 0, np.maximum(out, on_wire), out)
     return out
 
@@ -278,14 +326,14 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
     measured one for baseline nodes, the run's typical one for re-timed nodes).
     """
     base = np.asarray(dur_ns, dtype=float) / np.maximum(base_slowdown, 1.0)
-    host = hc.host_of_rank[graph.rank]
+    pool, host = hc.pool_of_rank[graph.rank], hc.host_of_rank[graph.rank]
 
     def durations(f: np.ndarray) -> np.ndarray:
         return np.round(base * f).astype(np.int64)
 
     def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        return slowdown(start, end, host, hc.cores, share, link)
+        return slowdown(start, end, pool, hc.cores, share, link, host)
 
     res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
                  durations=durations, measure=measure, schedule=schedule, passes=passes,
@@ -315,8 +363,9 @@ class CoreSharing(InterferenceModel):
         link, link_notes = link_shares(graph, comm_model, self.hosts.host_of_rank[graph.rank])
         self.base_dur = graph.dur_ns.astype(float)
         self.notes = [*self.hosts.notes, *share_notes, *link_notes]
-        self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.host_of_rank[graph.rank],
-                                      self.hosts.cores, self.base_share, link)
+        self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.pool_of_rank[graph.rank],
+                                      self.hosts.cores, self.base_share, link,
+                                      self.hosts.host_of_rank[graph.rank])
 
     def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
         """``share(v)`` in a variant: a transfer kept from the run does the same CPU work

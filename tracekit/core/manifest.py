@@ -24,6 +24,7 @@ The manifest (``schema_version`` 1) is a JSON object::
       "ranks": [
         {"rank": 0, "host": "host-a", "pid": 4242, "trace": "rank0.trace.json.gz",
          "cpu_cores": 2,                       # cores this rank's process could run on
+         "cpu_set": [0, 1],                    # which ones (its affinity mask)
          "nccl_log": "",                       # path under the folder, '' when none
          "steps": [3, 4, 5, 6, 7],             # ProfilerStep numbers of step_times_ms
          "step_times_ms": [51.2, 49.8, ...],   # wall-clock of every recorded step
@@ -141,6 +142,8 @@ class Manifest:
     hosts: dict[int, str] = field(default_factory=dict)
     #: rank -> CPU cores its process could run on (absent when not recorded)
     cpu_cores: dict[int, int] = field(default_factory=dict)
+    #: rank -> the CPUs its process could run on (absent when not recorded)
+    cpu_sets: dict[int, tuple[int, ...]] = field(default_factory=dict)
     #: rank -> steps the run recorded as cut short (the job ended during them)
     incomplete_steps: dict[int, list[int]] = field(default_factory=dict)
 
@@ -169,6 +172,8 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         hosts = {int(r["rank"]): str(r.get("host") or "") for r in (doc.get("ranks") or [])}
         cores = {int(r["rank"]): int(r["cpu_cores"]) for r in (doc.get("ranks") or [])
                  if r.get("cpu_cores")}
+        cpu_sets = {int(r["rank"]): tuple(int(c) for c in r["cpu_set"])
+                    for r in (doc.get("ranks") or []) if r.get("cpu_set")}
         model = doc.get("model") or {}
         params = [
             ParamInfo(
@@ -203,6 +208,7 @@ def parse_manifest(doc: Any, path: str = MANIFEST_NAME) -> Manifest:
         fsdp_units=units,
         hosts=hosts,
         cpu_cores=cores,
+        cpu_sets=cpu_sets,
         incomplete_steps=_incomplete_steps(doc.get("ranks") or []),
     )
 

@@ -178,6 +178,7 @@ def _check_rank_fields(p: _Problems, r: dict, where: str) -> None:
     p.typed(r, "host", where, "str")
     p.typed(r, "pid", where, "int")
     p.typed(r, "cpu_cores", where, "count")
+    p.list_of(r, "cpu_set", where, "count")
     steps = p.list_of(r, "steps", where, "count")
     times = p.list_of(r, "step_times_ms", where, "ms")
     if steps and times and len(steps) != len(r.get("step_times_ms") or []):
