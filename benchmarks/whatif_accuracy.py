@@ -6,10 +6,10 @@
 
 Per model (``samples/workloads.py``: mlp, transformer, embed_mlp, cnn) and link rate
 (``benchmarks/cluster.py``: a fresh network namespace whose loopback is shaped with tbf;
-``loopback`` = unshaped, printed for reference, not a target), every run with each rank
-pinned to its own core (``cluster.py --pin``; ``--no-pin`` lets them float: then four
-identical jobs measured 96-149 ms a step, pinned 102-108 ms, and the A/A check below was
-off by up to 10% in a job):
+``loopback`` = unshaped, printed for reference, not a target). ``--pin`` pins each rank
+to its own core in every run (``cluster.py --pin``); the model then shares each rank's
+core between its own threads only. It is off by default: in a cell measured pinned (mlp,
+4 Gbit/s) the rounds were as noisy as floating ones and ``fsdp=Linear`` missed by +43%.
 
 1. calibrate the collectives on that link (``tracekit calibrate``);
 2. profile a DDP baseline (DDP's defaults: 25 MB buckets, the first one 1 MB), and an
@@ -118,7 +118,7 @@ def _env() -> dict[str, str]:
 
 
 #: pin each rank to its own core (``cluster.py --pin``) in every run; main() sets it
-PIN = [True]
+PIN = [False]
 
 
 def _in_link(name: str, rate: str, cmd: list[str], *, timeout: int = 1200
@@ -319,14 +319,12 @@ def main() -> None:
                     "this many %% of the median speedup")
     ap.add_argument("--min-jobs", type=int, default=3)
     ap.add_argument("--max-jobs", type=int, default=12)
-    ap.add_argument("--no-pin", action="store_true",
-                    help="let the ranks float over the cores instead of pinning each to its "
-                         "own (cluster.py --pin); floating, identical jobs ran 96-149 ms "
-                         "a step")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin each rank to its own core in every run (cluster.py --pin)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse calibrations, baselines and measurements in --out")
     args = ap.parse_args()
-    PIN[0] = not args.no_pin
+    PIN[0] = args.pin
     why = cluster.available()
     if why:
         raise SystemExit(f"error: {why}")

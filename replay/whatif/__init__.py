@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from replay.interference import NoInterference
 from replay.intervals import comm_log_width, speedup_interval, step_interval
 from replay.result import ReplayResult, WhatIfResult
+from replay.validated_error import validated_error
 from replay.whatif.predict import WhatIfContext, build_context, predict
 from replay.whatif.spec import Variant, WhatIfSpec, parse_spec
 from tracekit.core.run import Run
@@ -111,6 +112,13 @@ def _result(ctx: WhatIfContext, spec: WhatIfSpec, variant: Variant, result: Repl
             ) -> WhatIfResult:
     speedup = _speedup(ctx.baseline, result)
     width = comm_log_width(result, _comm_residual(ctx, variant))
+    measured = validated_error(t.key for t in variant.transforms)
+    if measured is not None:
+        width = max(width, measured.log_width)
+        notes = [*notes, measured.note()]
+    else:
+        notes = [*notes, "interval from the model alone: no prediction of this kind has been "
+                         "checked against measured runs"]
     step = step_interval(result, width)
     sp = speedup_interval(ctx.baseline, result, speedup, width)
     return WhatIfResult(spec=spec.text, result=result, speedup=speedup, sweep=sweep,

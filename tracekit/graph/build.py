@@ -48,6 +48,7 @@ from tracekit.graph.host import add_host_edges
 from tracekit.graph.lanes import make_lanes
 from tracekit.graph.model import EdgeKind, Graph
 from tracekit.graph.select import select_nodes
+from tracekit.graph.steadiness import unsteady_note
 from tracekit.graph.unrecorded import add_unrecorded_waits
 from tracekit.log import get_logger
 
@@ -151,6 +152,8 @@ def _build_measured(run: Run, steps: list[int] | None) -> Graph:
     graph.notes.append(
         f"{graph.n_nodes} nodes on {len(lanes)} lanes of {len(ranks)} rank(s), steps "
         f"{_span(chosen)}; {graph.n_edges} edges, {n_inferred} inferred")
+    if (unsteady := unsteady_note(graph)) is not None:
+        graph.notes.append(unsteady)
     if host["host_wait_inferred"]:
         graph.notes.append(
             f"{host['host_wait_inferred']} host wait(s) on gloo work inferred from gaps on "
