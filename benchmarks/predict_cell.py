@@ -8,10 +8,11 @@
 A cell folder is what ``benchmarks/whatif_accuracy.py`` writes: ``baseline/`` (the
 profiled DDP run), ``comm.json`` (the calibration) and ``measured_jobs.json`` (the
 measured rounds of every job). Prints, per DDP what-if measured there, the predicted
-speedup, the measured one (pooled: ``measured_speedups.py``) and the error, then the mean and worst |error|; then the FSDP
+speedup with its interval, the measured one (pooled: ``measured_speedups.py``), the
+error and whether the interval holds it, then the mean and worst |error|; then the FSDP
 what-ifs measured there (``fsdp=Linear`` from the DDP baseline, ``reshard=off`` from
-``baseline-fsdp/``), and ``stragglers=off`` from ``baseline-imbalanced/`` with the
-straggler summary names.
+``baseline-fsdp/``), ``stragglers=off`` from ``baseline-imbalanced/`` with the
+straggler summary names, and the share of measured speedups inside their interval.
 """
 
 from __future__ import annotations
@@ -57,13 +58,22 @@ def main() -> None:
     if fsdp:
         print(f"FSDP what-ifs: mean |error| {statistics.mean(fsdp):.1f}%, worst "
               f"{max(fsdp):.1f}%")
+    print(f"interval coverage: {sum(COVERED)} of {len(COVERED)} measured speedups inside "
+          f"their predicted interval ({sum(COVERED) / max(len(COVERED), 1) * 100:.0f}%)")
+
+
+#: per what-if reported, whether its measured speedup fell inside its predicted interval
+COVERED: list[bool] = []
 
 
 def _report(r, measured: dict) -> float:
     """Print one what-if's line; its |error| in %."""
     m = pooled_median_ci(measured[r.spec])[0]
-    print(f"{r.spec:24} predicted {r.speedup:.3f} measured {m:.3f} "
-          f"error {(r.speedup / m - 1) * 100:+.1f}%")
+    inside = r.speedup_lo <= m <= r.speedup_hi
+    COVERED.append(inside)
+    print(f"{r.spec:24} predicted {r.speedup:.3f} [{r.speedup_lo:.3f}-{r.speedup_hi:.3f}] "
+          f"measured {m:.3f} error {(r.speedup / m - 1) * 100:+.1f}% "
+          f"{'inside' if inside else 'outside'}")
     return abs(r.speedup / m - 1) * 100
 
 
