@@ -82,7 +82,13 @@ def test_replay_evaluates_what_ifs(capsys, recording_machine_cores):
     # the default on a CPU-only run is the core-sharing model, and it says so
     # (said once, for every what-if)
     assert any(n.startswith("CPU contention (processor sharing)") for n in doc["what_if_notes"])
-    assert "notes" not in half  # compute-scale assumes nothing of its own
+    # compute-scale assumes nothing of its own; it was never checked on measured runs, so
+    # its interval is the model's alone, and it says so; overlap=off's carries its
+    # family's measured error
+    assert half["notes"] == ["interval from the model alone: no prediction of this kind "
+                             "has been checked against measured runs"]
+    assert any(n.startswith("interval includes the measured error of overlap predictions")
+               for n in off["notes"])
     assert half["speedup_lo"] <= half["speedup"] <= half["speedup_hi"]
     code, text, _ = run_cli(capsys, "replay", *PROBE, "--what-if", "compute-scale=0.5")
     assert code == 0 and "per-step error" in text and "every what-if above assumes" in text
