@@ -52,6 +52,13 @@ from tracekit.graph.edit import add_edges, add_nodes, new_coll_ids, remove_nodes
 from tracekit.graph.model import EdgeKind, Graph, NodeKind
 
 
+def _last_wait(old, fallback: int) -> int:
+    """The last node of a step that waits for one of its buckets (kept ids; ``fallback``
+    when none does): by then DDP's finalize has seen every bucket complete."""
+    nodes = [w for b in old for w, _ in b.waits if w >= 0]
+    return max(nodes) if nodes else fallback
+
+
 class SyncMode:
     """How a bucket's gradients are synchronized: DDP's all-reduce, waited for at the end
     of backward. Other modes (DeAR) subclass this and override the hooks."""
@@ -334,9 +341,15 @@ class GradientRewrite:
             sb.comm_order.append(c)
             self.edges[EdgeKind.ISSUE].append(
                 (iss, c, old[b].issue_delay_ns if same else sync.issue_delay_ns))
-            # a bucket the baseline had is waited for exactly as it was (maybe not at
-            # all); a new one where its stand-in was, else at DDP's finalize point
-            waits = old[k].waits or ([] if same else [facts.fallback])
+            # a bucket is waited for where its stand-in was, else at DDP's finalize point:
+            # finalize waits for every bucket. A bucket the run shows no wait for had
+            # only finished before it; issued where it was, it still will, but one issued
+            # later (overlap=off) may not: it must be done by the last of the step's waits
+            # (finalize waits bucket by bucket), without a resume delay of its own
+            moved = old[k].before_issue[0] != ready
+            waits = old[k].waits or ([facts.fallback] if not same else
+                                     [(_last_wait(old, facts.fallback[0]), 0)] if moved
+                                     else [])
             if mode.waited_in_backward:
                 self.edges[EdgeKind.HOST_WAIT] += [(c, int(self.new_id[t]), dl)
                                                    for t, dl in waits if t >= 0]
