@@ -204,10 +204,9 @@ def round_order(n_sides: int, round_index: int, seed: int = 0) -> list[int]:
     the shuffle keeps any one side from holding a fixed place: with a fixed order the
     baseline would always run twice in a row where rounds turn (... C B A, A B C ...), its
     second block warm from its own first. In three jobs (mlp, 4 Gbit/s, 16 steps a side)
-    the baseline measured 0.2, 2.3 and 4.1% faster than three identical copies of itself
-    run beside it (``python benchmarks/cluster.py --link 4gbit -- torchrun --nproc_per_node
-    2 benchmarks/ab_worker.py --variant baseline,baseline,baseline,bucket:1 --steps 16``
-    with the fixed order, per-block times compared)."""
+    the baseline's median block was 0.2, 2.3 and 4.1% faster than three identical copies
+    of itself run beside it (the fixed order's ``run_rounds``, every block's time printed:
+    README, "How what-if accuracy is measured")."""
     order = list(range(n_sides))
     random.Random(seed * 1_000_003 + round_index // 2).shuffle(order)
     return order if round_index % 2 == 0 else order[::-1]

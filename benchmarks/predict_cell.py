@@ -38,16 +38,17 @@ def main() -> None:
     measured = load_jobs(args.cell / "measured_jobs.json")
     options = PredictionOptions(comm_model=str(args.cell / "comm.json"))
     session = Session(args.cell / "baseline", options)
-    errors = [_report(r, measured) for r in session.what_ifs([s for s in SPECS if s in measured])]
+    covered: list[bool] = []  # per what-if reported: its measured speedup in its interval
+    errors = [_report(r, measured, covered) for r in session.what_ifs([s for s in SPECS if s in measured])]
     print(f"mean |error| {statistics.mean(errors):.1f}%, worst {max(errors):.1f}% "
           f"(the {len(errors)} DDP what-ifs)")
-    fsdp = [_report(r, measured) for r in session.what_ifs(
+    fsdp = [_report(r, measured, covered) for r in session.what_ifs(
         [s for s in FSDP_FROM_DDP if s in measured])]
     for which, specs in SPECS_BY_OTHER_BASELINE.items():
         if not (args.cell / which / "manifest.json").exists():
             continue
         other = Session(args.cell / which, options)
-        errs = [_report(r, measured) for r in other.what_ifs(
+        errs = [_report(r, measured, covered) for r in other.what_ifs(
             [s for s in specs if s in measured])]
         if which == "baseline-fsdp":
             fsdp += errs
@@ -58,19 +59,16 @@ def main() -> None:
     if fsdp:
         print(f"FSDP what-ifs: mean |error| {statistics.mean(fsdp):.1f}%, worst "
               f"{max(fsdp):.1f}%")
-    print(f"interval coverage: {sum(COVERED)} of {len(COVERED)} measured speedups inside "
-          f"their predicted interval ({sum(COVERED) / max(len(COVERED), 1) * 100:.0f}%)")
+    print(f"interval coverage: {sum(covered)} of {len(covered)} measured speedups inside "
+          f"their predicted interval ({sum(covered) / max(len(covered), 1) * 100:.0f}%)")
 
 
-#: per what-if reported, whether its measured speedup fell inside its predicted interval
-COVERED: list[bool] = []
-
-
-def _report(r, measured: dict) -> float:
-    """Print one what-if's line; its |error| in %."""
+def _report(r, measured: dict, covered: list[bool]) -> float:
+    """Print one what-if's line and add whether its interval holds the measured speedup
+    to ``covered``; its |error| in %."""
     m = pooled_median_ci(measured[r.spec])[0]
     inside = r.speedup_lo <= m <= r.speedup_hi
-    COVERED.append(inside)
+    covered.append(inside)
     print(f"{r.spec:24} predicted {r.speedup:.3f} [{r.speedup_lo:.3f}-{r.speedup_hi:.3f}] "
           f"measured {m:.3f} error {(r.speedup / m - 1) * 100:+.1f}% "
           f"{'inside' if inside else 'outside'}")

@@ -117,13 +117,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-#: pin each rank to its own core (``cluster.py --pin``) in every run; main() sets it
-PIN = [False]
-
-
-def _in_link(name: str, rate: str, cmd: list[str], *, timeout: int = 1200
+def _in_link(name: str, rate: str, cmd: list[str], *, pin: bool, timeout: int = 1200
              ) -> subprocess.CompletedProcess:
-    return cluster.run_in(name, cmd, rate=rate, pin=PIN[0], env=_env(), cwd=ROOT,
+    """``cmd`` in the namespace ``name``; ``pin``: each rank on its own core
+    (``cluster.py --pin``)."""
+    return cluster.run_in(name, cmd, rate=rate, pin=pin, env=_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -132,19 +130,19 @@ def _torchrun(*args: str) -> list[str]:
             *args]
 
 
-def calibrate(name: str, rate: str, cell: Path, reuse: bool) -> Path:
+def calibrate(name: str, rate: str, cell: Path, reuse: bool, *, pin: bool) -> Path:
     path = cell / "comm.json"
     if not (reuse and path.exists()):
         res = _in_link(name, rate, [str(VENV / "tracekit"), "calibrate", "--out", str(path),
                                     "--sizes", "1KB..128MB", "--iters", "20", "--",
-                                    *_torchrun()])
+                                    *_torchrun()], pin=pin)
         if res.returncode != 0:
             raise SystemExit(f"calibration failed on {rate}:\n{res.stderr[-2000:]}")
     return path
 
 
 def profile(name: str, rate: str, model: str, cell: Path, reuse: bool,
-            which: str = "baseline") -> Path:
+            which: str = "baseline", *, pin: bool) -> Path:
     """Profile one of :data:`BASELINES` into ``cell/which``."""
     trainer, extra = BASELINES[which]
     run = cell / which
@@ -155,7 +153,7 @@ def profile(name: str, rate: str, model: str, cell: Path, reuse: bool,
     res = _in_link(name, rate, [str(VENV / "tracekit"), "profile", "--out", str(run),
                                 "--wait", "2", "--warmup", "2", "--steps", "10", "--",
                                 *_torchrun(f"samples/{trainer}", "--model", model,
-                                           "--steps", "16", *extra)])
+                                           "--steps", "16", *extra)], pin=pin)
     if res.returncode != 0:
         raise SystemExit(f"profiling {model} on {rate} failed:\n{res.stderr[-2000:]}")
     return run
@@ -202,14 +200,14 @@ def ab_variant(spec: str, rate: str) -> str:
     return WHAT_IFS[spec]
 
 
-def one_job(name: str, rate: str, model: str, baseline: str, specs: list[str], steps: int
-            ) -> dict[str, list[float]]:
+def one_job(name: str, rate: str, model: str, baseline: str, specs: list[str], steps: int,
+            *, pin: bool) -> dict[str, list[float]]:
     """Every spec's per-round speedups over ``baseline`` (an ab_worker side) in one
     interleaved job."""
     variants = [ab_sides(s, rate)[1] for s in specs]
     res = _in_link(name, rate, _torchrun("benchmarks/ab_worker.py", "--baseline", baseline,
                                          "--variant", ",".join(variants), "--model", model,
-                                         "--steps", str(steps)), timeout=3600)
+                                         "--steps", str(steps)), pin=pin, timeout=3600)
     found = {v: [float(x) for x in rounds.split(",")]
              for v, rounds in _AB.findall(res.stdout + res.stderr)}
     if res.returncode != 0 or set(found) != set(variants):
@@ -235,8 +233,8 @@ def measure_all(name: str, rate: str, model: str, specs: list[str], cache: Path,
             break
         for baseline in dict.fromkeys(ab_sides(s, rate)[0] for s in todo):
             group = [s for s in todo if ab_sides(s, rate)[0] == baseline]
-            for spec, rounds in one_job(name, rate, model, baseline, group,
-                                        args.steps).items():
+            for spec, rounds in one_job(name, rate, model, baseline, group, args.steps,
+                                        pin=args.pin).items():
                 jobs.setdefault(spec, []).append(rounds)
             atomic_write(cache, json.dumps(jobs), what="the measured speedups")
         print(f"    {model} {rate}: {len(todo)} what-ifs measured again; not settled: "
@@ -252,13 +250,14 @@ def run_cell(model: str, rate: str, args) -> dict:
     if not args.reuse and cache.exists():
         cache.unlink()
     with cluster.namespace(rate) as name:
-        comm = calibrate(name, rate, cell, args.reuse)
-        session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse),
+        comm = calibrate(name, rate, cell, args.reuse, pin=args.pin)
+        session, rows, (best, sweep) = predict(profile(name, rate, model, cell, args.reuse,
+                                                       pin=args.pin),
                                                comm)
         other = {}  # baseline folder -> its session
         for which, specs in SPECS_BY_OTHER_BASELINE.items():
             other[which], more = predict_from(
-                profile(name, rate, model, cell, args.reuse, which), comm, specs)
+                profile(name, rate, model, cell, args.reuse, which, pin=args.pin), comm, specs)
             rows.update(more)
         wanted = [s for s in rows if not (rate == "loopback" and s.startswith("bandwidth="))]
         specs = list(dict.fromkeys([*wanted, *sweep, AA]))
@@ -324,7 +323,6 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="reuse calibrations, baselines and measurements in --out")
     args = ap.parse_args()
-    PIN[0] = args.pin
     why = cluster.available()
     if why:
         raise SystemExit(f"error: {why}")

@@ -25,6 +25,12 @@ def cpu_set() -> list[int]:
         return []
 
 
+def cpu_count() -> int:
+    """How many CPUs this process may run on (its affinity mask; the machine's count where
+    the platform has no mask; 0 when neither is known)."""
+    return len(cpu_set()) or os.cpu_count() or 0
+
+
 def pin_local_rank_if_asked() -> int | None:
     """Under ``TRACEKIT_PIN_CORES=1``: pin this process to core ``LOCAL_RANK % cores`` and
     return that core; else (or where affinity cannot be set) None."""

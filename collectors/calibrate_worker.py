@@ -58,10 +58,10 @@ except ImportError:  # run as a script from a source tree where tracekit is not 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tracekit.core.atomic import atomic_write_json
 try:
-    from collectors.affinity import cpu_set, pin_local_rank_if_asked
+    from collectors.affinity import cpu_count, cpu_set, pin_local_rank_if_asked
     from collectors.fsdp_hooks import measure_fsdp_hooks
 except ImportError:  # run as a script: this file's folder is on sys.path
-    from affinity import cpu_set, pin_local_rank_if_asked
+    from affinity import cpu_count, cpu_set, pin_local_rank_if_asked
     from fsdp_hooks import measure_fsdp_hooks
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
@@ -150,12 +150,6 @@ class _Drain:
         if self.buf is not None:
             dist.all_reduce(self.buf)
 
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _sync(device: torch.device) -> None:
@@ -311,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
                "world_size": world, "device": device.type, "torch": torch.__version__,
-               "hosts": hosts, "cpu_cores": _cores(), "cpu_sets": cpu_sets,
+               "hosts": hosts, "cpu_cores": cpu_count() or 1, "cpu_sets": cpu_sets,
                "drain_bytes": args.drain_bytes,
                "measurements": measurements}
         if credit is not None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from collectors.affinity import cpu_set
+from collectors.affinity import cpu_count, cpu_set
 from collectors.annotations import ModuleAnnotator
 from collectors.config import CollectorConfig
 from collectors.model_meta import ModelRecorder, ModelRegistry
@@ -328,7 +328,7 @@ class ProfileSession:
             "world_size": self.world_size or _env_int("WORLD_SIZE", 1),
             "backend": self.backend,
             "host": socket.gethostname(),
-            "cpu_cores": _cpu_cores(),
+            "cpu_cores": cpu_count(),
             "cpu_set": cpu_set(),
             "pid": self.pid,
             "argv": list(getattr(sys, "orig_argv", sys.argv)),
@@ -428,9 +428,3 @@ def _versions() -> dict[str, str]:
 __all__ = ["Phase", "ProfileSession", "State", "phase_of"]
 
 
-def _cpu_cores() -> int:
-    """Cores this process may run on (its affinity mask), for the replay's CPU model."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 0

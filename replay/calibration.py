@@ -327,21 +327,21 @@ class CalibratedCostModel(CommCostModel):
         share ``L`` of their time take ``max(1, 2 L)`` times as long side by side, so
         ``L = ratio / 2`` once the CPU sharing the pair adds (core sharing's own model,
         :func:`~replay.interference.cores.transfer_cpu_slowdown`, for CPU share ``s`` and
-        the transfers' threads on the host) is taken out. None without pair timings or core counts."""
+        the transfers' threads on the rank's cores) is taken out. None without pair timings or core counts."""
         sec = self.doc["collectives"].get("all_reduce") or {}
         cores = self.doc.get("cpu_cores")
         hosts = self.doc.get("hosts") or []
         if not cores or not hosts:
             return None
         pools = cpu_pools(hosts, self.doc.get("cpu_sets"))
-        per_host = len(pools) / max(len(set(pools)), 1)  # ranks sharing a rank's cores
+        per_pool = len(pools) / max(len(set(pools)), 1)  # ranks sharing a rank's cores
         pts = []
         for p in sec.get("points", []):
             if p.get("pair_ratio") is None or p.get("cpu_share") is None:
                 continue
             s = min(float(p["cpu_share"]), 1.0)
-            cpu_alone = transfer_cpu_slowdown(s, per_host * s, cores)
-            cpu_pair = transfer_cpu_slowdown(s, 2 * per_host * s, cores)
+            cpu_alone = transfer_cpu_slowdown(s, per_pool * s, cores)
+            cpu_pair = transfer_cpu_slowdown(s, 2 * per_pool * s, cores)
             pts.append((p["bytes"], min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0,
                                             0.0), 1.0)))
         return _interp_log_size(pts, nbytes)

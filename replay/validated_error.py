@@ -73,14 +73,12 @@ def validated_error(keys, table: dict | None = None) -> ValidatedError | None:
     families = doc.get("families") or {}
     quantile = float(doc.get("quantile") or 0.95)
     family = family_of(keys)
-    if family in families:
-        f = families[family]
-        return ValidatedError(family=family, log_width=float(f["log_width"]), n=int(f["n"]),
-                              quantile=quantile)
-    parts = family.split("+")
-    if len(parts) < 2 or not all(p in families for p in parts):
-        return None
-    widest = max(parts, key=lambda p: float(families[p]["log_width"]))
-    f = families[widest]
+    measured = family
+    if family not in families:  # a combination: its widest measured part
+        parts = family.split("+")
+        if len(parts) < 2 or not all(p in families for p in parts):
+            return None
+        measured = max(parts, key=lambda p: float(families[p]["log_width"]))
+    f = families[measured]
     return ValidatedError(family=family, log_width=float(f["log_width"]), n=int(f["n"]),
                           quantile=quantile)

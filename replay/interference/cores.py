@@ -105,25 +105,26 @@ def cpu_pools(hosts: list[str], cpu_sets: list | None) -> list[int]:
     """Pool index per rank: ranks of one host share a pool when their recorded CPU sets
     overlap (transitively); a host where any rank's set is unknown is one pool, as are
     hosts of ranks that were not pinned (every mask the whole machine)."""
-    pool_of: dict[int, int] = {}
     sets = list(cpu_sets or [])
-    n = len(hosts)
-    for host in dict.fromkeys(hosts):
-        ranks = [r for r in range(n) if hosts[r] == host]
-        if any(r >= len(sets) or not sets[r] for r in ranks):
-            groups_ = [ranks]
-        else:
-            groups_ = []
-            for r in ranks:  # merge every group r's set overlaps
-                mine = [g for g in groups_ if any(set(sets[r]) & set(sets[q]) for q in g)]
-                groups_ = [g for g in groups_ if g not in mine] + [
-                    [q for g in mine for q in g] + [r]]
-            groups_.sort(key=min)
-        base = len(set(pool_of.values()))
-        for i, g in enumerate(groups_):
-            for r in g:
-                pool_of[r] = base + i
-    return [pool_of[r] for r in range(n)]
+    unknown = {h for r, h in enumerate(hosts) if r >= len(sets) or not sets[r]}
+    # union-find over (host, cpu): a rank joins all of its CPUs; a host with an unknown
+    # set is one node of its own
+    parent: dict[tuple, tuple] = {}
+
+    def root(x: tuple) -> tuple:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    nodes = []
+    for r, h in enumerate(hosts):
+        mine = [(h, None)] if h in unknown else [(h, c) for c in sets[r]]
+        for x in mine[1:]:
+            parent[root(x)] = root(mine[0])
+        nodes.append(mine[0])
+    index: dict[tuple, int] = {}
+    return [index.setdefault(root(x), len(index)) for x in nodes]
 
 
 def host_cores(run, graph: Graph) -> HostCores:

@@ -52,13 +52,6 @@ from tracekit.graph.edit import add_edges, add_nodes, new_coll_ids, remove_nodes
 from tracekit.graph.model import EdgeKind, Graph, NodeKind
 
 
-def _last_wait(old, fallback: int) -> int:
-    """The last node of a step that waits for one of its buckets (kept ids; ``fallback``
-    when none does): by then DDP's finalize has seen every bucket complete."""
-    nodes = [w for b in old for w, _ in b.waits if w >= 0]
-    return max(nodes) if nodes else fallback
-
-
 class SyncMode:
     """How a bucket's gradients are synchronized: DDP's all-reduce, waited for at the end
     of backward. Other modes (DeAR) subclass this and override the hooks."""
@@ -158,6 +151,9 @@ class StepFacts:
     old: list[OldBucket]
     #: (kept node DDP's finalize waits in, wait delay)
     fallback: tuple[int, int]
+    #: the last kept node that waits for one of the step's buckets (the fallback's node
+    #: when none does): by then DDP's finalize has seen every bucket complete
+    last_wait: int
     #: the sync mode's own facts (:meth:`SyncMode.prepare`)
     mode_facts: Any
 
@@ -252,8 +248,10 @@ class GradientRewrite:
                          waits=[(self.kept(int(w)), int(wd)) for w, wd in waits],
                          before_issue=self.lane_in.get(int(i), (-1, 0)))
                for c, i, waits in zip(rs.bucket_comm, rs.bucket_issue, rs.bucket_waits)]
+        waiting = [w for b in old for w, _ in b.waits if w >= 0]
         return StepFacts(corr=corr, anchors=anchors, old=old,
                          fallback=(fallback, rs.wait_delay_ns),
+                         last_wait=max(waiting) if waiting else fallback,
                          mode_facts=self.mode.prepare(self, rs))
 
     def lane_gaps(self) -> dict[int, int]:
@@ -346,10 +344,11 @@ class GradientRewrite:
             # only finished before it; issued where it was, it still will, but one issued
             # later (overlap=off) may not: it must be done by the last of the step's waits
             # (finalize waits bucket by bucket), without a resume delay of its own
-            moved = old[k].before_issue[0] != ready
-            waits = old[k].waits or ([facts.fallback] if not same else
-                                     [(_last_wait(old, facts.fallback[0]), 0)] if moved
-                                     else [])
+            waits = old[k].waits
+            if not waits and not same:
+                waits = [facts.fallback]
+            elif not waits and old[k].before_issue[0] != ready:  # kept, issued later
+                waits = [(facts.last_wait, 0)]
             if mode.waited_in_backward:
                 self.edges[EdgeKind.HOST_WAIT] += [(c, int(self.new_id[t]), dl)
                                                    for t, dl in waits if t >= 0]

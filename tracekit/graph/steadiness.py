@@ -20,8 +20,8 @@ two kinds of step)::
 ``tolerance`` (default 1.5x: ordinary step-to-step noise here is 15%), in stretches of at
 least two consecutive steps: a lone slow step is common (a garbage
 collection, the first step after the profiler starts) and says nothing about the run,
-while an outside load lasts. A rank with fewer than five steps is not judged: its median
-is not a reference then.
+while an outside load lasts. A rank with fewer than five steps is not judged: its lower
+quartile is not a reference then.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ def compute_per_step(graph: Graph) -> dict[int, dict[int, float]]:
     if not sel.any():
         return out
     rank, step = graph.rank[sel].astype(np.int64), graph.step[sel].astype(np.int64)
-    key = rank * (int(step.max()) + 1) + step
-    keys, inv = np.unique(key, return_inverse=True)
-    sums = np.bincount(inv, weights=graph.dur_ns[sel].astype(float))
     width = int(step.max()) + 1
+    keys, inv = np.unique(rank * width + step, return_inverse=True)
+    sums = np.bincount(inv, weights=graph.dur_ns[sel].astype(float))
     for k, s in zip(keys.tolist(), sums.tolist()):
         out.setdefault(k // width, {})[k % width] = s
     return out
@@ -66,19 +65,14 @@ def unsteady_steps(graph: Graph, tolerance: float = DEFAULT_TOLERANCE
         ref = float(np.percentile(list(per_step.values()), 25))
         if ref <= 0:
             continue
-        steps = sorted(per_step)
-        off = [per_step[s] / ref > tolerance for s in steps]
-        bad, run = [], []
-        for i, s in enumerate(steps):
-            consecutive = run and steps[i - 1] == s - 1
-            if off[i] and (consecutive or not run):
+        bad, run = [], []  # run: the current stretch of consecutive disturbed steps
+        for s in sorted(per_step):
+            if per_step[s] / ref <= tolerance or (run and run[-1] != s - 1):
+                bad += run if len(run) >= MIN_STRETCH else []
+                run = []
+            if per_step[s] / ref > tolerance:
                 run.append(s)
-                continue
-            if len(run) >= MIN_STRETCH:
-                bad += run
-            run = [s] if off[i] else []
-        if len(run) >= MIN_STRETCH:
-            bad += run
+        bad += run if len(run) >= MIN_STRETCH else []
         if bad:
             out[rank] = [(s, per_step[s] / ref) for s in bad]
     return out
