@@ -34,6 +34,11 @@ after ``--credit-idle`` seconds of an idle one, ``per_rank_drained_ns`` and
 ``per_rank_idle_ns``. A link shaped by a token bucket lets an idle link's first bytes
 through at once, so the idle call is faster by what the bucket holds
 (:mod:`replay.link_credit`); on an unshaped link the two agree.
+Then, on CPU and unless ``--contention-bytes 0``, how much a transfer slows when the
+training threads keep every core busy (``contention``): one all-reduce of
+``--contention-bytes`` timed alternately on a busy link as the curves are (the calling
+thread waits) and while the calling thread of every rank runs matmuls until it completes,
+``per_rank_quiet_ns`` and ``per_rank_busy_ns`` (:mod:`replay.contention_probe`).
 Last, unless ``--no-fsdp-hooks``, FSDP2's own host time per unit and step
 (:mod:`collectors.fsdp_hooks`) goes under ``fsdp_hooks``: ``{"units": 8, "forward_ns": ...,
 "backward_ns": ..., "per_rank": [...]}``, for ``fsdp=CLASS``.
@@ -69,6 +74,8 @@ COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broa
 DRAIN_BYTES = 4 << 20
 #: the all-reduce that times the link's burst credit (see _link_credit)
 CREDIT_BYTES = 8 << 20
+#: the all-reduce timed beside compute on every core (see _contention)
+CONTENTION_BYTES = 1 << 20
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -93,6 +100,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
                    help="idle time before each credit call, long enough to refill the bucket")
     p.add_argument("--credit-reps", type=int, default=6, help="credit calls of each kind")
+    p.add_argument("--contention-bytes", type=int, default=CONTENTION_BYTES,
+                   help="all-reduce size timed while every rank's calling thread computes "
+                        "(CPU only; 0: skip)")
+    p.add_argument("--contention-reps", type=int, default=8,
+                   help="contention calls of each kind")
     p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
                    help="skip timing FSDP2's own host work per unit (collectors/fsdp_hooks.py)")
     return p.parse_args(argv)
@@ -183,12 +195,17 @@ def _fresh_memory(device: torch.device) -> None:
         _MALLOC_TRIM(0)
 
 
+def _wait(work) -> None:
+    work.wait()
+
+
 def _timed(bench: _Bench, device: torch.device, before: Callable[[], None], *,
-           pair: bool = False) -> tuple[int, int, int]:
+           pair: bool = False, wait: Callable = _wait) -> tuple[int, int, int]:
     """(wall ns, process CPU ns, issue ns) of one call (``pair``: two at once, issue 0)
     started right after a barrier and ``before`` (the drain, :class:`_Drain`; an idle
     pause for the link's credit), on fresh memory (:func:`_fresh_memory`); issue: until
-    the asynchronous call returned."""
+    the asynchronous call returned; ``wait``: what the calling thread does until the
+    call is done (waits; computes, for the contention probe)."""
     _fresh_memory(device)
     dist.barrier()
     before()
@@ -200,7 +217,7 @@ def _timed(bench: _Bench, device: torch.device, before: Callable[[], None], *,
     else:
         work = bench.call()
         issued = time.perf_counter_ns()
-        work.wait()
+        wait(work)
     _sync(device)
     return time.perf_counter_ns() - t0, time.process_time_ns() - c0, issued - t0
 
@@ -236,6 +253,29 @@ def _link_credit(args: argparse.Namespace, device: torch.device, drain: _Drain) 
     return {"collective": "all_reduce", "bytes": bench.nbytes, "idle_s": args.credit_idle,
             "per_rank_drained_ns": _gather_durations(drained, world, device),
             "per_rank_idle_ns": _gather_durations(idle, world, device)}
+
+
+def _contention(args: argparse.Namespace, device: torch.device, drain: _Drain) -> dict:
+    """One all-reduce of ``--contention-bytes`` on a busy link, timed alternately with the
+    calling thread waiting and computing (small matmuls, as a training step's backward
+    does beside its buckets) until the call completes; every rank's durations."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    bench = _Bench("all_reduce", args.contention_bytes, world, rank, device)
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
+    def compute(work) -> None:
+        while not work.is_completed():
+            torch.mm(a, b)
+        work.wait()
+
+    _timed(bench, device, drain, wait=compute)  # warm-up
+    quiet, busy = [], []
+    for _ in range(max(1, args.contention_reps)):
+        quiet.append(_timed(bench, device, drain)[0])
+        busy.append(_timed(bench, device, drain, wait=compute)[0])
+    return {"collective": "all_reduce", "bytes": bench.nbytes,
+            "per_rank_quiet_ns": _gather_durations(quiet, world, device),
+            "per_rank_busy_ns": _gather_durations(busy, world, device)}
 
 
 def _fsdp_hooks(device: torch.device) -> dict | None:
@@ -301,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.flush()
             del bench
     credit = _link_credit(args, device, drain) if args.credit_bytes > 0 else None
+    contention = (_contention(args, device, drain)
+                  if args.contention_bytes > 0 and device.type == "cpu" else None)
     hooks = _fsdp_hooks(device) if args.fsdp_hooks else None
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,
@@ -310,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                "measurements": measurements}
         if credit is not None:
             doc["link_credit"] = credit
+        if contention is not None:
+            doc["contention"] = contention
         if hooks is not None:
             doc["fsdp_hooks"] = hooks
         atomic_write_json(args.out, doc, indent=None, what="the raw measurements")

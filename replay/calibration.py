@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from replay.contention_probe import contention_note, sensitivity, summarize_contention
 from replay.cost_model import (
     Algorithm,
     CollectiveFit,
@@ -196,6 +197,8 @@ def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -
         **({"fsdp_hooks": raw["fsdp_hooks"]} if raw.get("fsdp_hooks") else {}),
         **({"link_credit": credit} if (credit := summarize_link_credit(
             raw.get("link_credit") or {})) else {}),
+        **({"contention": probe} if (probe := summarize_contention(
+            raw.get("contention") or {})) else {}),
     }
 
 
@@ -321,6 +324,14 @@ class CalibratedCostModel(CommCostModel):
         except (KeyError, TypeError, ValueError):
             return None
 
+    def link_burst_ns(self) -> float:
+        """The burst credit ``tracekit calibrate`` measured (``link_credit``), ns."""
+        credit = self.doc.get("link_credit")
+        try:
+            return max(float(credit["burst_s"]), 0.0) * 1e9 if credit else 0.0
+        except (KeyError, TypeError, ValueError):
+            return 0.0
+
     def link_share(self, collective: str, nbytes: float) -> float | None:
         """The share of the link one transfer of ``nbytes`` keeps busy (0..1), from the
         all-reduces timed two at a time: two transfers that each keep the link busy a
@@ -329,12 +340,9 @@ class CalibratedCostModel(CommCostModel):
         :func:`~replay.interference.cores.transfer_cpu_slowdown`, for CPU share ``s`` and
         the transfers' threads on the rank's cores) is taken out. None without pair timings or core counts."""
         sec = self.doc["collectives"].get("all_reduce") or {}
-        cores = self.doc.get("cpu_cores")
-        hosts = self.doc.get("hosts") or []
-        if not cores or not hosts:
+        cores, per_pool = self._pools()
+        if not cores:
             return None
-        pools = cpu_pools(hosts, self.doc.get("cpu_sets"))
-        per_pool = len(pools) / max(len(set(pools)), 1)  # ranks sharing a rank's cores
         pts = []
         for p in sec.get("points", []):
             if p.get("pair_ratio") is None or p.get("cpu_share") is None:
@@ -345,6 +353,26 @@ class CalibratedCostModel(CommCostModel):
             pts.append((p["bytes"], min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0,
                                             0.0), 1.0)))
         return _interp_log_size(pts, nbytes)
+
+    def _pools(self) -> tuple[int, float]:
+        """The calibration's cores per rank and how many ranks shared them ((0, 0) when
+        not recorded)."""
+        cores = self.doc.get("cpu_cores")
+        hosts = self.doc.get("hosts") or []
+        if not cores or not hosts:
+            return 0, 0.0
+        pools = cpu_pools(hosts, self.doc.get("cpu_sets"))
+        return int(cores), len(pools) / max(len(set(pools)), 1)
+
+    def contention_sensitivity(self) -> float | None:
+        """How hard a transfer slows beside busy cores (:mod:`replay.contention_probe`),
+        from the calibration's probe; None for a file without one."""
+        entry = self.doc.get("contention")
+        cores, per_pool = self._pools()
+        if not entry or not cores:
+            return None
+        return sensitivity(entry, self.cpu_share("all_reduce", float(entry.get("bytes", 0))),
+                           per_pool, cores)
 
     def median_ns(self, collective: str) -> pd.Series:
         """Measured median transfer time by size (bytes -> ns) for one collective."""
@@ -366,8 +394,9 @@ class CalibratedCostModel(CommCostModel):
                          f"{bw}, R^2 {overall['r2']:.3f}, median residual "
                          f"{overall['median_rel_residual'] * 100:.0f}%")
             out.append(line)
-        credit = credit_note(self.doc.get("link_credit"))
-        return [*out, credit] if credit else out
+        extra = [credit_note(self.doc.get("link_credit")),
+                 contention_note(self.doc.get("contention"), self.contention_sensitivity())]
+        return [*out, *(n for n in extra if n)]
 
 
 def _interp_log_size(points: list[tuple[int, float]], nbytes: float) -> float | None:
@@ -512,79 +541,3 @@ def write_comm_model(doc: dict[str, Any], out: str | Path) -> Path:
     atomic_write_json(out, doc, what="the cost model", fix="choose another path with --out",
                       parents=True)
     return out
-
-
-@dataclass(kw_only=True)
-class AnchoredCostModel(CommCostModel):
-    """A calibration's shape at the run's level: what ``tracekit replay --comm-model``
-    uses when the run has all-reduces of its own.
-
-    A calibration is taken on a quiet job; during training the same collective runs
-    beside compute and is slower (on a 2-core gloo run, a 1 MB all-reduce took 9 ms in
-    training and 1.4 ms calibrated). So the run fixes the level where it has data and the
-    calibration gives everything else::
-
-        scale(B) = T_run(all_reduce, B) / T_cal(all_reduce, B), B clamped to the sizes
-                   the run's all-reduces had
-        T(c, B, n) = T_cal(c, B, n) * scale(B)
-
-    Within the run's sizes an all-reduce costs what the run-fitted model says; other
-    sizes follow the calibrated curve from the nearest end, and other collectives
-    (reduce-scatter, all-gather) their calibrated cost relative to the all-reduce.
-    """
-
-    run: CommCostModel
-    calibrated: CalibratedCostModel
-    #: the run's all-reduce sizes (bytes) and group size
-    size_range: tuple[int, int]
-    group_size: int
-    algorithm: Algorithm = Algorithm.RING
-
-    def fit_for(self, collective: str, nbytes: float = 0, pg: str = "") -> CollectiveFit:
-        fit = self.calibrated.fit_for(collective, nbytes, pg)
-        return replace(fit, source=f"{fit.source}, scaled to the run's all-reduces")
-
-    def cpu_share(self, collective: str, nbytes: float) -> float | None:
-        """The calibration's (a transfer alone keeps the same share of a core busy)."""
-        return self.calibrated.cpu_share(collective, nbytes)
-
-    def link_share(self, collective: str, nbytes: float) -> float | None:
-        """The calibration's."""
-        return self.calibrated.link_share(collective, nbytes)
-
-    def issue_ns(self, collective: str, nbytes: float) -> float | None:
-        """The calibration's."""
-        return self.calibrated.issue_ns(collective, nbytes)
-
-    def fsdp_hook_ns(self) -> dict[str, float] | None:
-        """The calibration's (host work)."""
-        return self.calibrated.fsdp_hook_ns()
-
-    def scale(self, nbytes: float) -> float:
-        b = min(max(nbytes, self.size_range[0]), self.size_range[1])
-        cal = self.calibrated.time_ns("all_reduce", b, self.group_size)
-        return self.run.time_ns("all_reduce", b, self.group_size) / cal if cal > 0 else 1.0
-
-    def terms(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> CostTerms:
-        t = self.calibrated.terms(collective, nbytes, group_size, pg=pg)
-        k = self.scale(nbytes)
-        return replace(t, latency_ns=t.latency_ns * k, bandwidth_ns=t.bandwidth_ns * k,
-                       source=f"{t.source}, scaled to the run's all-reduces")
-
-    @property
-    def notes(self) -> list[str]:
-        lo, hi = self.size_range
-        return [*self.calibrated.notes,
-                f"calibration scaled to the run's all-reduces: x{self.scale(lo):.2f} at {lo} B,"
-                f" x{self.scale(hi):.2f} at {hi} B"]
-
-
-def anchor_to_run(calibrated: CalibratedCostModel, run_model, samples_bytes: list[int],
-                  group_size: int) -> CommCostModel:
-    """:class:`AnchoredCostModel` when the run has all-reduces, else the calibration."""
-    if run_model is None or not samples_bytes or "all_reduce" not in {
-            c for _, c in getattr(run_model, "fits", {})}:
-        return calibrated
-    return AnchoredCostModel(run=run_model, calibrated=calibrated,
-                             size_range=(min(samples_bytes), max(samples_bytes)),
-                             group_size=group_size, algorithm=calibrated.algorithm)

@@ -12,11 +12,11 @@ from replay.cost_model import (
     DEFAULT_STEP_LATENCY_NS,
     Algorithm,
     FittedCostModel,
-    ScaledCostModel,
     comm_samples,
     comm_volume,
     fit_cost_model,
 )
+from replay.scaled_cost import ScaledCostModel
 from tracekit.core.schema import check_schema, events_from_rows
 from tracekit.errors import TracekitError
 

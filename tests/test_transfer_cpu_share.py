@@ -12,9 +12,9 @@ from test_calibration import _raw
 from test_replay_engine import make_graph
 
 from replay.calibration import build_comm_model, load_comm_model, write_comm_model
-from replay.cost_model import ScaledCostModel
 from replay.engine import schedule
 from replay.interference.cores import CoreSharing, HostCores, apply_contention, slowdown
+from replay.scaled_cost import ScaledCostModel
 from tracekit.graph.edit import with_durations
 from tracekit.graph.model import NodeKind
 

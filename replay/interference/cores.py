@@ -17,8 +17,11 @@ Model (one host, ``cores`` cores, every node a thread while it runs)::
                    ``start + wait`` to the end)
     sharing(v)   = mean over v's span of max(1, busy(t) / cores); for a transfer at
                    least the mean of (busy(t) + 1 - share(v)) / cores
-    slowdown(v)  = 1 + min(share(v), 1) * (sharing(v) - 1)
+    slowdown(v)  = 1 + max(min(share(v), 1), k(v)) * (sharing(v) - 1)
     duration(v)  = base(v) * slowdown(v)
+
+    k(v)         = 0 for compute; for a transfer, how hard it slows beside busy cores
+                   (:mod:`replay.contention_probe`, calibrated; 0 when not measured)
 
 A transfer alternates CPU work (copies, reductions, socket calls) with waiting on the
 wire: only its CPU part, ``share`` of its time alone, runs slower when the cores are
@@ -33,6 +36,11 @@ it waits for a core like any other thread's). Measured: a 1 MB gloo all-reduce d
 DDP's backward on 2 cores (share 0.55, both main threads computing) took 1.61x its
 calibrated time; this model gives 1.40x over its replayed schedule, the plain
 share-weighted load 1.30x (``benchmarks/transfer_vs_calibration.py RUN comm.json``).
+On a wire-bound link a transfer slows far more than its CPU part says (a 1 MB all-reduce
+at 2 Gbit/s, share 0.16, took 1.5x beside compute on both cores where the CPU part gives
+1.08x: gloo's ring waits for a core at each of its many steps), so where the calibration
+probed it the transfer's weight is the measured sensitivity ``k`` instead
+(:mod:`replay.contention_probe`); its load on the others stays its CPU share.
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
@@ -202,13 +210,14 @@ def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.n
     return mean_loads(start, end, host, weight, capacity, (1.0,))[0]
 
 
-def cpu_part_slowdown(part, sharing, mean_busy, cores):
+def cpu_part_slowdown(part, sharing, mean_busy, cores, sensitivity=0.0):
     """A node's slowdown when ``part`` of it is CPU work (1 for compute), ``sharing`` is the
     mean of max(1, busy / cores) over it and ``mean_busy`` the mean of busy / cores: while
     its CPU work runs, its thread is one whole runnable thread among the others, so it
-    meets ``mean_busy + (1 - part) / cores`` at least (arrays or numbers)."""
+    meets ``mean_busy + (1 - part) / cores`` at least; it slows by that load weighted by
+    its CPU part, or by ``sensitivity`` where that is larger (arrays or numbers)."""
     met = np.maximum(sharing, mean_busy + (1.0 - part) / cores)
-    return 1.0 + part * (met - 1.0)
+    return 1.0 + np.maximum(part, sensitivity) * (met - 1.0)
 
 
 def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
@@ -219,15 +228,17 @@ def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
 
 def slowdown(start: np.ndarray, end: np.ndarray, pool: np.ndarray,
              cores: np.ndarray, share: np.ndarray | None = None,
-             link: np.ndarray | None = None, host: np.ndarray | None = None) -> np.ndarray:
-    """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` under
-    the :func:`mean_loads` of ``share`` (default 1) on its pool's cores (``pool``: per
-    interval); for an interval with a ``link`` share (> 0), at least :func:`mean_load` of
-    ``link`` on its host's one link (transfers side by side share the wire; ``host``: per
-    interval, default ``pool``)."""
+             link: np.ndarray | None = None, host: np.ndarray | None = None,
+             sensitivity: np.ndarray | None = None) -> np.ndarray:
+    """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` (and
+    ``sensitivity``, default 0) under the :func:`mean_loads` of ``share`` (default 1) on
+    its pool's cores (``pool``: per interval); for an interval with a ``link`` share
+    (> 0), at least :func:`mean_load` of ``link`` on its host's one link (transfers side
+    by side share the wire; ``host``: per interval, default ``pool``)."""
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
     sharing, mean_busy = mean_loads(start, end, pool, share, cores, (1.0, 0.0))
-    out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[pool])
+    out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[pool],
+                            0.0 if sensitivity is None else sensitivity)
     if link is not None and (np.asarray(link) > 0).any():
         link = np.asarray(link, dtype=float)
         host = pool if host is None else host
@@ -319,6 +330,7 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
                      hc: HostCores,
                      schedule: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                      share: np.ndarray | None = None, link: np.ndarray | None = None,
+                     sensitivity: np.ndarray | None = None,
                      passes: int = 6) -> ContentionResult:
     """Re-time every node of a variant for the core sharing its own schedule produces.
 
@@ -334,7 +346,7 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
 
     def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        return slowdown(start, end, pool, hc.cores, share, link, host)
+        return slowdown(start, end, pool, hc.cores, share, link, host, sensitivity)
 
     res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
                  durations=durations, measure=measure, schedule=schedule, passes=passes,
@@ -366,7 +378,8 @@ class CoreSharing(InterferenceModel):
         self.notes = [*self.hosts.notes, *share_notes, *link_notes]
         self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.pool_of_rank[graph.rank],
                                       self.hosts.cores, self.base_share, link,
-                                      self.hosts.host_of_rank[graph.rank])
+                                      self.hosts.host_of_rank[graph.rank],
+                                      self.sensitivities(graph))
 
     def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
         """``share(v)`` in a variant: a transfer kept from the run does the same CPU work
@@ -380,6 +393,14 @@ class CoreSharing(InterferenceModel):
         share[kept] = self.base_share[o] * self.base_dur[o] / np.maximum(
             graph.dur_ns[kept].astype(float), 1.0)
         return share
+
+    def sensitivities(self, graph: Graph) -> np.ndarray | None:
+        """Per node, the calibrated sensitivity ``k`` of a transfer (0 for other nodes);
+        None when the calibration did not probe it."""
+        k = self.comm_model.contention_sensitivity() if self.comm_model is not None else None
+        if k is None:
+            return None
+        return np.where(graph.kind == NodeKind.COMM, k, 0.0)
 
     def describe(self) -> str:
         return self.hosts.describe()
@@ -402,6 +423,7 @@ class CoreSharing(InterferenceModel):
                                base_slowdown=from_origin(self.base_slowdown, origin, 1.0),
                                schedule=schedule, share=self.variant_shares(graph, origin),
                                link=link_shares(graph, self.comm_model,
-                                                self.hosts.host_of_rank[graph.rank])[0])
+                                                self.hosts.host_of_rank[graph.rank])[0],
+                               sensitivity=self.sensitivities(graph))
         return Retimed(dur_ns=res.dur_ns,
                        notes=self.settle_notes("core sharing", res.last_change))

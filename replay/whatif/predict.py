@@ -12,8 +12,14 @@ model, DDP's gradient synchronization); :func:`predict` then handles one
    (bandwidth, comm-scale, workers), then every comm node is re-timed;
 3. ``DEVICES``: what-ifs re-time compute nodes (compute-scale, stragglers, slow-rank);
 4. interference: the run's :class:`~replay.interference.InterferenceModel` re-times the
-   variant for the overlap its own schedule produces;
+   variant for the overlap its own schedule produces; on a link with a burst credit
+   (:mod:`replay.link_credit`) every schedule it reads is the one with each collective
+   credited for the idle time before it, and the variant's collectives keep that credit;
 5. the edited graph is replayed (:func:`replay.timeline.replay`).
+
+On such a link the what-ifs edit the run's graph with every collective's duration as on
+a busy link (the measured one plus the credit the run's own schedule gave it), the
+durations the calibrated curves give new collectives too.
 
 No stage knows which what-ifs exist: each what-if says which stage it belongs to and what
 it needs (:mod:`replay.whatif.registry`).
@@ -26,10 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from replay.calibration import CalibratedCostModel, anchor_to_run, load_comm_model
+from replay.anchored_cost import anchor_to_run
+from replay.calibration import CalibratedCostModel, load_comm_model
 from replay.cost_model import CommCostModel, FittedCostModel, fit_run_cost_model
 from replay.engine import schedule, schedule_full
 from replay.interference import InterferenceModel, choose_interference
+from replay.interference.cores import host_cores, per_transfer
+from replay.interference.model import from_origin
+from replay.link_credit import LinkCredit, busy_durations
 from replay.profiler_overhead import estimate as estimate_profiler_overhead
 from replay.result import ReplayResult
 from replay.timeline import replay
@@ -40,11 +50,12 @@ from replay.whatif.rewrite import GradientPlan, materialize
 from replay.whatif.spec import Variant
 from replay.whatif.values import check_total_ns
 from replay.whatif.variant_edit import VariantEdit
+from tracekit.core.collectives import normalize_collective
 from tracekit.core.run import Run
 from tracekit.errors import TracekitError
 from tracekit.graph.edit import with_durations
 from tracekit.graph.fsdp import FSDPGraph, find_fsdp
-from tracekit.graph.model import Graph
+from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -72,6 +83,17 @@ class WhatIfContext:
     world: int = 1
     #: notes about the cost models and the interference fit, shared by every variant
     notes: list[str] = field(default_factory=list)
+    #: the link's burst credit (None: a link without one, or no calibration measured it)
+    credit: LinkCredit | None = None
+    #: with ``credit``: ``graph`` with every collective's busy-link duration (what the
+    #: what-ifs edit), and per node what the baseline's schedule credited it
+    busy_graph: Graph | None = None
+    credit_saved: np.ndarray | None = None
+
+    @property
+    def edit_graph(self) -> Graph:
+        """The graph the what-ifs edit: the busy-link one where the link has a credit."""
+        return self.busy_graph if self.busy_graph is not None else self.graph
 
 
 _NO_COMM_MODEL = ("the run has no collectives with known sizes to fit a cost model from; "
@@ -127,9 +149,19 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     reuse = getattr(baseline, "graph", None) is graph and baseline.schedule is not None
     sched = baseline.schedule if reuse else schedule_full(graph)
     given = _load(comm_model)
-    model = choose_interference(interference, run, graph, sched.start_ns, sched.end_ns,
+    credit = _link_credit(run, graph, given)
+    busy, saved = graph, None
+    if credit is not None:
+        dur, saved = busy_durations(graph, credit, sched.start_ns, sched.end_ns)
+        busy = with_durations(graph, np.rint(dur).astype(np.int64))
+    model = choose_interference(interference, run, busy, sched.start_ns, sched.end_ns,
                                 comm_model=given)
-    comm, fitted, notes = _comm_model(run, model.cost_fit_graph(graph), given)
+    comm, fitted, notes = _comm_model(run, model.cost_fit_graph(busy), given)
+    if credit is not None:
+        notes.append(f"link credit: the run's collectives were credited "
+                     f"{saved.sum() / 1e6 / max(len(set(graph.step[graph.step >= 0])), 1):.1f}"
+                     " ms per step by the link's bucket; what-ifs re-credit theirs from their "
+                     "own idle gaps")
     notes += model.notes
     if overhead_note:
         notes.append(overhead_note)
@@ -143,7 +175,41 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
         notes.append(fsdp.describe())
     return WhatIfContext(run=run, graph=graph, baseline=baseline, comm=comm, fitted=fitted,
                          interference=model, sync=sync, sync_error=sync_error, fsdp=fsdp,
-                         world=max(int(run.world_size), 1), notes=notes)
+                         world=max(int(run.world_size), 1), notes=notes, credit=credit,
+                         busy_graph=busy if credit is not None else None,
+                         credit_saved=saved)
+
+
+#: a collective this small moves next to nothing: its time is the latency floor that a
+#: link's bucket cannot cut
+_FLOOR_BYTES = 1024
+
+
+def _wire_shares(graph: Graph, comm: CommCostModel | None, world: int) -> np.ndarray:
+    """Per node, the share of its duration on the wire, which a link's bucket can cut:
+    for a comm transfer what its cost has above a 1 KB call's (the latency floor: wake-ups,
+    syscalls, steps), times the share of the link it keeps busy (calibrated; 1 where not
+    measured); 0 for other nodes."""
+    def wire(name: str, nbytes: float) -> float | None:
+        coll = normalize_collective(name) or "all_reduce"
+        total = comm.time_ns(coll, nbytes, world)
+        floor = comm.time_ns(coll, min(nbytes, _FLOOR_BYTES), world)
+        link = comm.link_share(coll, nbytes)
+        part = max(total - floor, 0.0) / total if total > 0 else 0.0
+        return part * (1.0 if link is None else min(max(link, 0.0), 1.0))
+
+    value = per_transfer(graph, wire if comm is not None else None)
+    share = np.where(np.isnan(value), 1.0, np.clip(value, 0.0, 1.0))
+    return np.where(graph.kind == NodeKind.COMM, share, 0.0)
+
+
+def _link_credit(run: Run, graph: Graph, comm: CommCostModel | None) -> LinkCredit | None:
+    """The run's links as token buckets, when the calibration measured a burst credit."""
+    burst = comm.link_burst_ns() if comm is not None else 0.0
+    if burst <= 0 or not bool((graph.kind == NodeKind.COMM).any()):
+        return None
+    return LinkCredit(burst_ns=burst, link_of_rank=host_cores(run, graph).host_of_rank,
+                      wire_share=_wire_shares(graph, comm, max(int(run.world_size), 1)))
 
 
 def _check_needs(ctx: WhatIfContext, variant: Variant) -> None:
@@ -183,6 +249,8 @@ def _network_stage(edit: VariantEdit, what_ifs) -> None:
     if not edit.retiming.is_identity:
         edit.dur_ns = retime_comm(edit.graph, edit.dur_ns, ctx.comm, edit.retiming,
                                   node_group_sizes(edit.graph, ctx.world))
+        if ctx.credit is not None:  # the same bucket of bytes at the variant's wire
+            edit.link_burst_ns = edit.retiming.scaled(ctx.comm).link_burst_ns()
     edit.retiming = None
 
 
@@ -198,7 +266,7 @@ _STAGES = {Stage.GRADIENTS: _gradients_stage, Stage.NETWORK: _network_stage,
 def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[str]]:
     """Replay one variant; returns the result and notes about what was assumed."""
     _check_needs(ctx, variant)
-    edit = VariantEdit(ctx=ctx, graph=ctx.graph, origin=np.arange(ctx.graph.n_nodes),
+    edit = VariantEdit(ctx=ctx, graph=ctx.edit_graph, origin=np.arange(ctx.graph.n_nodes),
                        fsdp=ctx.fsdp)
     for stage in Stage:
         what_ifs = [t for t in variant.transforms if t.stage is stage]
@@ -208,10 +276,25 @@ def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[st
             _STAGES[stage](edit, what_ifs)
     check_total_ns(edit.dur_ns, variant.spec)
     graph = with_durations(edit.graph, edit.dur_ns)
-    timed = ctx.interference.retime(graph, edit.origin,
-                                    lambda d, g=graph: schedule(with_durations(g, d)))
-    check_total_ns(timed.dur_ns, variant.spec)
+    plain = lambda d, g=graph: schedule(with_durations(g, d))  # noqa: E731
+    if ctx.credit is None:
+        timed = ctx.interference.retime(graph, edit.origin, plain)
+        dur = timed.dur_ns
+    else:
+        credit = ctx.credit.for_nodes(_wire_shares(graph, ctx.comm, ctx.world))
+        if edit.link_burst_ns is not None:
+            credit = credit.with_burst(edit.link_burst_ns)
+        saved = [from_origin(ctx.credit_saved, edit.origin, 0.0)]
+
+        def credited(d: np.ndarray, g: Graph = graph) -> tuple[np.ndarray, np.ndarray]:
+            saved[0], start, end = credit.settle(g, d, plain, start=saved[0])
+            return start, end
+
+        timed = ctx.interference.retime(graph, edit.origin, credited)
+        saved[0] = credit.settle(graph, timed.dur_ns, plain, start=saved[0])[0]
+        dur = np.rint(timed.dur_ns - saved[0]).astype(np.int64)
+    check_total_ns(dur, variant.spec)
     notes = [*edit.notes, *timed.notes]
-    final = with_durations(graph, timed.dur_ns)
+    final = with_durations(graph, dur)
     del edit, graph, timed  # the edit's per-node arrays go before the replay's own
     return replay(ctx.run, final), notes

@@ -3,7 +3,7 @@
 :class:`CommRetiming`, and :func:`retime_comm` applies it.
 
 Communication is re-timed node by node with the cost model's latency/bandwidth split
-(:class:`replay.cost_model.ScaledCostModel`): a comm node's measured transfer is
+(:class:`replay.scaled_cost.ScaledCostModel`): a comm node's measured transfer is
 multiplied by ``T_variant / T_baseline`` for its collective, size and group, so what the
 model does not explain about that node (contention, noise) carries over in proportion.
 
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from replay.cost_model import CommCostModel, ScaledCostModel
+from replay.cost_model import CommCostModel
+from replay.scaled_cost import ScaledCostModel
 from replay.whatif.values import duration_ns
 from tracekit.core.collectives import normalize_collective
 from tracekit.graph.model import Graph, NodeKind
@@ -35,6 +36,12 @@ class CommRetiming:
     #: another world size (``workers=N``); None keeps each collective's group
     group_size: int | None = None
     notes: list[str] = field(default_factory=list)
+
+    def scaled(self, model: CommCostModel) -> ScaledCostModel:
+        """``model`` on the variant's network."""
+        return ScaledCostModel(base=model, time_factor=self.time_factor,
+                               bandwidth_factor=self.bandwidth_factor,
+                               bandwidth_bytes_per_s=self.bandwidth_bytes_per_s)
 
     @property
     def is_identity(self) -> bool:
@@ -57,9 +64,7 @@ def retime_comm(graph: Graph, dur_ns: np.ndarray, model: CommCostModel,
     """Comm durations scaled by ``T_variant / T_baseline`` per node (see module doc)."""
     if retiming.is_identity:
         return dur_ns
-    scaled = ScaledCostModel(base=model, time_factor=retiming.time_factor,
-                             bandwidth_factor=retiming.bandwidth_factor,
-                             bandwidth_bytes_per_s=retiming.bandwidth_bytes_per_s)
+    scaled = retiming.scaled(model)
     out = np.asarray(dur_ns, dtype=np.float64).copy()
     comm = np.flatnonzero(graph.kind == NodeKind.COMM)
     colls = [normalize_collective(n) for n in graph.names]

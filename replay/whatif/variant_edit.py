@@ -43,5 +43,8 @@ class VariantEdit:
     fsdp: FSDPGraph | None = None
     #: the network change during the NETWORK stage (None otherwise)
     retiming: CommRetiming | None = None
+    #: the link's burst credit at the variant's wire (ns), when the NETWORK stage changed
+    #: it (None: the run's)
+    link_burst_ns: float | None = None
     #: what was assumed, for the output
     notes: list[str] = field(default_factory=list)
