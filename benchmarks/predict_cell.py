@@ -4,6 +4,8 @@
     # the same cell under another version of the model (any checkout with tracekit.api):
     git worktree add /tmp/old eedae53
     PYTHONPATH=/tmp/old python benchmarks/predict_cell.py /tmp/wa_q/mlp-4gbit
+    # with another calibration of the same link (e.g. one that has a newer probe)
+    python benchmarks/predict_cell.py /tmp/wa_q/mlp-4gbit --comm-model cal4.json
 
 A cell folder is what ``benchmarks/whatif_accuracy.py`` writes: ``baseline/`` (the
 profiled DDP run), ``comm.json`` (the calibration) and ``measured_jobs.json`` (the
@@ -34,9 +36,12 @@ FSDP_FROM_DDP = tuple(s for s in WHAT_IFS if s.startswith("fsdp="))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("cell", type=Path, help="a cell folder of whatif_accuracy.py")
+    ap.add_argument("--comm-model", type=Path, default=None,
+                    help="another calibration of the same link (default: the cell's "
+                         "comm.json)")
     args = ap.parse_args()
     measured = load_jobs(args.cell / "measured_jobs.json")
-    options = PredictionOptions(comm_model=str(args.cell / "comm.json"))
+    options = PredictionOptions(comm_model=str(args.comm_model or args.cell / "comm.json"))
     session = Session(args.cell / "baseline", options)
     covered: list[bool] = []  # per what-if reported: its measured speedup in its interval
     errors = [_report(r, measured, covered) for r in session.what_ifs([s for s in SPECS if s in measured])]
