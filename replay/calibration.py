@@ -28,7 +28,9 @@ taken on ``n`` ranks still re-times collectives for ``workers=N``.
 
 ``fsdp_hooks`` (absent in older files) is FSDP2's own host time per unit and step
 (:mod:`collectors.fsdp_hooks`), which ``fsdp=CLASS`` adds to every unit it plans;
-``link_credit`` the link's burst credit (:mod:`replay.link_credit`).
+``link_credit`` the link's burst credit (:mod:`replay.link_credit`); ``contention`` how
+much a transfer slows while the training threads keep every core busy
+(:mod:`replay.contention_probe`).
 
 :func:`load_comm_model` reads it into a :class:`CalibratedCostModel`, which answers
 ``time_ns(collective, bytes, group_size)`` like the run-fitted model and takes

@@ -36,7 +36,7 @@ from replay.anchored_cost import anchor_to_run
 from replay.calibration import CalibratedCostModel, load_comm_model
 from replay.cost_model import CommCostModel, FittedCostModel, fit_run_cost_model
 from replay.engine import schedule, schedule_full
-from replay.interference import InterferenceModel, choose_interference
+from replay.interference import InterferenceModel, Retimed, choose_interference
 from replay.interference.cores import host_cores, per_transfer
 from replay.interference.model import from_origin
 from replay.link_credit import LinkCredit, busy_durations
@@ -157,6 +157,8 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     model = choose_interference(interference, run, busy, sched.start_ns, sched.end_ns,
                                 comm_model=given)
     comm, fitted, notes = _comm_model(run, model.cost_fit_graph(busy), given)
+    notes += [n for n in (given.notes if given is not None else [])
+              if n.startswith(("link: a burst", "contention:"))]
     if credit is not None:
         notes.append(f"link credit: the run's collectives were credited "
                      f"{saved.sum() / 1e6 / max(len(set(graph.step[graph.step >= 0])), 1):.1f}"
@@ -263,6 +265,30 @@ _STAGES = {Stage.GRADIENTS: _gradients_stage, Stage.NETWORK: _network_stage,
            Stage.DEVICES: _devices_stage}
 
 
+def _retime(ctx: WhatIfContext, edit: VariantEdit, graph: Graph) -> tuple[np.ndarray, Retimed]:
+    """The variant's final durations: interference for its own schedule and, on a link
+    with a burst credit, each collective credited for the idle time before it in that
+    schedule (every schedule the interference model reads is the credited one); with
+    the interference model's :class:`Retimed` (its notes)."""
+    plain = lambda d, g=graph: schedule(with_durations(g, d))  # noqa: E731
+    if ctx.credit is None:
+        timed = ctx.interference.retime(graph, edit.origin, plain)
+        return timed.dur_ns, timed
+    credit = ctx.credit.for_nodes(_wire_shares(graph, ctx.comm, ctx.world))
+    if edit.link_burst_ns is not None:
+        credit = credit.with_burst(edit.link_burst_ns)
+    saved = from_origin(ctx.credit_saved, edit.origin, 0.0)  # exact for kept nodes
+
+    def credited(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal saved
+        saved, start, end = credit.settle(graph, d, plain, start=saved)
+        return start, end
+
+    timed = ctx.interference.retime(graph, edit.origin, credited)
+    saved = credit.settle(graph, timed.dur_ns, plain, start=saved)[0]
+    return np.rint(timed.dur_ns - saved).astype(np.int64), timed
+
+
 def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[str]]:
     """Replay one variant; returns the result and notes about what was assumed."""
     _check_needs(ctx, variant)
@@ -276,23 +302,7 @@ def predict(ctx: WhatIfContext, variant: Variant) -> tuple[ReplayResult, list[st
             _STAGES[stage](edit, what_ifs)
     check_total_ns(edit.dur_ns, variant.spec)
     graph = with_durations(edit.graph, edit.dur_ns)
-    plain = lambda d, g=graph: schedule(with_durations(g, d))  # noqa: E731
-    if ctx.credit is None:
-        timed = ctx.interference.retime(graph, edit.origin, plain)
-        dur = timed.dur_ns
-    else:
-        credit = ctx.credit.for_nodes(_wire_shares(graph, ctx.comm, ctx.world))
-        if edit.link_burst_ns is not None:
-            credit = credit.with_burst(edit.link_burst_ns)
-        saved = [from_origin(ctx.credit_saved, edit.origin, 0.0)]
-
-        def credited(d: np.ndarray, g: Graph = graph) -> tuple[np.ndarray, np.ndarray]:
-            saved[0], start, end = credit.settle(g, d, plain, start=saved[0])
-            return start, end
-
-        timed = ctx.interference.retime(graph, edit.origin, credited)
-        saved[0] = credit.settle(graph, timed.dur_ns, plain, start=saved[0])[0]
-        dur = np.rint(timed.dur_ns - saved[0]).astype(np.int64)
+    dur, timed = _retime(ctx, edit, graph)
     check_total_ns(dur, variant.spec)
     notes = [*edit.notes, *timed.notes]
     final = with_durations(graph, dur)
