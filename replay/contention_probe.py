@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-#: the sensitivity is kept within [the transfer's CPU share, this]
+#: the sensitivity is kept within [the transfer's CPU share, this]. A bound, not a
+#: measurement: the probe times one size (1 MB), and beside busy cores that transfer took
+#: about the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2), so the
+#: extra time is not a fixed multiple of every size's. Extrapolated unbounded (k 4-5 at 8
+#: Gbit/s) it made DeAR with 4 MB buckets 16-26% too slow on the 2026-12-07 campaign's
+#: cells; bounded at 2 it gave 12-16%. A probe at two sizes would say how the extra
+#: time grows with size; until then this bound limits the extrapolation.
 MAX_SENSITIVITY = 2.0
 
 
