@@ -35,10 +35,10 @@ after ``--credit-idle`` seconds of an idle one, ``per_rank_drained_ns`` and
 through at once, so the idle call is faster by what the bucket holds
 (:mod:`replay.link_credit`); on an unshaped link the two agree.
 Then, on CPU and unless ``--contention-bytes 0``, how much a transfer slows when the
-training threads keep every core busy (``contention``): one all-reduce of
-``--contention-bytes`` timed alternately on a busy link as the curves are (the calling
-thread waits) and while the calling thread of every rank runs matmuls until it completes,
-``per_rank_quiet_ns`` and ``per_rank_busy_ns`` (:mod:`replay.contention_probe`).
+training threads keep every core busy (``contention``, one entry per size): an all-reduce
+of each of ``--contention-bytes`` timed alternately on a busy link as the curves are (the
+calling thread waits) and while the calling thread of every rank runs matmuls until it
+completes, ``per_rank_quiet_ns`` and ``per_rank_busy_ns`` (:mod:`replay.contention_probe`).
 Last, unless ``--no-fsdp-hooks``, FSDP2's own host time per unit and step
 (:mod:`collectors.fsdp_hooks`) goes under ``fsdp_hooks``: ``{"units": 8, "forward_ns": ...,
 "backward_ns": ..., "per_rank": [...]}``, for ``fsdp=CLASS``.
@@ -74,8 +74,9 @@ COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broa
 DRAIN_BYTES = 4 << 20
 #: the all-reduce that times the link's burst credit (see _link_credit)
 CREDIT_BYTES = 8 << 20
-#: the all-reduce timed beside compute on every core (see _contention)
-CONTENTION_BYTES = 1 << 20
+#: the all-reduces timed beside compute on every core (see _contention): two sizes, since
+#: the extra time does not grow in proportion to the size
+CONTENTION_BYTES = f"{1 << 20},{8 << 20}"
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -100,9 +101,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
                    help="idle time before each credit call, long enough to refill the bucket")
     p.add_argument("--credit-reps", type=int, default=6, help="credit calls of each kind")
-    p.add_argument("--contention-bytes", type=int, default=CONTENTION_BYTES,
-                   help="all-reduce size timed while every rank's calling thread computes "
-                        "(CPU only; 0: skip)")
+    p.add_argument("--contention-bytes", default=CONTENTION_BYTES,
+                   help="comma-separated all-reduce sizes timed while every rank's calling "
+                        "thread computes (CPU only; 0: skip)")
     p.add_argument("--contention-reps", type=int, default=8,
                    help="contention calls of each kind")
     p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
@@ -255,12 +256,13 @@ def _link_credit(args: argparse.Namespace, device: torch.device, drain: _Drain) 
             "per_rank_idle_ns": _gather_durations(idle, world, device)}
 
 
-def _contention(args: argparse.Namespace, device: torch.device, drain: _Drain) -> dict:
-    """One all-reduce of ``--contention-bytes`` on a busy link, timed alternately with the
-    calling thread waiting and computing (small matmuls, as a training step's backward
-    does beside its buckets) until the call completes; every rank's durations."""
+def _contention(nbytes: int, args: argparse.Namespace, device: torch.device,
+                drain: _Drain) -> dict:
+    """One all-reduce of ``nbytes`` on a busy link, timed alternately with the calling
+    thread waiting and computing (small matmuls, as a training step's backward does beside
+    its buckets) until the call completes; every rank's durations."""
     world, rank = dist.get_world_size(), dist.get_rank()
-    bench = _Bench("all_reduce", args.contention_bytes, world, rank, device)
+    bench = _Bench("all_reduce", nbytes, world, rank, device)
     a, b = torch.randn(256, 256), torch.randn(256, 256)
 
     def compute(work) -> None:
@@ -341,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.flush()
             del bench
     credit = _link_credit(args, device, drain) if args.credit_bytes > 0 else None
-    contention = (_contention(args, device, drain)
-                  if args.contention_bytes > 0 and device.type == "cpu" else None)
+    probe_sizes = [int(b) for b in str(args.contention_bytes).split(",") if int(b) > 0]
+    contention = ([_contention(b, args, device, drain) for b in probe_sizes]
+                  if probe_sizes and device.type == "cpu" else None)
     hooks = _fsdp_hooks(device) if args.fsdp_hooks else None
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,

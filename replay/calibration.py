@@ -53,7 +53,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replay.contention_probe import contention_note, sensitivity, summarize_contention
+from replay.contention_probe import (
+    contention_note,
+    interpolate,
+    sensitivity,
+    summarize_contention,
+)
 from replay.cost_model import (
     Algorithm,
     CollectiveFit,
@@ -366,15 +371,23 @@ class CalibratedCostModel(CommCostModel):
         pools = cpu_pools(hosts, self.doc.get("cpu_sets"))
         return int(cores), len(pools) / max(len(set(pools)), 1)
 
-    def contention_sensitivity(self) -> float | None:
-        """How hard a transfer slows beside busy cores (:mod:`replay.contention_probe`),
-        from the calibration's probe; None for a file without one."""
-        entry = self.doc.get("contention")
+    def _contention(self) -> tuple[list[dict[str, Any]], list[float | None]]:
+        """The probe's entries (an older file's single entry as a list) and each one's
+        sensitivity ``k``."""
+        entries = self.doc.get("contention") or []
+        entries = [entries] if isinstance(entries, dict) else list(entries)
         cores, per_pool = self._pools()
-        if not entry or not cores:
-            return None
-        return sensitivity(entry, self.cpu_share("all_reduce", float(entry.get("bytes", 0))),
-                           per_pool, cores)
+        ks = [sensitivity(e, self.cpu_share("all_reduce", float(e.get("bytes", 0))),
+                          per_pool, cores) if cores else None for e in entries]
+        return entries, ks
+
+    def contention_sensitivity(self, nbytes: float) -> float | None:
+        """How hard a transfer of ``nbytes`` slows beside busy cores
+        (:mod:`replay.contention_probe`): the probed sizes' ``k``, in log size between
+        them; None for a file without a probe."""
+        entries, ks = self._contention()
+        return interpolate([(e.get("bytes", 0), k) for e, k in zip(entries, ks)
+                            if k is not None], nbytes)
 
     def median_ns(self, collective: str) -> pd.Series:
         """Measured median transfer time by size (bytes -> ns) for one collective."""
@@ -397,7 +410,7 @@ class CalibratedCostModel(CommCostModel):
                          f"{overall['median_rel_residual'] * 100:.0f}%")
             out.append(line)
         extra = [credit_note(self.doc.get("link_credit")),
-                 contention_note(self.doc.get("contention"), self.contention_sensitivity())]
+                 contention_note(*self._contention())]
         return [*out, *(n for n in extra if n)]
 
 

@@ -13,16 +13,21 @@ script, of which the probe below is the re-runnable form). The ranks do not slow
 a third run rank 0 took 8.3 -> 9.4 ms and rank 1 8.4 -> 12.2 ms.
 
 ``tracekit calibrate`` measures it (``contention`` in the worker's raw document,
-:mod:`collectors.calibrate_worker`): one all-reduce on a busy link, timed alternately with
-every rank's calling thread waiting and computing until the call completes. The
-*sensitivity* ``k`` is the weight that makes the model's formula give the measured ratio
-under the probe's own load (every rank's computing thread plus its transfer)::
+:mod:`collectors.calibrate_worker`): an all-reduce on a busy link, timed alternately with
+every rank's calling thread waiting and computing until the call completes, at two sizes
+(1 and 8 MB). The *sensitivity* ``k`` is the weight that makes the model's formula give
+the measured ratio under the probe's own load (every rank's computing thread plus its
+transfer)::
 
     ratio = busy / quiet = 1 + k * (met - 1)   ->   k = (ratio - 1) / (met - 1)
 
 and the model then slows every transfer by ``1 + max(share, k) * (met - 1)``: never less
-than its CPU part, as before, and as much as the probe showed. Before/after (the figures
-above: share 0.16, 2 ranks on 2 cores: met 1.58)::
+than its CPU part, as before, and as much as the probe showed, with ``k`` taken in log
+size between the probed sizes (the nearest one outside them). Two sizes, because the
+extra time does not grow in proportion: beside busy cores a 1 MB all-reduce took about
+the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2, k up to 5), so a
+single 1 MB ``k`` applied to every size made DeAR with 4 MB buckets 16-26% too slow at 8
+Gbit/s. Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58)::
 
     {"per_rank_quiet_ns": [[8.3e6, ...], [8.4e6, ...]],
      "per_rank_busy_ns": [[9.4e6, ...], [12.2e6, ...]]}
@@ -36,22 +41,25 @@ from typing import Any
 
 import numpy as np
 
-#: the sensitivity is kept within [the transfer's CPU share, this]. A bound, not a
-#: measurement: the probe times one size (1 MB), and beside busy cores that transfer took
-#: about the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2), so the
-#: extra time is not a fixed multiple of every size's. Extrapolated unbounded (k 4-5 at 8
-#: Gbit/s) it made DeAR with 4 MB buckets 16-26% too slow on the 2026-12-07 campaign's
-#: cells; bounded at 2 it gave 12-16%. A probe at two sizes would say how the extra
-#: time grows with size; until then this bound limits the extrapolation.
-MAX_SENSITIVITY = 2.0
+#: the sensitivity is kept within [the transfer's CPU share, this] (a sanity bound: the
+#: largest measured here was 5, a 1 MB all-reduce at 8 Gbit/s)
+MAX_SENSITIVITY = 10.0
 
 
-def summarize_contention(raw: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``contention`` entry of ``comm.json`` from the worker's raw one: each rank's
-    median time per call both ways, and the mean over ranks of their ratio (a rank's
-    collective ends when its own last step ran, so under contention the ranks end apart:
-    each rank's node in a trace is its own); None when there is none or it cannot be
-    read."""
+def summarize_contention(raw: dict[str, Any] | list[dict[str, Any]]
+                         ) -> list[dict[str, Any]] | None:
+    """The ``contention`` entries of ``comm.json`` (one per probed size, by size) from the
+    worker's raw ones (:func:`summarize_probe`); None when there are none to read."""
+    probes = raw if isinstance(raw, list) else [raw]
+    out = [e for e in (summarize_probe(p) for p in probes if isinstance(p, dict)) if e]
+    return sorted(out, key=lambda e: e["bytes"]) or None
+
+
+def summarize_probe(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """One size's entry: each rank's median time per call both ways, and the mean over
+    ranks of their ratio (a rank's collective ends when its own last step ran, so under
+    contention the ranks end apart: each rank's node in a trace is its own); None when it
+    cannot be read."""
     try:
         quiet = np.median(np.asarray(raw["per_rank_quiet_ns"], dtype=float), axis=1)
         busy = np.median(np.asarray(raw["per_rank_busy_ns"], dtype=float), axis=1)
@@ -82,12 +90,23 @@ def sensitivity(entry: dict[str, Any] | None, share: float | None, ranks_per_poo
     return float(min(max((ratio - 1.0) / (met - 1.0), s), MAX_SENSITIVITY))
 
 
-def contention_note(entry: dict[str, Any] | None, k: float | None) -> str | None:
+def interpolate(points: list[tuple[float, float]], nbytes: float) -> float | None:
+    """``(bytes, k)`` points at ``nbytes``, linear in log size (the nearest end outside
+    them); None without points."""
+    pts = sorted((b, v) for b, v in points if b > 0)
+    if not pts:
+        return None
+    xs = np.log2([b for b, _ in pts])
+    return float(np.interp(np.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
+
+
+def contention_note(entries: list[dict[str, Any]] | None, ks: list[float | None]) -> str | None:
     """One line for the comm model's notes (None: not measured)."""
-    if not entry or k is None:
+    if not entries or all(k is None for k in ks):
         return None
     ms = lambda v: "/".join(f"{x:.1f}" for x in v)  # noqa: E731
-    return (f"contention: a {entry['bytes'] / 2**20:.0f} MB all-reduce took "
-            f"{ms(entry['busy_ms'])} ms (per rank) beside compute on every core, "
-            f"{ms(entry['quiet_ms'])} ms without (x{entry['ratio']:.2f}): transfers slow as "
-            f"a thread {k:.2f} busy would")
+    parts = [f"{e['bytes'] / 2**20:.0f} MB took {ms(e['busy_ms'])} ms (per rank) beside "
+             f"compute on every core, {ms(e['quiet_ms'])} ms without (x{e['ratio']:.2f}, "
+             f"k {k:.2f})" for e, k in zip(entries, ks) if k is not None]
+    return ("contention: an all-reduce of " + "; ".join(parts)
+            + ": a transfer slows as a thread k busy would (k in log size between them)")

@@ -240,9 +240,10 @@ class CommCostModel:
         without one, or not measured): :mod:`replay.link_credit`."""
         return 0.0
 
-    def contention_sensitivity(self) -> float | None:
-        """How hard a transfer slows beside busy cores, as the weight of its share of the
-        load it meets (:mod:`replay.contention_probe`); None when not measured."""
+    def contention_sensitivity(self, nbytes: float) -> float | None:
+        """How hard a transfer of ``nbytes`` slows beside busy cores, as the weight of its
+        share of the load it meets (:mod:`replay.contention_probe`); None when not
+        measured."""
         return None
 
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:

@@ -60,8 +60,8 @@ class ScaledCostModel(CommCostModel):
     def fsdp_hook_ns(self) -> dict[str, float] | None:  # host work: the base model's
         return self.base.fsdp_hook_ns()
 
-    def contention_sensitivity(self) -> float | None:  # the threads': the base model's
-        return self.base.contention_sensitivity()
+    def contention_sensitivity(self, nbytes: float) -> float | None:  # the base model's
+        return self.base.contention_sensitivity(nbytes)
 
     def link_burst_ns(self) -> float:
         """The base model's bucket (bytes) at this model's wire: a large transfer's wire

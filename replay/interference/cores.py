@@ -395,12 +395,13 @@ class CoreSharing(InterferenceModel):
         return share
 
     def sensitivities(self, graph: Graph) -> np.ndarray | None:
-        """Per node, the calibrated sensitivity ``k`` of a transfer (0 for other nodes);
-        None when the calibration did not probe it."""
-        k = self.comm_model.contention_sensitivity() if self.comm_model is not None else None
-        if k is None:
+        """Per node, the calibrated sensitivity ``k`` of a transfer at its size (0 for
+        other nodes, and where the calibration did not probe it); None without a model."""
+        if self.comm_model is None:
             return None
-        return np.where(graph.kind == NodeKind.COMM, k, 0.0)
+        k = per_transfer(graph, lambda _name, nbytes: self.comm_model.contention_sensitivity(
+            nbytes))
+        return np.where(np.isnan(k), 0.0, k)
 
     def describe(self) -> str:
         return self.hosts.describe()
