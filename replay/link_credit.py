@@ -51,12 +51,13 @@ saved 2.8 ms of 125 ms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from replay.interference.model import Scheduler
+from replay.interference.settle import settle
 from tracekit.graph.model import Graph, NodeKind
 
 #: an idle call under this share of the busy one was mostly inside the burst
@@ -171,24 +172,16 @@ class LinkCredit:
     def settle(self, graph: Graph, busy_ns: np.ndarray, schedule: Scheduler,
                start: np.ndarray | None = None, passes: int = 6
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The savings that the schedule of ``busy_ns - savings`` gives back (a damped
-        fixed point, from ``start``: the savings a variant's nodes had in the baseline,
-        so an unchanged variant is exact in one pass): ``(savings, start_ns, end_ns)``."""
+        """The savings that the schedule of ``busy_ns - savings`` gives back (the damped
+        loop of :func:`~replay.interference.settle.settle`, from ``start``: the savings a
+        variant's nodes had in the baseline, so an unchanged variant is exact in one
+        pass): ``(savings, start_ns, end_ns)``."""
         busy = np.asarray(busy_ns, dtype=float)
-        cur = np.zeros(graph.n_nodes) if start is None else np.asarray(start, dtype=float)
-        st = en = None
-        for i in range(max(passes, 1)):
-            st, en = schedule(np.rint(busy - cur).astype(np.int64))
-            new = self.savings(graph, busy, st, en)
-            if np.allclose(new, cur, rtol=0, atol=1000):  # within 1 us: a fixed point
-                return cur, st, en
-            cur = new if i == 0 else 0.5 * (cur + new)
-        st, en = schedule(np.rint(busy - cur).astype(np.int64))
-        return cur, st, en
-
-
-#: ``durations -> (start_ns, end_ns)`` of a graph (the replay engine)
-Scheduler = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+        res = settle(state=np.zeros(graph.n_nodes) if start is None else np.asarray(start, float),
+                     durations=lambda saved: np.rint(busy - saved).astype(np.int64),
+                     measure=lambda st, en: self.savings(graph, busy, st, en),
+                     schedule=schedule, passes=passes, what="link credit", atol=1000.0)
+        return res.state, res.start_ns, res.end_ns
 
 
 def busy_durations(graph: Graph, credit: LinkCredit, start_ns: np.ndarray,
