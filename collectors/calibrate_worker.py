@@ -79,6 +79,11 @@ CREDIT_BYTES = 8 << 20
 CONTENTION_BYTES = f"{1 << 20},{8 << 20}"
 
 
+def _sizes(text: str) -> list[int]:
+    """``'1048576,8388608'`` -> the positive sizes (``'0'``: none)."""
+    return [b for b in (int(x) for x in str(text).split(",") if x.strip()) if b > 0]
+
+
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="raw measurements JSON (written by rank 0)")
@@ -101,7 +106,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
                    help="idle time before each credit call, long enough to refill the bucket")
     p.add_argument("--credit-reps", type=int, default=6, help="credit calls of each kind")
-    p.add_argument("--contention-bytes", default=CONTENTION_BYTES,
+    p.add_argument("--contention-bytes", default=CONTENTION_BYTES, type=_sizes,
                    help="comma-separated all-reduce sizes timed while every rank's calling "
                         "thread computes (CPU only; 0: skip)")
     p.add_argument("--contention-reps", type=int, default=8,
@@ -343,9 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.flush()
             del bench
     credit = _link_credit(args, device, drain) if args.credit_bytes > 0 else None
-    probe_sizes = [int(b) for b in str(args.contention_bytes).split(",") if int(b) > 0]
-    contention = ([_contention(b, args, device, drain) for b in probe_sizes]
-                  if probe_sizes and device.type == "cpu" else None)
+    contention = ([_contention(b, args, device, drain) for b in args.contention_bytes]
+                  if args.contention_bytes and device.type == "cpu" else None)
     hooks = _fsdp_hooks(device) if args.fsdp_hooks else None
     if rank == 0:
         doc = {"format": "tracekit-calibration-raw", "version": 1, "backend": backend,

@@ -409,9 +409,13 @@ class CalibratedCostModel(CommCostModel):
                          f"{bw}, R^2 {overall['r2']:.3f}, median residual "
                          f"{overall['median_rel_residual'] * 100:.0f}%")
             out.append(line)
-        extra = [credit_note(self.doc.get("link_credit")),
-                 contention_note(*self._contention())]
-        return [*out, *(n for n in extra if n)]
+        return [*out, *self.link_notes]
+
+    @property
+    def link_notes(self) -> list[str]:
+        """The burst credit's and the contention probe's lines (those measured)."""
+        lines = [credit_note(self.doc.get("link_credit")), contention_note(*self._contention())]
+        return [n for n in lines if n]
 
 
 def _interp_log_size(points: list[tuple[int, float]], nbytes: float) -> float | None:

@@ -26,8 +26,8 @@ than its CPU part, as before, and as much as the probe showed, with ``k`` taken 
 size between the probed sizes (the nearest one outside them). Two sizes, because the
 extra time does not grow in proportion: beside busy cores a 1 MB all-reduce took about
 the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2, k up to 5), so a
-single 1 MB ``k`` applied to every size made DeAR with 4 MB buckets 16-26% too slow at 8
-Gbit/s. Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58)::
+single 1 MB ``k`` applied to every size made DeAR with 4 MB buckets 25-26% too slow at 8
+Gbit/s (mlp and embed_mlp, 2026-12-07 campaign; `benchmarks/predict_cell.py CELL`). Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58)::
 
     {"per_rank_quiet_ns": [[8.3e6, ...], [8.4e6, ...]],
      "per_rank_busy_ns": [[9.4e6, ...], [12.2e6, ...]]}

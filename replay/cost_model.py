@@ -240,6 +240,12 @@ class CommCostModel:
         without one, or not measured): :mod:`replay.link_credit`."""
         return 0.0
 
+    @property
+    def link_notes(self) -> list[str]:
+        """What the calibration measured of the link and the cores around the curves (its
+        burst credit, the contention probe): lines every what-if shares ([] here)."""
+        return []
+
     def contention_sensitivity(self, nbytes: float) -> float | None:
         """How hard a transfer of ``nbytes`` slows beside busy cores, as the weight of its
         share of the load it meets (:mod:`replay.contention_probe`); None when not

@@ -52,13 +52,19 @@ saved 2.8 ms of 125 ms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay.cost_model import CommCostModel
+from replay.interference.cores import host_cores, per_transfer
 from replay.interference.model import Scheduler
 from replay.interference.settle import settle
+from tracekit.core.collectives import normalize_collective
 from tracekit.graph.model import Graph, NodeKind
+
+if TYPE_CHECKING:
+    from tracekit.core.run import Run
 
 #: an idle call under this share of the busy one was mostly inside the burst
 _SATURATED = 0.25
@@ -110,23 +116,15 @@ class LinkCredit:
     each rank sends through, and the share of each comm node's duration spent on the
     wire."""
 
-    #: transfer time a full bucket is worth (ns) at the variant's link rate
+    #: transfer time a full bucket is worth (ns) at the variant's link rate (a variant on
+    #: another wire gets its own with ``dataclasses.replace``, as it gets its nodes'
+    #: ``wire_share``)
     burst_ns: float
     #: per rank: its host's link (an index)
     link_of_rank: np.ndarray
     #: per node of the graph it is used with: the share of its duration on the wire
     #: (0 for nodes that are not comm transfers)
     wire_share: np.ndarray
-
-    def with_burst(self, burst_ns: float) -> LinkCredit:
-        """The same links with a bucket worth ``burst_ns`` (the variant's wire)."""
-        return LinkCredit(burst_ns=burst_ns, link_of_rank=self.link_of_rank,
-                          wire_share=self.wire_share)
-
-    def for_nodes(self, wire_share: np.ndarray) -> LinkCredit:
-        """The same links for another graph's nodes."""
-        return LinkCredit(burst_ns=self.burst_ns, link_of_rank=self.link_of_rank,
-                          wire_share=wire_share)
 
     def savings(self, graph: Graph, dur_ns: np.ndarray, start_ns: np.ndarray,
                 end_ns: np.ndarray) -> np.ndarray:
@@ -198,3 +196,35 @@ def busy_durations(graph: Graph, credit: LinkCredit, start_ns: np.ndarray,
             break
         saved = new
     return dur + saved, saved
+
+
+#: a collective this small moves next to nothing: its time is the latency floor that a
+#: link's bucket cannot cut
+_FLOOR_BYTES = 1024
+
+
+def wire_shares(graph: Graph, comm: CommCostModel | None, world: int) -> np.ndarray:
+    """Per node, the share of its duration on the wire, which a link's bucket can cut:
+    for a comm transfer what its cost has above a 1 KB call's (the latency floor: wake-ups,
+    syscalls, steps), times the share of the link it keeps busy (calibrated; 1 where not
+    measured); 0 for other nodes."""
+    def wire(name: str, nbytes: float) -> float | None:
+        coll = normalize_collective(name) or "all_reduce"
+        total = comm.time_ns(coll, nbytes, world)
+        floor = comm.time_ns(coll, min(nbytes, _FLOOR_BYTES), world)
+        link = comm.link_share(coll, nbytes)
+        part = max(total - floor, 0.0) / total if total > 0 else 0.0
+        return part * (1.0 if link is None else min(max(link, 0.0), 1.0))
+
+    value = per_transfer(graph, wire if comm is not None else None)
+    share = np.where(np.isnan(value), 1.0, np.clip(value, 0.0, 1.0))
+    return np.where(graph.kind == NodeKind.COMM, share, 0.0)
+
+
+def run_link_credit(run: Run, graph: Graph, comm: CommCostModel | None) -> LinkCredit | None:
+    """The run's links as token buckets, when the calibration measured a burst credit."""
+    burst = comm.link_burst_ns() if comm is not None else 0.0
+    if burst <= 0 or not bool((graph.kind == NodeKind.COMM).any()):
+        return None
+    return LinkCredit(burst_ns=burst, link_of_rank=host_cores(run, graph).host_of_rank,
+                      wire_share=wire_shares(graph, comm, max(int(run.world_size), 1)))

@@ -69,10 +69,10 @@ class ScaledCostModel(CommCostModel):
         burst = self.base.link_burst_ns()
         if burst <= 0:
             return burst
-        probe = float(1 << 26)  # 64 MB: the wire's time, not the latency's
-        base = self.base.terms("all_reduce", probe, 2).bandwidth_ns
+        terms = self.base.terms("all_reduce", float(1 << 26), 2)  # 64 MB: the wire's time
+        base = terms.bandwidth_ns
         if self.bandwidth_bytes_per_s is not None:
-            new = self.base.terms("all_reduce", probe, 2).moved_bytes / self.bandwidth_bytes_per_s * 1e9
+            new = terms.moved_bytes / self.bandwidth_bytes_per_s * 1e9
         else:
             new = base / self.bandwidth_factor
         return burst * self.time_factor * (new / base if base > 0 else 1.0)

@@ -4,6 +4,7 @@ bucket at another wire, and the what-ifs on a recorded run with a calibrated cre
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,8 @@ def test_ranks_on_two_hosts_each_have_their_own_bucket_and_the_poorer_one_counts
     assert saved[[1, 5]] / MS == pytest.approx([4, 4])
     assert saved[[3, 7]] / MS == pytest.approx([2, 2])
     # no bucket, no saving; a saving never exceeds the transfer's wire time
-    assert not credit.with_burst(0).savings(g, g.dur_ns, *schedule(g)).any()
-    half = credit.for_nodes(credit.wire_share * 0.25)  # 2 ms of each 8 ms on the wire
+    assert not replace(credit, burst_ns=0).savings(g, g.dur_ns, *schedule(g)).any()
+    half = replace(credit, wire_share=credit.wire_share * 0.25)  # 2 ms of each 8 ms on the wire
     saved, _, _ = half.settle(g, g.dur_ns, _plain(g))
     assert saved[[1, 3, 5, 7]] / MS == pytest.approx([2, 2, 2, 2])
 

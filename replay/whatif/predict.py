@@ -27,7 +27,7 @@ it needs (:mod:`replay.whatif.registry`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,8 @@ from replay.calibration import CalibratedCostModel, load_comm_model
 from replay.cost_model import CommCostModel, FittedCostModel, fit_run_cost_model
 from replay.engine import schedule, schedule_full
 from replay.interference import InterferenceModel, Retimed, choose_interference
-from replay.interference.cores import host_cores, per_transfer
 from replay.interference.model import from_origin
-from replay.link_credit import LinkCredit, busy_durations
+from replay.link_credit import LinkCredit, busy_durations, run_link_credit, wire_shares
 from replay.profiler_overhead import estimate as estimate_profiler_overhead
 from replay.result import ReplayResult
 from replay.timeline import replay
@@ -50,12 +49,11 @@ from replay.whatif.rewrite import GradientPlan, materialize
 from replay.whatif.spec import Variant
 from replay.whatif.values import check_total_ns
 from replay.whatif.variant_edit import VariantEdit
-from tracekit.core.collectives import normalize_collective
 from tracekit.core.run import Run
 from tracekit.errors import TracekitError
 from tracekit.graph.edit import with_durations
 from tracekit.graph.fsdp import FSDPGraph, find_fsdp
-from tracekit.graph.model import Graph, NodeKind
+from tracekit.graph.model import Graph
 from tracekit.log import get_logger
 
 log = get_logger(__name__)
@@ -149,7 +147,7 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     reuse = getattr(baseline, "graph", None) is graph and baseline.schedule is not None
     sched = baseline.schedule if reuse else schedule_full(graph)
     given = _load(comm_model)
-    credit = _link_credit(run, graph, given)
+    credit = run_link_credit(run, graph, given)
     busy, saved = graph, None
     if credit is not None:
         dur, saved = busy_durations(graph, credit, sched.start_ns, sched.end_ns)
@@ -157,13 +155,12 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
     model = choose_interference(interference, run, busy, sched.start_ns, sched.end_ns,
                                 comm_model=given)
     comm, fitted, notes = _comm_model(run, model.cost_fit_graph(busy), given)
-    notes += [n for n in (given.notes if given is not None else [])
-              if n.startswith(("link: a burst", "contention:"))]
+    notes += given.link_notes if given is not None else []
     if credit is not None:
+        steps = max(len(np.unique(graph.step[graph.step >= 0])), 1)
         notes.append(f"link credit: the run's collectives were credited "
-                     f"{saved.sum() / 1e6 / max(len(set(graph.step[graph.step >= 0])), 1):.1f}"
-                     " ms per step by the link's bucket; what-ifs re-credit theirs from their "
-                     "own idle gaps")
+                     f"{saved.sum() / 1e6 / steps:.1f} ms per step by the link's bucket; "
+                     "what-ifs re-credit theirs from their own idle gaps")
     notes += model.notes
     if overhead_note:
         notes.append(overhead_note)
@@ -180,38 +177,6 @@ def build_context(run: Run, graph: Graph, baseline: ReplayResult, *, comm_model=
                          world=max(int(run.world_size), 1), notes=notes, credit=credit,
                          busy_graph=busy if credit is not None else None,
                          credit_saved=saved)
-
-
-#: a collective this small moves next to nothing: its time is the latency floor that a
-#: link's bucket cannot cut
-_FLOOR_BYTES = 1024
-
-
-def _wire_shares(graph: Graph, comm: CommCostModel | None, world: int) -> np.ndarray:
-    """Per node, the share of its duration on the wire, which a link's bucket can cut:
-    for a comm transfer what its cost has above a 1 KB call's (the latency floor: wake-ups,
-    syscalls, steps), times the share of the link it keeps busy (calibrated; 1 where not
-    measured); 0 for other nodes."""
-    def wire(name: str, nbytes: float) -> float | None:
-        coll = normalize_collective(name) or "all_reduce"
-        total = comm.time_ns(coll, nbytes, world)
-        floor = comm.time_ns(coll, min(nbytes, _FLOOR_BYTES), world)
-        link = comm.link_share(coll, nbytes)
-        part = max(total - floor, 0.0) / total if total > 0 else 0.0
-        return part * (1.0 if link is None else min(max(link, 0.0), 1.0))
-
-    value = per_transfer(graph, wire if comm is not None else None)
-    share = np.where(np.isnan(value), 1.0, np.clip(value, 0.0, 1.0))
-    return np.where(graph.kind == NodeKind.COMM, share, 0.0)
-
-
-def _link_credit(run: Run, graph: Graph, comm: CommCostModel | None) -> LinkCredit | None:
-    """The run's links as token buckets, when the calibration measured a burst credit."""
-    burst = comm.link_burst_ns() if comm is not None else 0.0
-    if burst <= 0 or not bool((graph.kind == NodeKind.COMM).any()):
-        return None
-    return LinkCredit(burst_ns=burst, link_of_rank=host_cores(run, graph).host_of_rank,
-                      wire_share=_wire_shares(graph, comm, max(int(run.world_size), 1)))
 
 
 def _check_needs(ctx: WhatIfContext, variant: Variant) -> None:
@@ -274,9 +239,9 @@ def _retime(ctx: WhatIfContext, edit: VariantEdit, graph: Graph) -> tuple[np.nda
     if ctx.credit is None:
         timed = ctx.interference.retime(graph, edit.origin, plain)
         return timed.dur_ns, timed
-    credit = ctx.credit.for_nodes(_wire_shares(graph, ctx.comm, ctx.world))
-    if edit.link_burst_ns is not None:
-        credit = credit.with_burst(edit.link_burst_ns)
+    credit = replace(ctx.credit, wire_share=wire_shares(graph, ctx.comm, ctx.world))
+    if edit.link_burst_ns is not None:  # the variant's wire
+        credit = replace(credit, burst_ns=edit.link_burst_ns)
     saved = from_origin(ctx.credit_saved, edit.origin, 0.0)  # exact for kept nodes
 
     def credited(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
