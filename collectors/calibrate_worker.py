@@ -74,9 +74,10 @@ COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broa
 DRAIN_BYTES = 4 << 20
 #: the all-reduce that times the link's burst credit (see _link_credit)
 CREDIT_BYTES = 8 << 20
-#: the all-reduces timed beside compute on every core (see _contention): two sizes, since
-#: the extra time does not grow in proportion to the size
-CONTENTION_BYTES = f"{1 << 20},{8 << 20}"
+#: the all-reduces timed beside compute on every core (see _contention): four sizes, since
+#: the extra time does not grow in proportion to the size (it is about the same for 1 MB
+#: at every link rate, and gone at 8 MB where the wire takes longer)
+CONTENTION_BYTES = f"{1 << 18},{1 << 20},{4 << 20},{16 << 20}"
 
 
 def _sizes(text: str) -> list[int]:
@@ -109,7 +110,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--contention-bytes", default=CONTENTION_BYTES, type=_sizes,
                    help="comma-separated all-reduce sizes timed while every rank's calling "
                         "thread computes (CPU only; 0: skip)")
-    p.add_argument("--contention-reps", type=int, default=8,
+    p.add_argument("--contention-reps", type=int, default=12,
                    help="contention calls of each kind")
     p.add_argument("--no-fsdp-hooks", dest="fsdp_hooks", action="store_false",
                    help="skip timing FSDP2's own host work per unit (collectors/fsdp_hooks.py)")
