@@ -59,9 +59,9 @@ class AnchoredCostModel(CommCostModel):
         """The calibration's (the link's bucket does not scale with the run's level)."""
         return self.calibrated.link_burst_ns()
 
-    def contention_sensitivity(self, nbytes: float) -> float | None:
+    def contended_chain(self):
         """The calibration's."""
-        return self.calibrated.contention_sensitivity(nbytes)
+        return self.calibrated.contended_chain()
 
     def scale(self, nbytes: float) -> float:
         b = min(max(nbytes, self.size_range[0]), self.size_range[1])
