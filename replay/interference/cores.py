@@ -77,12 +77,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.contention_probe import BOUND_MARGIN
+from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
 from tracekit.core.groups import groups
-from tracekit.graph.edit import with_durations
 from tracekit.errors import TracekitError
+from tracekit.graph.edit import with_durations
 from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
 
