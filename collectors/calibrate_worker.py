@@ -72,8 +72,11 @@ except ImportError:  # run as a script: this file's folder is on sys.path
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
 #: the untimed all-reduce before each timed call (see _Drain)
 DRAIN_BYTES = 4 << 20
-#: the all-reduce that times the link's burst credit (see _link_credit)
-CREDIT_BYTES = 8 << 20
+#: the all-reduce that times the link's burst credit (see _link_credit): it must outlast
+#: the burst, and the smaller it is the larger the burst's share of its time (a 1 MB
+#: bucket saved 1.8 ms of an 8 MB call's 33.6 at 4 Gbit/s, inside the calls' jitter, so
+#: the credit went uncounted; of a 4 MB call's 16.8 it is twice the share)
+CREDIT_BYTES = 4 << 20
 #: the all-reduces timed beside compute on every core (see _contention): four sizes, since
 #: the extra time does not grow in proportion to the size (it is about the same for 1 MB
 #: at every link rate, and gone at 8 MB where the wire takes longer)
@@ -106,7 +109,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         "longer than the burst lasts (0: skip)")
     p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
                    help="idle time before each credit call, long enough to refill the bucket")
-    p.add_argument("--credit-reps", type=int, default=6, help="credit calls of each kind")
+    p.add_argument("--credit-reps", type=int, default=10, help="credit calls of each kind")
     p.add_argument("--contention-bytes", default=CONTENTION_BYTES, type=_sizes,
                    help="comma-separated all-reduce sizes timed while every rank's calling "
                         "thread computes (CPU only; 0: skip)")

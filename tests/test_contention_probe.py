@@ -178,3 +178,17 @@ def test_core_sharing_keeps_a_chain_bound_transfer_at_its_chain(tmp_path):
                         comm_model=_model(tmp_path, None))
     got = plain.retime(faster, ident, lambda d: schedule(with_durations(faster, d))).dur_ns
     assert got[1] < 8e6
+
+
+def test_a_collective_of_fewer_ring_steps_has_a_shorter_chain(tmp_path):
+    """The probe timed all-reduces (2 ring steps on 2 ranks); an all-gather is one step,
+    each waiting for a core as often: half the chain. A name with no cost formula keeps
+    the all-reduce's."""
+    model = _model(tmp_path, [_probe([8.4, 8.4], [12.8, 12.8]),
+                              _probe([2.1, 2.1], [12.2, 12.2], nbytes=MB // 4)])
+    g, run = _overlapped()
+    g = dataclasses.replace(g, names=["mm", "gloo:all_gather", "mm", "mystery_op"])
+    cs = CoreSharing(run, g, g.start_ns, g.start_ns + g.dur_ns, comm_model=model)
+    per_load = cs.chain_per_load(g)
+    chain = model.contended_chain().per_load_ns(MB)
+    assert per_load.tolist() == pytest.approx([0.0, chain / 2, 0.0, chain])

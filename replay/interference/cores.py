@@ -78,6 +78,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from replay.contention_probe import BOUND_MARGIN
+from replay.cost_model import comm_volume
 from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
 from tracekit.core.groups import groups
@@ -386,6 +387,17 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
                             last_change=res.last_change)
 
 
+def _steps_ratio(collective: str, world: int) -> float:
+    """A collective's ring steps over an all-reduce's on ``world`` ranks (1 when either
+    is unknown)."""
+    try:
+        mine = comm_volume(collective, 1.0, world).steps
+        ring = comm_volume("all_reduce", 1.0, world).steps
+    except TracekitError:
+        return 1.0
+    return mine / ring if ring > 0 and mine > 0 else 1.0
+
+
 def _measured_contention(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
                          busy_link: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The slowdown inside each measured duration, and the scale of each node's chain.
@@ -443,10 +455,17 @@ class CoreSharing(InterferenceModel):
 
     def chain_per_load(self, graph: Graph) -> np.ndarray:
         """Per node, its contended chain's ns per unit of load above 1 at its size (0 for
-        other nodes, and without a probe)."""
+        other nodes, and without a probe). The probe timed all-reduces; another
+        collective's chain has its own number of ring steps (an all-gather or a
+        reduce-scatter on 2 ranks is one step, an all-reduce two), each waiting for a
+        core as often: the all-reduce's chain times the ratio of their steps."""
         if self.chain is None:
             return np.zeros(graph.n_nodes)
-        value = per_transfer(graph, lambda _name, nbytes: self.chain.per_load_ns(nbytes))
+        world = int(graph.rank.max()) + 1 if graph.n_nodes else 1
+
+        def per_load(name: str, nbytes: float) -> float:
+            return self.chain.per_load_ns(nbytes) * _steps_ratio(name, world)
+        value = per_transfer(graph, per_load)
         return np.where(np.isnan(value), 0.0, value)
 
     def _busy_link_ns(self, graph: Graph) -> np.ndarray:
