@@ -22,7 +22,12 @@ from replay.contention_probe import (
     summarize_probe,
 )
 from replay.engine import schedule
-from replay.interference.cores import CoreSharing, _measured_contention, slowdown
+from replay.interference.cores import (
+    CoreSharing,
+    _measured_contention,
+    run_chain_scale,
+    slowdown,
+)
 from tracekit.graph.edit import with_durations
 from tracekit.graph.model import NodeKind
 
@@ -192,3 +197,22 @@ def test_a_collective_of_fewer_ring_steps_has_a_shorter_chain(tmp_path):
     per_load = cs.chain_per_load(g)
     chain = model.contended_chain().per_load_ns(MB)
     assert per_load.tolist() == pytest.approx([0.0, chain / 2, 0.0, chain])
+
+
+def test_the_runs_own_chain_bound_transfers_rescale_the_chain():
+    """Three transfers the probe's chain says were chain bound (floor 10 ms over a 3 ms
+    busy link slowed 1.7x) took 5, 6 and 4 ms: the chain is half the probe's beside this
+    job's work. A wire-bound one (busy link 30 ms) and one the model cannot price say
+    nothing; with fewer than three the probe's chain stands."""
+    floor = np.array([10e6, 10e6, 10e6, 10e6, 10e6])
+    busy = np.array([3e6, 3e6, 3e6, 30e6, np.nan])
+    cpu = np.full(5, 1.7)
+    dur = np.array([5e6, 6e6, 4e6, 40e6, 1e6])
+    assert run_chain_scale(dur, cpu, floor, busy) == (pytest.approx(0.5), 3)
+    assert run_chain_scale(dur[:2], cpu[:2], floor[:2], busy[:2]) == (1.0, 2)
+    # a kept transfer that was not chain bound takes the run's scale, at most so far that
+    # its chain stays below its measured time; a bound one keeps its own
+    _, scale = _measured_contention(np.array([40e6, 20e6, 5e6]), np.full(3, 1.1),
+                                    np.array([10e6, 15e6, 10e6]), np.full(3, 3e6),
+                                    run_scale=1.5)
+    assert scale.tolist() == pytest.approx([1.5, 20 / 15, 0.5])

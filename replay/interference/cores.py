@@ -398,8 +398,36 @@ def _steps_ratio(collective: str, world: int) -> float:
     return mine / ring if ring > 0 and mine > 0 else 1.0
 
 
+#: the run's own chain-bound transfers rescale the probe's chain when there are at least
+#: this many of them (:func:`run_chain_scale`)
+MIN_CHAIN_EVIDENCE = 3
+
+
+def run_chain_scale(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
+                    busy_link: np.ndarray) -> tuple[float, int]:
+    """How long the run's own transfers took where the probe's chain says they were
+    chain bound (its ``floor`` at least their calibrated ``busy_link`` time slowed by
+    their CPU part ``cpu``), over that floor: the median, and how many there were (1.0
+    when fewer than :data:`MIN_CHAIN_EVIDENCE`).
+
+    The probe keeps every core busy with matmuls for the whole call; a training step's
+    threads leave the chain more or fewer chances, so the run's own transfers say how
+    long the chain is beside this job's work (DDP's first bucket, 1 MB, runs beside the
+    backward in every step). The probe still gives its shape in size and load::
+
+        floor 10 ms, busy link 3 ms, cpu 1.7, dur 5 ms  -> evidence 0.5
+        floor 10 ms, busy link 30 ms                    -> wire bound: no evidence
+    """
+    evidence = (floor > 0) & (floor >= busy_link * np.maximum(cpu, 1.0))  # NaN: False
+    ratio = dur[evidence] / floor[evidence]
+    if ratio.size < MIN_CHAIN_EVIDENCE:
+        return 1.0, int(ratio.size)
+    return float(np.median(ratio)), int(ratio.size)
+
+
 def _measured_contention(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
-                         busy_link: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                         busy_link: np.ndarray, run_scale: float = 1.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """The slowdown inside each measured duration, and the scale of each node's chain.
 
     A transfer whose contended chain (``floor``, ns, in the baseline's own schedule)
@@ -408,8 +436,9 @@ def _measured_contention(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
     time is not in the measurement, so it is the calibrated busy-link time
     (``busy_link``) where that is shorter than what the CPU part (``cpu``) leaves, and its
     chain is scaled to give the measured time exactly. Any other node's slowdown is its
-    CPU part's and its chain is kept (it stays below the measured time). Either way the
-    baseline's own schedule gives back every measured duration::
+    CPU part's and its chain is scaled by ``run_scale`` (:func:`run_chain_scale`), at
+    most so far that it stays below the measured time. Either way the baseline's own
+    schedule gives back every measured duration::
 
         dur 12 ms, cpu 1.1, floor 11.5 ms, busy link 8 ms -> bound: alone 8 ms,
             slowdown 1.5, chain scale 12 / 11.5
@@ -419,7 +448,8 @@ def _measured_contention(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
     bound = (floor > 0) & (floor * (1.0 + BOUND_MARGIN) >= dur)
     alone = np.where(bound & (busy_link < wire), busy_link, wire)  # NaN compares False
     alone = np.maximum(alone, 1.0)
-    scale = np.where(bound, dur / np.maximum(floor, 1.0), 1.0)
+    scale = np.where(bound, dur / np.maximum(floor, 1.0),
+                     np.minimum(run_scale, dur / np.maximum(floor, 1.0)))
     return np.maximum(dur / alone, 1.0), scale
 
 
@@ -450,8 +480,16 @@ class CoreSharing(InterferenceModel):
                        self.hosts.host_of_rank[graph.rank])
         floor = chain_floor(start_ns, end_ns, pool, self.hosts.cores, self.base_share,
                             self.chain_per_load(graph))
+        busy_link = self._busy_link_ns(graph)
+        self.run_chain_scale, evidence = run_chain_scale(self.base_dur, cpu, floor, busy_link)
+        if self.chain is not None and self.chain.bound_bytes:
+            self.notes.append(
+                f"contention: {evidence} of the run's transfers ran where the probe's chain "
+                "binds" + (f"; they took x{self.run_chain_scale:.2f} its time, and every "
+                           "chain is scaled by that" if evidence >= MIN_CHAIN_EVIDENCE
+                           else ": the probe's chain is used as measured"))
         self.base_slowdown, self.chain_scale = _measured_contention(
-            self.base_dur, cpu, floor, self._busy_link_ns(graph))
+            self.base_dur, cpu, floor, busy_link, self.run_chain_scale)
 
     def chain_per_load(self, graph: Graph) -> np.ndarray:
         """Per node, its contended chain's ns per unit of load above 1 at its size (0 for
@@ -518,6 +556,7 @@ class CoreSharing(InterferenceModel):
                                link=link_shares(graph, self.comm_model,
                                                 self.hosts.host_of_rank[graph.rank])[0],
                                chain_per_load=self.chain_per_load(graph)
-                               * from_origin(self.chain_scale, origin, 1.0))
+                               * from_origin(self.chain_scale, origin,
+                                             self.run_chain_scale))
         return Retimed(dur_ns=res.dur_ns,
                        notes=self.settle_notes("core sharing", res.last_change))
