@@ -59,9 +59,9 @@ class AnchoredCostModel(CommCostModel):
         """The calibration's (the link's bucket does not scale with the run's level)."""
         return self.calibrated.link_burst_ns()
 
-    def contended_chain(self):
+    def contention_sensitivity(self, nbytes: float) -> float | None:
         """The calibration's."""
-        return self.calibrated.contended_chain()
+        return self.calibrated.contention_sensitivity(nbytes)
 
     def scale(self, nbytes: float) -> float:
         b = min(max(nbytes, self.size_range[0]), self.size_range[1])

@@ -54,9 +54,9 @@ import numpy as np
 import pandas as pd
 
 from replay.contention_probe import (
-    ContendedChain,
     contention_note,
-    fit_chain,
+    interpolate,
+    sensitivity,
     summarize_contention,
 )
 from replay.cost_model import (
@@ -371,20 +371,23 @@ class CalibratedCostModel(CommCostModel):
         pools = cpu_pools(hosts, self.doc.get("cpu_sets"))
         return int(cores), len(pools) / max(len(set(pools)), 1)
 
-    def _contention(self) -> tuple[list[dict[str, Any]], ContendedChain | None]:
-        """The probe's entries (an older file's single entry as a list) and the chain
-        fitted on them."""
+    def _contention(self) -> tuple[list[dict[str, Any]], list[float | None]]:
+        """The probe's entries (an older file's single entry as a list) and each one's
+        sensitivity ``k``."""
         entries = self.doc.get("contention") or []
         entries = [entries] if isinstance(entries, dict) else list(entries)
         cores, per_pool = self._pools()
-        shares = [self.cpu_share("all_reduce", float(e.get("bytes", 0) or 1))
-                  if isinstance(e, dict) else None for e in entries]
-        return entries, fit_chain(entries, shares, per_pool, cores)
+        ks = [sensitivity(e, self.cpu_share("all_reduce", float(e.get("bytes", 0))),
+                          per_pool, cores) if cores else None for e in entries]
+        return entries, ks
 
-    def contended_chain(self) -> ContendedChain | None:
-        """The least time a transfer takes beside busy cores
-        (:mod:`replay.contention_probe`); None for a file without a probe."""
-        return self._contention()[1]
+    def contention_sensitivity(self, nbytes: float) -> float | None:
+        """How hard a transfer of ``nbytes`` slows beside busy cores
+        (:mod:`replay.contention_probe`): the probed sizes' ``k``, in log size between
+        them; None for a file without a probe."""
+        entries, ks = self._contention()
+        return interpolate([(e.get("bytes", 0), k) for e, k in zip(entries, ks)
+                            if k is not None], nbytes)
 
     def median_ns(self, collective: str) -> pd.Series:
         """Measured median transfer time by size (bytes -> ns) for one collective."""

@@ -1,53 +1,60 @@
-"""The time a collective cannot go below while the training threads keep every core busy.
+"""How much a collective slows when the training threads keep every core busy.
 
 The core-sharing model (:mod:`replay.interference.cores`) slows a transfer by the part of
 it that is CPU work: ``1 + share * (met - 1)``, where ``share`` is its CPU time over its
 wall time (calibrated) and ``met`` the load its thread meets. On a wire-bound link that
-share is small (0.09-0.16 of a core at 2 Gbit/s), so that formula gave a 1 MB all-reduce
-beside a backward on both cores 1.08x. Measured, it took 1.5x (this machine, 2 cores, 2
-ranks, 2 Gbit/s emulated link, rank 0's median of 12 calls: 8.49 / 8.30 ms with the
-calling threads waiting, 13.13 / 12.58 ms with them computing).
-
-Why, and why a ratio is the wrong shape for it: gloo's ring is a chain of short steps,
-each of which waits for its thread to get a core. Beside busy cores that chain takes
-about the same time whatever the wire (a 1 MB all-reduce beside compute took 7-15 ms at
-2, 4 and 8 Gbit/s, so its ratio grew from 1.2-1.6 to 3-4), and the link's token bucket
-refills while the thread waits, so a transfer whose wire time is longer than the chain
-loses nothing (8 MB: 0.98x at 2 Gbit/s, 1.02x at 4, 1.43x at 8, where its wire time
-falls below the chain's). So a transfer beside busy cores takes::
-
-    max(base * (1 + share * (met - 1)),   its wire path, its CPU part slowed
-        C(bytes, met))                     its chain of steps, each waiting for a core
-
-    C(bytes, met) = (a + b * bytes) * (met - 1)       (0 on cores with room to spare)
+share is small (0.09-0.16 of a core at 2 Gbit/s), so the model gave a 1 MB all-reduce
+beside a backward on both cores 1.08x. Measured, it took 1.5x: gloo's ring runs many
+short steps, each of which waits for its thread to get a core, so the transfer loses
+time to every runnable thread beside it however little CPU it uses (this machine, 2
+cores, 2 ranks, 2 Gbit/s emulated link, rank 0's median of 12 calls, two runs: 8.49 / 8.30
+ms with the calling threads waiting, 13.13 / 12.58 ms with them computing; an ad hoc
+script, of which the probe below is the re-runnable form). The ranks do not slow alike: in
+a third run rank 0 took 8.3 -> 9.4 ms and rank 1 8.4 -> 12.2 ms.
 
 ``tracekit calibrate`` measures it (``contention`` in the worker's raw document,
 :mod:`collectors.calibrate_worker`): an all-reduce on a busy link, timed alternately with
-every rank's calling thread waiting (``quiet``) and computing until the call completes
-(``busy``), at several sizes. A size is *chain bound* when its busy time exceeds what its
-CPU part explains (``quiet * (1 + share * (met_probe - 1))``) by more than
-:data:`BOUND_MARGIN`; its busy time over ``met_probe - 1`` is a point of ``a + b * bytes``,
-fitted by least squares (a, b >= 0; one point: b = 0). A size the wire bounds says the
-chain took at most its busy time there, which caps ``b``. With no chain-bound size, the
-CPU part is all there is. Example (2 ranks on 2 cores, share 0.2: met_probe 1.6)::
+every rank's calling thread waiting and computing until the call completes, at four
+sizes (256 KB, 1, 4 and 16 MB; 12 pairs each). The *sensitivity* ``k`` is the weight that makes the model's formula give
+the measured ratio under the probe's own load (every rank's computing thread plus its
+transfer)::
 
-    {"bytes": 1 MB, "quiet_ms": [8.0, 8.0], "busy_ms": [12.8, 12.8]}   12.8 > 8 * 1.12: bound
-    {"bytes": 4 MB, "quiet_ms": [32, 32],   "busy_ms": [33.0, 33.0]}   wire bound
-    -> a = 12.8 / 0.6 = 21.3 ms per unit of load, b = 0
-    -> a 1 MB transfer meeting load 1.3 cannot take less than 21.3 * 0.3 = 6.4 ms
+    ratio = busy / quiet = 1 + k * (met - 1)   ->   k = (ratio - 1) / (met - 1)
+
+and the model then slows every transfer by ``1 + max(share, k) * (met - 1)``: never less
+than its CPU part, as before, and as much as the probe showed, with ``k`` taken in log
+size between the probed sizes (the nearest one outside them). Several sizes, because
+the extra time does not grow in proportion: beside busy cores a 1 MB all-reduce took about
+the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2, k up to 5), so a
+single 1 MB ``k`` applied to every size made DeAR with 4 MB buckets 25-26% too slow at 8
+Gbit/s (mlp and embed_mlp, 2026-12-07 campaign; `benchmarks/predict_cell.py CELL`).
+
+A shape that was tried and measured, and not kept: since the contended time stays about
+the same at every rate, a *floor* ``max(base * cpu part, (a + b * bytes) * (met - 1))``
+fitted on the sizes the CPU part does not explain (commits f6fee1e..0688d0e, with the
+run's own 1 MB buckets rescaling it). On the twelve cells of the second 2026-12-07
+campaign it scored a mean over cells of 4.9% mean / 11.8% worst |error| for the DDP
+what-ifs, where this ratio scored 4.3% / 10.3% on the same measured speedups and
+calibrations (4.7 / 11.3 against 4.0 / 10.5 with fresh ones); its 2-point slope is as
+noisy as the probe (0 to 12 ms per MB per unit of load between calibrations).
+
+Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58)::
+
+    {"per_rank_quiet_ns": [[8.3e6, ...], [8.4e6, ...]],
+     "per_rank_busy_ns": [[9.4e6, ...], [12.2e6, ...]]}
+    -> {"bytes": 1048576, "quiet_ms": [8.3, 8.4], "busy_ms": [9.4, 12.2], "ratio": 1.29}
+    k = 0.50
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-#: a probed size is chain bound when its busy time exceeds what its CPU part explains by
-#: more than this (the probe's repeat noise: per-rank medians of 8-12 calls moved by up to
-#: ~10% between calibrations)
-BOUND_MARGIN = 0.10
+#: the sensitivity is kept within [the transfer's CPU share, this] (a sanity bound: the
+#: largest measured here was 5, a 1 MB all-reduce at 8 Gbit/s)
+MAX_SENSITIVITY = 10.0
 
 
 def summarize_contention(raw: dict[str, Any] | list[dict[str, Any]]
@@ -76,100 +83,41 @@ def summarize_probe(raw: dict[str, Any]) -> dict[str, Any] | None:
             "ratio": float(np.mean(busy / quiet))}
 
 
-def probe_met(share: float | None, ranks_per_pool: float, cores: float) -> float:
-    """The load the probe's transfer met: each rank of the pool runs its computing thread
-    and its transfer (CPU ``share``, None: 1), and while the transfer's CPU work runs its
-    thread is one whole runnable thread (the core model's own rule)."""
+def sensitivity(entry: dict[str, Any] | None, share: float | None, ranks_per_pool: float,
+                cores: float) -> float | None:
+    """``k`` (module doc) from a ``contention`` entry, the probe transfer's CPU ``share``
+    (None: 1) and how many ranks share a pool of ``cores``; None without an entry."""
+    if not entry or not cores:
+        return None
+    try:
+        ratio = float(entry["ratio"])
+    except (KeyError, TypeError, ValueError):
+        return None
     s = min(max(share if share is not None else 1.0, 0.0), 1.0)
-    busy = ranks_per_pool * (1.0 + s)
-    return max(1.0, busy / cores, busy / cores + (1.0 - s) / cores)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ContendedChain:
-    """``C(bytes, met) = (a + b * bytes) * (met - 1)`` (module doc), fitted on the probe."""
-
-    #: ns per unit of load above 1, at zero bytes
-    fixed_ns: float
-    #: ns per byte per unit of load above 1
-    per_byte_ns: float
-    #: the probed sizes that were chain bound (what the fit read)
-    bound_bytes: tuple[int, ...]
-
-    def per_load_ns(self, nbytes: float) -> float:
-        """``a + b * bytes``: the chain's time per unit of load above 1."""
-        return self.fixed_ns + self.per_byte_ns * max(float(nbytes), 0.0)
-
-    def floor_ns(self, nbytes: float, met: float) -> float:
-        """The least time a transfer of ``nbytes`` takes when its thread meets ``met``."""
-        return self.per_load_ns(nbytes) * max(met - 1.0, 0.0)
-
-
-def fit_chain(entries: list[dict[str, Any]] | None, shares: list[float | None],
-              ranks_per_pool: float, cores: float) -> ContendedChain | None:
-    """:class:`ContendedChain` from the probe's ``entries`` and each size's calibrated CPU
-    ``shares``; None without entries or cores, or when nothing in the probe shared a
-    core. A fit with no chain-bound size has ``a = b = 0``."""
-    if not entries or not cores:
+    busy = ranks_per_pool * (1.0 + s)  # each rank: its computing thread and its transfer
+    met = max(1.0, busy / cores, busy / cores + (1.0 - s) / cores)
+    if met <= 1.0:
         return None
-    bound, caps = [], []
-    for e, s in zip(entries, shares):
-        try:
-            quiet = float(np.mean(e["quiet_ms"])) * 1e6
-            busy = float(np.mean(e["busy_ms"])) * 1e6
-            nbytes = float(e["bytes"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        met = probe_met(s, ranks_per_pool, cores)
-        if met <= 1.0:
-            continue
-        cpu = min(max(s if s is not None else 1.0, 0.0), 1.0)
-        explained = quiet * (1.0 + cpu * (met - 1.0))
-        point = (nbytes, busy / (met - 1.0))
-        (bound if busy > explained * (1.0 + BOUND_MARGIN) else caps).append(point)
-    if not bound and not caps:
+    return float(min(max((ratio - 1.0) / (met - 1.0), s), MAX_SENSITIVITY))
+
+
+def interpolate(points: list[tuple[float, float]], nbytes: float) -> float | None:
+    """``(bytes, k)`` points at ``nbytes``, linear in log size (the nearest end outside
+    them); None without points."""
+    pts = sorted((b, v) for b, v in points if b > 0)
+    if not pts:
         return None
-    a, b = _fit_line(bound)
-    # where the wire bounded the probe, the chain took at most the busy time there
-    for nbytes, most in caps:
-        if bound and nbytes > max(x for x, _ in bound) and a + b * nbytes > most:
-            b = max(0.0, (most - a) / nbytes)
-    return ContendedChain(fixed_ns=a, per_byte_ns=b,
-                          bound_bytes=tuple(int(x) for x, _ in bound))
+    xs = np.log2([b for b, _ in pts])
+    return float(np.interp(np.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
 
 
-def _fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares ``y = a + b x`` with ``a, b >= 0`` (one point: ``b = 0``)."""
-    if not points:
-        return 0.0, 0.0
-    x = np.array([p[0] for p in points])
-    y = np.array([p[1] for p in points])
-    if len(points) == 1 or np.ptp(x) == 0:
-        return float(y.mean()), 0.0
-    b, a = np.polyfit(x, y, 1)
-    if b < 0:
-        return float(y.mean()), 0.0
-    if a < 0:
-        return 0.0, float((x @ y) / (x @ x))
-    return float(a), float(b)
-
-
-def contention_note(entries: list[dict[str, Any]] | None,
-                    chain: ContendedChain | None) -> str | None:
+def contention_note(entries: list[dict[str, Any]] | None, ks: list[float | None]) -> str | None:
     """One line for the comm model's notes (None: not measured)."""
-    if not entries or chain is None:
+    if not entries or all(k is None for k in ks):
         return None
     ms = lambda v: "/".join(f"{x:.1f}" for x in v)  # noqa: E731
-    sizes = "; ".join(f"{_mb(e['bytes'])} {ms(e['quiet_ms'])} -> {ms(e['busy_ms'])} ms"
-                      for e in entries)
-    if not chain.bound_bytes:
-        return (f"contention: all-reduces beside compute on every core ({sizes}, per rank) "
-                "slowed no more than their CPU part")
-    return (f"contention: all-reduces beside compute on every core ({sizes}, per rank): "
-            f"gloo's chain of steps takes at least {chain.fixed_ns / 1e6:.1f} ms + "
-            f"{chain.per_byte_ns * 2**20 / 1e6:.2f} ms/MB per unit of load above the cores "
-            f"(fitted on {', '.join(_mb(b) for b in chain.bound_bytes)})")
-
-
-def _mb(nbytes: float) -> str:
-    return f"{nbytes / 2**20:g} MB"
+    parts = [f"{e['bytes'] / 2**20:.0f} MB took {ms(e['busy_ms'])} ms (per rank) beside "
+             f"compute on every core, {ms(e['quiet_ms'])} ms without (x{e['ratio']:.2f}, "
+             f"k {k:.2f})" for e, k in zip(entries, ks) if k is not None]
+    return ("contention: an all-reduce of " + "; ".join(parts)
+            + ": a transfer slows as a thread k busy would (k in log size between them)")

@@ -246,9 +246,10 @@ class CommCostModel:
         burst credit, the contention probe): lines every what-if shares ([] here)."""
         return []
 
-    def contended_chain(self):
-        """The least time a transfer takes beside busy cores, a
-        :class:`~replay.contention_probe.ContendedChain`; None when not measured."""
+    def contention_sensitivity(self, nbytes: float) -> float | None:
+        """How hard a transfer of ``nbytes`` slows beside busy cores, as the weight of its
+        share of the load it meets (:mod:`replay.contention_probe`); None when not
+        measured."""
         return None
 
     def time_ns(self, collective: str, nbytes: float, group_size: int, *, pg: str = "") -> float:

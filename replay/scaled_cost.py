@@ -60,9 +60,8 @@ class ScaledCostModel(CommCostModel):
     def fsdp_hook_ns(self) -> dict[str, float] | None:  # host work: the base model's
         return self.base.fsdp_hook_ns()
 
-    def contended_chain(self):
-        """The base model's: the chain of steps waits for cores, not for the wire."""
-        return self.base.contended_chain()
+    def contention_sensitivity(self, nbytes: float) -> float | None:  # the base model's
+        return self.base.contention_sensitivity(nbytes)
 
     def link_burst_ns(self) -> float:
         """The base model's bucket (bytes) at this model's wire: a large transfer's wire

@@ -17,13 +17,11 @@ Model (one host, ``cores`` cores, every node a thread while it runs)::
                    ``start + wait`` to the end)
     sharing(v)   = mean over v's span of max(1, busy(t) / cores); for a transfer at
                    least the mean of (busy(t) + 1 - share(v)) / cores
-    met(v)       = sharing(v) (the load its thread meets)
-    slowdown(v)  = 1 + min(share(v), 1) * (met(v) - 1)
-    duration(v)  = max(base(v) * slowdown(v), C(v))
+    slowdown(v)  = 1 + max(min(share(v), 1), k(v)) * (sharing(v) - 1)
+    duration(v)  = base(v) * slowdown(v)
 
-    C(v)         = 0 for compute; for a transfer, its contended chain (a + b * bytes) *
-                   (met(v) - 1) (:mod:`replay.contention_probe`, calibrated; 0 when not
-                   measured)
+    k(v)         = 0 for compute; for a transfer, how hard it slows beside busy cores
+                   (:mod:`replay.contention_probe`, calibrated; 0 when not measured)
 
 A transfer alternates CPU work (copies, reductions, socket calls) with waiting on the
 wire: only its CPU part, ``share`` of its time alone, runs slower when the cores are
@@ -40,16 +38,9 @@ calibrated time; this model gives 1.40x over its replayed schedule, the plain
 share-weighted load 1.30x (``benchmarks/transfer_vs_calibration.py RUN comm.json``).
 On a wire-bound link a transfer slows far more than its CPU part says (a 1 MB all-reduce
 at 2 Gbit/s, share 0.16, took 1.5x beside compute on both cores where the CPU part gives
-1.08x): gloo's ring is a chain of short steps, each waiting for a core, and beside busy
-cores that chain takes about the same time at any wire rate. So where the calibration
-probed it a transfer takes at least its contended chain, ``C(bytes, met) = (a + b *
-bytes) * (met - 1)`` (:mod:`replay.contention_probe`)::
-
-    duration(v) = max(base(v) * slowdown(v), C(bytes(v), met(v)))
-
-its load on the others stays its CPU share. A measured transfer the chain explains (it ran
-chain bound) keeps its measured time in the baseline's schedule exactly; its
-contention-free time is then the calibrated busy-link one (:func:`_measured_contention`).
+1.08x: gloo's ring waits for a core at each of its many steps), so where the calibration
+probed it the transfer's weight is the measured sensitivity ``k`` instead
+(:mod:`replay.contention_probe`); its load on the others stays its CPU share.
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
@@ -77,12 +68,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from replay.contention_probe import BOUND_MARGIN
-from replay.cost_model import comm_volume
 from replay.interference.model import InterferenceModel, Retimed, Scheduler, from_origin
 from replay.interference.settle import settle
 from tracekit.core.groups import groups
-from tracekit.errors import TracekitError
 from tracekit.graph.edit import with_durations
 from tracekit.graph.model import Graph, NodeKind
 from tracekit.log import get_logger
@@ -222,17 +210,14 @@ def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.n
     return mean_loads(start, end, host, weight, capacity, (1.0,))[0]
 
 
-def met_load(part, sharing, mean_busy, cores):
-    """The load a node meets when ``part`` of it is CPU work (1 for compute), ``sharing``
-    is the mean of max(1, busy / cores) over it and ``mean_busy`` the mean of busy /
-    cores: while its CPU work runs, its thread is one whole runnable thread among the
-    others, so it meets ``mean_busy + (1 - part) / cores`` at least (arrays or numbers)."""
-    return np.maximum(sharing, mean_busy + (1.0 - part) / cores)
-
-
-def cpu_part_slowdown(part, sharing, mean_busy, cores):
-    """A node's slowdown by the :func:`met_load` it meets, weighted by its CPU ``part``."""
-    return 1.0 + part * (met_load(part, sharing, mean_busy, cores) - 1.0)
+def cpu_part_slowdown(part, sharing, mean_busy, cores, sensitivity=0.0):
+    """A node's slowdown when ``part`` of it is CPU work (1 for compute), ``sharing`` is the
+    mean of max(1, busy / cores) over it and ``mean_busy`` the mean of busy / cores: while
+    its CPU work runs, its thread is one whole runnable thread among the others, so it
+    meets ``mean_busy + (1 - part) / cores`` at least; it slows by that load weighted by
+    its CPU part, or by ``sensitivity`` where that is larger (arrays or numbers)."""
+    met = np.maximum(sharing, mean_busy + (1.0 - part) / cores)
+    return 1.0 + np.maximum(part, sensitivity) * (met - 1.0)
 
 
 def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
@@ -244,37 +229,22 @@ def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
 def slowdown(start: np.ndarray, end: np.ndarray, pool: np.ndarray,
              cores: np.ndarray, share: np.ndarray | None = None,
              link: np.ndarray | None = None, host: np.ndarray | None = None,
-             chain_per_load: np.ndarray | None = None,
-             base_ns: np.ndarray | None = None) -> np.ndarray:
-    """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` under
-    the :func:`mean_loads` of ``share`` (default 1) on its pool's cores (``pool``: per
-    interval); for a transfer with a contended chain (``chain_per_load``, ns per unit of
-    load above 1, and its contention-free time ``base_ns``), at least ``chain_per_load *
-    (met - 1) / base_ns`` (:mod:`replay.contention_probe`); for an interval with a
-    ``link`` share (> 0), at least :func:`mean_load` of ``link`` on its host's one link
-    (transfers side by side share the wire; ``host``: per interval, default ``pool``)."""
+             sensitivity: np.ndarray | None = None) -> np.ndarray:
+    """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` (and
+    ``sensitivity``, default 0) under the :func:`mean_loads` of ``share`` (default 1) on
+    its pool's cores (``pool``: per interval); for an interval with a ``link`` share
+    (> 0), at least :func:`mean_load` of ``link`` on its host's one link (transfers side
+    by side share the wire; ``host``: per interval, default ``pool``)."""
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
     sharing, mean_busy = mean_loads(start, end, pool, share, cores, (1.0, 0.0))
-    part = np.minimum(share, 1.0)
-    met = met_load(part, sharing, mean_busy, cores[pool])
-    out = 1.0 + part * (met - 1.0)
-    if chain_per_load is not None and base_ns is not None:
-        chain = np.asarray(chain_per_load, dtype=float) * (met - 1.0)
-        out = np.maximum(out, chain / np.maximum(np.asarray(base_ns, dtype=float), 1.0))
+    out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[pool],
+                            0.0 if sensitivity is None else sensitivity)
     if link is not None and (np.asarray(link) > 0).any():
         link = np.asarray(link, dtype=float)
         host = pool if host is None else host
         on_wire = mean_load(start, end, host, link, np.ones(int(host.max()) + 1))
         out = np.where(link > 0, np.maximum(out, on_wire), out)
     return out
-
-
-def chain_floor(start: np.ndarray, end: np.ndarray, pool: np.ndarray, cores: np.ndarray,
-                share: np.ndarray, chain_per_load: np.ndarray) -> np.ndarray:
-    """Per interval, the contended chain's least time ``chain_per_load * (met - 1)``."""
-    sharing, mean_busy = mean_loads(start, end, pool, share, cores, (1.0, 0.0))
-    met = met_load(np.minimum(share, 1.0), sharing, mean_busy, cores[pool])
-    return np.asarray(chain_per_load, dtype=float) * (met - 1.0)
 
 
 def per_transfer(graph: Graph, value: Callable[[str, float], float | None] | None
@@ -360,15 +330,13 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
                      hc: HostCores,
                      schedule: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                      share: np.ndarray | None = None, link: np.ndarray | None = None,
-                     chain_per_load: np.ndarray | None = None,
+                     sensitivity: np.ndarray | None = None,
                      passes: int = 6) -> ContentionResult:
     """Re-time every node of a variant for the core sharing its own schedule produces.
 
     ``dur_ns``: durations as measured (including the baseline's contention) or as a
     what-if set them; ``base_slowdown``: the slowdown already inside each of them (the
-    measured one for baseline nodes, the run's typical one for re-timed nodes);
-    ``chain_per_load``: per transfer, its contended chain's ns per unit of load above 1
-    (:func:`slowdown`).
+    measured one for baseline nodes, the run's typical one for re-timed nodes).
     """
     base = np.asarray(dur_ns, dtype=float) / np.maximum(base_slowdown, 1.0)
     pool, host = hc.pool_of_rank[graph.rank], hc.host_of_rank[graph.rank]
@@ -378,79 +346,13 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
 
     def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        return slowdown(start, end, pool, hc.cores, share, link, host, chain_per_load, base)
+        return slowdown(start, end, pool, hc.cores, share, link, host, sensitivity)
 
     res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
                  durations=durations, measure=measure, schedule=schedule, passes=passes,
                  what="contention")
     return ContentionResult(dur_ns=res.dur_ns, slowdown=res.state, passes=res.passes,
                             last_change=res.last_change)
-
-
-def _steps_ratio(collective: str, world: int) -> float:
-    """A collective's ring steps over an all-reduce's on ``world`` ranks (1 when either
-    is unknown)."""
-    try:
-        mine = comm_volume(collective, 1.0, world).steps
-        ring = comm_volume("all_reduce", 1.0, world).steps
-    except TracekitError:
-        return 1.0
-    return mine / ring if ring > 0 and mine > 0 else 1.0
-
-
-#: the run's own chain-bound transfers rescale the probe's chain when there are at least
-#: this many of them (:func:`run_chain_scale`)
-MIN_CHAIN_EVIDENCE = 3
-
-
-def run_chain_scale(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
-                    busy_link: np.ndarray) -> tuple[float, int]:
-    """How long the run's own transfers took where the probe's chain says they were
-    chain bound (its ``floor`` at least their calibrated ``busy_link`` time slowed by
-    their CPU part ``cpu``), over that floor: the median, and how many there were (1.0
-    when fewer than :data:`MIN_CHAIN_EVIDENCE`).
-
-    The probe keeps every core busy with matmuls for the whole call; a training step's
-    threads leave the chain more or fewer chances, so the run's own transfers say how
-    long the chain is beside this job's work (DDP's first bucket, 1 MB, runs beside the
-    backward in every step). The probe still gives its shape in size and load::
-
-        floor 10 ms, busy link 3 ms, cpu 1.7, dur 5 ms  -> evidence 0.5
-        floor 10 ms, busy link 30 ms                    -> wire bound: no evidence
-    """
-    evidence = (floor > 0) & (floor >= busy_link * np.maximum(cpu, 1.0))  # NaN: False
-    ratio = dur[evidence] / floor[evidence]
-    if ratio.size < MIN_CHAIN_EVIDENCE:
-        return 1.0, int(ratio.size)
-    return float(np.median(ratio)), int(ratio.size)
-
-
-def _measured_contention(dur: np.ndarray, cpu: np.ndarray, floor: np.ndarray,
-                         busy_link: np.ndarray, run_scale: float = 1.0
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The slowdown inside each measured duration, and the scale of each node's chain.
-
-    A transfer whose contended chain (``floor``, ns, in the baseline's own schedule)
-    explains its measured time, within the probe's noise
-    (:data:`~replay.contention_probe.BOUND_MARGIN`), ran chain bound: its contention-free
-    time is not in the measurement, so it is the calibrated busy-link time
-    (``busy_link``) where that is shorter than what the CPU part (``cpu``) leaves, and its
-    chain is scaled to give the measured time exactly. Any other node's slowdown is its
-    CPU part's and its chain is scaled by ``run_scale`` (:func:`run_chain_scale`), at
-    most so far that it stays below the measured time. Either way the baseline's own
-    schedule gives back every measured duration::
-
-        dur 12 ms, cpu 1.1, floor 11.5 ms, busy link 8 ms -> bound: alone 8 ms,
-            slowdown 1.5, chain scale 12 / 11.5
-        dur 40 ms, cpu 1.1, floor 11.5 ms                 -> alone 36.4 ms, slowdown 1.1
-    """
-    wire = dur / np.maximum(cpu, 1.0)
-    bound = (floor > 0) & (floor * (1.0 + BOUND_MARGIN) >= dur)
-    alone = np.where(bound & (busy_link < wire), busy_link, wire)  # NaN compares False
-    alone = np.maximum(alone, 1.0)
-    scale = np.where(bound, dur / np.maximum(floor, 1.0),
-                     np.minimum(run_scale, dur / np.maximum(floor, 1.0)))
-    return np.maximum(dur / alone, 1.0), scale
 
 
 class CoreSharing(InterferenceModel):
@@ -470,55 +372,14 @@ class CoreSharing(InterferenceModel):
         the link not shared."""
         self.hosts = host_cores(run, graph)
         self.comm_model = comm_model
-        self.chain = comm_model.contended_chain() if comm_model is not None else None
         self.base_share, self.base_measured, share_notes = transfer_shares(graph, comm_model)
         link, link_notes = link_shares(graph, comm_model, self.hosts.host_of_rank[graph.rank])
         self.base_dur = graph.dur_ns.astype(float)
         self.notes = [*self.hosts.notes, *share_notes, *link_notes]
-        pool = self.hosts.pool_of_rank[graph.rank]
-        cpu = slowdown(start_ns, end_ns, pool, self.hosts.cores, self.base_share, link,
-                       self.hosts.host_of_rank[graph.rank])
-        floor = chain_floor(start_ns, end_ns, pool, self.hosts.cores, self.base_share,
-                            self.chain_per_load(graph))
-        busy_link = self._busy_link_ns(graph)
-        self.run_chain_scale, evidence = run_chain_scale(self.base_dur, cpu, floor, busy_link)
-        if self.chain is not None and self.chain.bound_bytes:
-            self.notes.append(
-                f"contention: {evidence} of the run's transfers ran where the probe's chain "
-                "binds" + (f"; they took x{self.run_chain_scale:.2f} its time, and every "
-                           "chain is scaled by that" if evidence >= MIN_CHAIN_EVIDENCE
-                           else ": the probe's chain is used as measured"))
-        self.base_slowdown, self.chain_scale = _measured_contention(
-            self.base_dur, cpu, floor, busy_link, self.run_chain_scale)
-
-    def chain_per_load(self, graph: Graph) -> np.ndarray:
-        """Per node, its contended chain's ns per unit of load above 1 at its size (0 for
-        other nodes, and without a probe). The probe timed all-reduces; another
-        collective's chain has its own number of ring steps (an all-gather or a
-        reduce-scatter on 2 ranks is one step, an all-reduce two), each waiting for a
-        core as often: the all-reduce's chain times the ratio of their steps."""
-        if self.chain is None:
-            return np.zeros(graph.n_nodes)
-        world = int(graph.rank.max()) + 1 if graph.n_nodes else 1
-
-        def per_load(name: str, nbytes: float) -> float:
-            return self.chain.per_load_ns(nbytes) * _steps_ratio(name, world)
-        value = per_transfer(graph, per_load)
-        return np.where(np.isnan(value), 0.0, value)
-
-    def _busy_link_ns(self, graph: Graph) -> np.ndarray:
-        """Per transfer, the calibrated time on a busy link over every rank of the run
-        (NaN elsewhere and where the model cannot price it)."""
-        if self.comm_model is None:
-            return np.full(graph.n_nodes, np.nan)
-        world = int(graph.rank.max()) + 1 if graph.n_nodes else 1
-
-        def price(name: str, nbytes: float) -> float | None:
-            try:
-                return self.comm_model.time_ns(name, nbytes, world)
-            except (TracekitError, KeyError, TypeError, ValueError):
-                return None
-        return per_transfer(graph, price)
+        self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.pool_of_rank[graph.rank],
+                                      self.hosts.cores, self.base_share, link,
+                                      self.hosts.host_of_rank[graph.rank],
+                                      self.sensitivities(graph))
 
     def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
         """``share(v)`` in a variant: a transfer kept from the run does the same CPU work
@@ -532,6 +393,15 @@ class CoreSharing(InterferenceModel):
         share[kept] = self.base_share[o] * self.base_dur[o] / np.maximum(
             graph.dur_ns[kept].astype(float), 1.0)
         return share
+
+    def sensitivities(self, graph: Graph) -> np.ndarray | None:
+        """Per node, the calibrated sensitivity ``k`` of a transfer at its size (0 for
+        other nodes, and where the calibration did not probe it); None without a model."""
+        if self.comm_model is None:
+            return None
+        k = per_transfer(graph, lambda _name, nbytes: self.comm_model.contention_sensitivity(
+            nbytes))
+        return np.where(np.isnan(k), 0.0, k)
 
     def describe(self) -> str:
         return self.hosts.describe()
@@ -555,8 +425,6 @@ class CoreSharing(InterferenceModel):
                                schedule=schedule, share=self.variant_shares(graph, origin),
                                link=link_shares(graph, self.comm_model,
                                                 self.hosts.host_of_rank[graph.rank])[0],
-                               chain_per_load=self.chain_per_load(graph)
-                               * from_origin(self.chain_scale, origin,
-                                             self.run_chain_scale))
+                               sensitivity=self.sensitivities(graph))
         return Retimed(dur_ns=res.dur_ns,
                        notes=self.settle_notes("core sharing", res.last_change))
