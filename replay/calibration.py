@@ -53,12 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replay.contention_probe import (
-    contention_note,
-    interpolate,
-    sensitivity,
-    summarize_contention,
-)
+from replay.contention_probe import contention_note, sensitivity, summarize_contention
 from replay.cost_model import (
     Algorithm,
     CollectiveFit,
@@ -67,6 +62,7 @@ from replay.cost_model import (
     _line_fit,
     _quality,
     comm_volume,
+    interp_log_size,
 )
 from replay.interference.cores import cpu_pools, transfer_cpu_slowdown
 from replay.link_credit import credit_note, summarize_link_credit
@@ -305,7 +301,7 @@ class CalibratedCostModel(CommCostModel):
         points' ``cpu_share`` interpolated in log size (the nearest end outside them);
         a collective not calibrated takes its reference's; None for a ``comm.json``
         written before CPU times were recorded."""
-        return _interp_log_size(self._points(collective, "cpu_share"), nbytes)
+        return interp_log_size(self._points(collective, "cpu_share"), nbytes)
 
     def issue_ns(self, collective: str, nbytes: float) -> float | None:
         """How long the calling thread takes to issue one call of ``nbytes``: the measured
@@ -359,7 +355,7 @@ class CalibratedCostModel(CommCostModel):
             cpu_pair = transfer_cpu_slowdown(s, 2 * per_pool * s, cores)
             pts.append((p["bytes"], min(max(p["pair_ratio"] * cpu_alone / cpu_pair / 2.0,
                                             0.0), 1.0)))
-        return _interp_log_size(pts, nbytes)
+        return interp_log_size(pts, nbytes)
 
     def _pools(self) -> tuple[int, float]:
         """The calibration's cores per rank and how many ranks shared them ((0, 0) when
@@ -386,7 +382,7 @@ class CalibratedCostModel(CommCostModel):
         (:mod:`replay.contention_probe`): the probed sizes' ``k``, in log size between
         them; None for a file without a probe."""
         entries, ks = self._contention()
-        return interpolate([(e.get("bytes", 0), k) for e, k in zip(entries, ks)
+        return interp_log_size([(e.get("bytes", 0), k) for e, k in zip(entries, ks)
                             if k is not None], nbytes)
 
     def median_ns(self, collective: str) -> pd.Series:
@@ -416,16 +412,6 @@ class CalibratedCostModel(CommCostModel):
         """The burst credit's and the contention probe's lines (those measured)."""
         lines = [credit_note(self.doc.get("link_credit")), contention_note(*self._contention())]
         return [n for n in lines if n]
-
-
-def _interp_log_size(points: list[tuple[int, float]], nbytes: float) -> float | None:
-    """``(bytes, value)`` points interpolated at ``nbytes`` in log size (the nearest end
-    outside them); None without points."""
-    pts = sorted((b, v) for b, v in points if b > 0)
-    if not pts:
-        return None
-    xs = np.log2([b for b, _ in pts])
-    return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
 
 
 def load_comm_model(path: str | Path, *, algorithm: Algorithm | str = Algorithm.RING

@@ -101,23 +101,14 @@ def sensitivity(entry: dict[str, Any] | None, share: float | None, ranks_per_poo
     return float(min(max((ratio - 1.0) / (met - 1.0), s), MAX_SENSITIVITY))
 
 
-def interpolate(points: list[tuple[float, float]], nbytes: float) -> float | None:
-    """``(bytes, k)`` points at ``nbytes``, linear in log size (the nearest end outside
-    them); None without points."""
-    pts = sorted((b, v) for b, v in points if b > 0)
-    if not pts:
-        return None
-    xs = np.log2([b for b, _ in pts])
-    return float(np.interp(np.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
-
-
 def contention_note(entries: list[dict[str, Any]] | None, ks: list[float | None]) -> str | None:
     """One line for the comm model's notes (None: not measured)."""
     if not entries or all(k is None for k in ks):
         return None
     ms = lambda v: "/".join(f"{x:.1f}" for x in v)  # noqa: E731
-    parts = [f"{e['bytes'] / 2**20:.0f} MB took {ms(e['busy_ms'])} ms (per rank) beside "
-             f"compute on every core, {ms(e['quiet_ms'])} ms without (x{e['ratio']:.2f}, "
-             f"k {k:.2f})" for e, k in zip(entries, ks) if k is not None]
+    parts = [f"{e['bytes'] / 2**20:g} MB took {ms(e['busy_ms'])} ms, {ms(e['quiet_ms'])} "
+             f"without (x{e['ratio']:.2f}, k {k:.2f})"
+             for e, k in zip(entries, ks) if k is not None]
     return ("contention: an all-reduce of " + "; ".join(parts)
-            + ": a transfer slows as a thread k busy would (k in log size between them)")
+            + " (per rank, beside compute on every core and without): a transfer slows as "
+            "a thread k busy would (k in log size between them)")

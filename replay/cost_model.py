@@ -56,6 +56,17 @@ from tracekit.log import get_logger
 
 log = get_logger(__name__)
 
+
+def interp_log_size(points: list[tuple[float, float]], nbytes: float) -> float | None:
+    """``(bytes, value)`` points interpolated at ``nbytes``, linear in log size (the
+    nearest end's value outside them); None without points. A calibration's per-size
+    figures (CPU share, link share, contention sensitivity) are read this way."""
+    pts = sorted((b, v) for b, v in points if b > 0)
+    if not pts:
+        return None
+    xs = np.log2([b for b, _ in pts])
+    return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
+
 #: Per-step latency assumed when a run shows a collective at one size only and nothing
 #: else in the run separates latency from bandwidth. gloo: ``tracekit calibrate`` on the
 #: project's 2-core machine (torch 2.13, 2 ranks, loopback TCP) measured a 1 KB
