@@ -51,8 +51,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=0, help="also list the first N collectives")
     args = ap.parse_args()
     model = load_comm_model(args.comm_model)
-    world = max(int(Session(args.run).run.world_size), 1)
-    rows = instances(Session(args.run))
+    session = Session(args.run)
+    world = max(int(session.run.world_size), 1)
+    rows = instances(session)
     for r in rows:
         coll = normalize_collective(r["name"]) or "all_reduce"
         r["busy_ms"] = model.time_ns(coll, max(r["bytes"], 0), world) / 1e6
