@@ -36,7 +36,7 @@ run's own 1 MB buckets rescaling it). On the twelve cells of the second 2026-12-
 campaign it scored a mean over cells of 4.9% mean / 11.8% worst |error| for the DDP
 what-ifs, where this ratio scored 4.3% / 10.3% on the same measured speedups and
 calibrations (4.7 / 11.3 against 4.0 / 10.5 with fresh ones); its 2-point slope is as
-noisy as the probe (0 to 12 ms per MB per unit of load between calibrations).
+noisy as the probe (0 to 12.5 ms per MB per unit of load over the 15 calibrations).
 
 Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58)::
 
