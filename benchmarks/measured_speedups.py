@@ -25,6 +25,8 @@ This module imports only numpy: ``predict_cell.py`` may run with another checkou
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,18 @@ def half_width_pct(jobs: Jobs) -> float:
     """The interval's larger half, in % of the median."""
     med, lo, hi = pooled_median_ci(jobs)
     return max(med - lo, hi - med) / med * 100
+
+
+def measurement_floor(cis: list[tuple[float, float, float]]) -> dict[str, float]:
+    """What the measurement's own noise alone puts into the errors: with each measured
+    speedup's 95% CI ``(median, lo, hi)`` read as a normal error of sd ``(hi - lo) / 3.92``
+    (in % of the median), the mean |error| a model without error would still show
+    (``sd * sqrt(2 / pi)`` averaged), the probability that all of its errors are within
+    5% (issue 11's worst), and how many CIs are within +-1.5% (the benchmark's aim)."""
+    if not cis:
+        raise ValueError("no measured speedups to read the measurement floor from")
+    sds = [(hi - lo) / 3.92 / m * 100 for m, lo, hi in cis]
+    p_within = [math.erf(5.0 / (sd * math.sqrt(2))) if sd > 0 else 1.0 for sd in sds]
+    return {"mean_pct": statistics.mean(sd * math.sqrt(2 / math.pi) for sd in sds),
+            "p_worst_5": math.prod(p_within),
+            "tight": sum(max(m - lo, hi - m) / m * 100 <= 1.5 for m, lo, hi in cis)}

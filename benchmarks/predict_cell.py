@@ -22,11 +22,12 @@ straggler summary names, and the share of measured speedups inside their interva
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from pathlib import Path
 
-from accuracy_cells import IMBALANCE, SPECS_BY_OTHER_BASELINE, WHAT_IFS
-from measured_speedups import load_jobs, pooled_median_ci
+from accuracy_cells import AA, IMBALANCE, SPECS_BY_OTHER_BASELINE, WHAT_IFS
+from measured_speedups import load_jobs, measurement_floor, pooled_median_ci
 
 from tracekit.api import PredictionOptions, Session
 
@@ -60,9 +61,15 @@ def predict_cell(cell: Path, comm_model: Path) -> dict[str, float]:
     options = PredictionOptions(comm_model=str(comm_model))
     session = Session(cell / "baseline", options)
     covered: list[bool] = []  # per what-if reported: its measured speedup in its interval
-    errors = [_report(r, measured, covered) for r in session.what_ifs([s for s in SPECS if s in measured])]
+    ddp = [r for r in session.what_ifs([s for s in SPECS if s in measured])]
+    errors = [_report(r, measured, covered) for r in ddp]
     print(f"mean |error| {statistics.mean(errors):.1f}%, worst {max(errors):.1f}% "
           f"(the {len(errors)} DDP what-ifs)")
+    floor = measurement_floor([pooled_median_ci(measured[r.spec]) for r in ddp])
+    print(f"measurement alone: a model without error would show mean |error| "
+          f"{floor['mean_pct']:.1f}% and meet worst <= 5% with probability "
+          f"{floor['p_worst_5']:.2f}; {floor['tight']} of {len(ddp)} measured CIs within "
+          f"+-1.5%" + (f"; A/A {_ci(measured[AA])}" if AA in measured else ""))
     fsdp = [_report(r, measured, covered) for r in session.what_ifs(
         [s for s in FSDP_FROM_DDP if s in measured])]
     for which, specs in SPECS_BY_OTHER_BASELINE.items():
@@ -83,7 +90,13 @@ def predict_cell(cell: Path, comm_model: Path) -> dict[str, float]:
     print(f"interval coverage: {sum(covered)} of {len(covered)} measured speedups inside "
           f"their predicted interval ({sum(covered) / max(len(covered), 1) * 100:.0f}%)")
     return {"ddp_mean": statistics.mean(errors), "ddp_worst": max(errors),
+            "floor_mean": floor["mean_pct"], "p_worst_5": floor["p_worst_5"],
             **({"fsdp_mean": statistics.mean(fsdp), "fsdp_worst": max(fsdp)} if fsdp else {})}
+
+
+def _ci(jobs) -> str:
+    m, lo, hi = pooled_median_ci(jobs)
+    return f"{m:.3f} [{lo:.3f}-{hi:.3f}] ({sum(map(len, jobs))} rounds)"
 
 
 def _print_over_cells(summaries: list[dict[str, float]]) -> None:
@@ -93,6 +106,9 @@ def _print_over_cells(summaries: list[dict[str, float]]) -> None:
     meet = sum(s["ddp_mean"] <= 3 and s["ddp_worst"] <= 5 for s in summaries)
     print(f"over {len(summaries)} cells: DDP what-ifs mean {mean('ddp_mean'):.2f}%, worst "
           f"{mean('ddp_worst'):.2f}% (means of the cells'); {meet} cell(s) meet 3% / 5%")
+    print(f"over {len(summaries)} cells: the measurement alone would give a model without "
+          f"error mean |error| {mean('floor_mean'):.2f}%, and every cell's worst <= 5% with "
+          f"probability {math.prod(s['p_worst_5'] for s in summaries):.3f}")
     if any("fsdp_mean" in s for s in summaries):
         print(f"over {len(summaries)} cells: FSDP what-ifs mean {mean('fsdp_mean'):.2f}%, "
               f"worst {mean('fsdp_worst'):.2f}%")
@@ -105,7 +121,7 @@ def _report(r, measured: dict, covered: list[bool]) -> float:
     inside = r.speedup_lo <= m <= r.speedup_hi
     covered.append(inside)
     print(f"{r.spec:24} predicted {r.speedup:.3f} [{r.speedup_lo:.3f}-{r.speedup_hi:.3f}] "
-          f"measured {m:.3f} error {(r.speedup / m - 1) * 100:+.1f}% "
+          f"measured {_ci(measured[r.spec])} error {(r.speedup / m - 1) * 100:+.1f}% "
           f"{'inside' if inside else 'outside'}")
     return abs(r.speedup / m - 1) * 100
 

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import cluster  # noqa: E402
 from accuracy_cells import (  # noqa: E402
+    AA,
     BASELINES,
     FROM_OTHER_BASELINES,
     IMBALANCE,
@@ -76,8 +77,6 @@ VENV = ROOT / ".venv" / "bin"
 SWEEP = "fusion=1MB..128MB"
 _AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=[0-9.]+ "
                  r"n=\d+ rounds=([0-9.,]+)")
-#: the measurement's own check: the baseline measured against an identical copy of itself
-AA = "A/A"
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
 
 
