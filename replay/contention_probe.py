@@ -15,15 +15,19 @@ a third run rank 0 took 8.3 -> 9.4 ms and rank 1 8.4 -> 12.2 ms.
 ``tracekit calibrate`` measures it (``contention`` in the worker's raw document,
 :mod:`collectors.calibrate_worker`): an all-reduce on a busy link, timed alternately with
 every rank's calling thread waiting and computing until the call completes, at four
-sizes (256 KB, 1, 4 and 16 MB; 12 pairs each). The *sensitivity* ``k`` is the weight that makes the model's formula give
-the measured ratio under the probe's own load (every rank's computing thread plus its
-transfer)::
+sizes (256 KB, 1, 4 and 16 MB; 12 pairs each). The *sensitivity* ``k`` is the weight that
+makes the model's formula give the measured ratio under the probe's own load (every
+rank's computing thread plus its transfer): the transfer's CPU part weighs all the load
+it meets (``met``), the rest of ``k`` only the computing threads' and its own
+(``met_c``)::
 
-    ratio = busy / quiet = 1 + k * (met - 1)   ->   k = (ratio - 1) / (met - 1)
+    ratio = busy / quiet = 1 + share * (met - 1) + (k - share) * (met_c - 1)
+        ->   k = share + (ratio - 1 - share * (met - 1)) / (met_c - 1)
 
-and the model then slows every transfer by ``1 + max(share, k) * (met - 1)``: never less
-than its CPU part, as before, and as much as the probe showed, with ``k`` taken in log
-size between the probed sizes (the nearest one outside them). Several sizes, because
+and the model then slows every transfer that way under its own schedule's load
+(:mod:`replay.interference.cores`): never less than its CPU part, and as much as the
+probe showed beside computing threads, with ``k`` taken in log size between the probed
+sizes (the nearest one outside them). Several sizes, because
 the extra time does not grow in proportion: beside busy cores a 1 MB all-reduce took about
 the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2, k up to 5), so a
 single 1 MB ``k`` applied to every size made DeAR with 4 MB buckets 25-26% too slow at 8
@@ -38,12 +42,12 @@ what-ifs, where this ratio scored 4.3% / 10.3% on the same measured speedups and
 calibrations (4.7 / 11.3 against 4.0 / 10.5 with fresh ones); its 2-point slope is as
 noisy as the probe (0 to 12.5 ms per MB per unit of load over the 15 calibrations).
 
-Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58)::
+Before/after (the third run above: share 0.16, 2 ranks on 2 cores: met 1.58, met_c 1.5)::
 
     {"per_rank_quiet_ns": [[8.3e6, ...], [8.4e6, ...]],
      "per_rank_busy_ns": [[9.4e6, ...], [12.2e6, ...]]}
     -> {"bytes": 1048576, "quiet_ms": [8.3, 8.4], "busy_ms": [9.4, 12.2], "ratio": 1.29}
-    k = 0.50
+    k = 0.16 + (0.29 - 0.16 * 0.58) / 0.5 = 0.55
 """
 
 from __future__ import annotations
@@ -96,9 +100,11 @@ def sensitivity(entry: dict[str, Any] | None, share: float | None, ranks_per_poo
     s = min(max(share if share is not None else 1.0, 0.0), 1.0)
     busy = ranks_per_pool * (1.0 + s)  # each rank: its computing thread and its transfer
     met = max(1.0, busy / cores, busy / cores + (1.0 - s) / cores)
-    if met <= 1.0:
+    met_compute = max(1.0, (ranks_per_pool + 1.0) / cores)  # the computing threads + its own
+    if met_compute <= 1.0:
         return None
-    return float(min(max((ratio - 1.0) / (met - 1.0), s), MAX_SENSITIVITY))
+    k = s + (ratio - 1.0 - s * (met - 1.0)) / (met_compute - 1.0)
+    return float(min(max(k, s), MAX_SENSITIVITY))
 
 
 def contention_note(entries: list[dict[str, Any]] | None, ks: list[float | None]) -> str | None:

@@ -17,11 +17,15 @@ Model (one host, ``cores`` cores, every node a thread while it runs)::
                    ``start + wait`` to the end)
     sharing(v)   = mean over v's span of max(1, busy(t) / cores); for a transfer at
                    least the mean of (busy(t) + 1 - share(v)) / cores
-    slowdown(v)  = 1 + max(min(share(v), 1), k(v)) * (sharing(v) - 1)
+    computing(v) = for a transfer: max(1, mean over its span of (busy_compute(t) + 1) /
+                   cores), busy_compute summing the nodes that are not transfers
+    slowdown(v)  = 1 + min(share(v), 1) * (sharing(v) - 1)
+                     + max(k(v) - share(v), 0) * (computing(v) - 1)
     duration(v)  = base(v) * slowdown(v)
 
-    k(v)         = 0 for compute; for a transfer, how hard it slows beside busy cores
-                   (:mod:`replay.contention_probe`, calibrated; 0 when not measured)
+    k(v)         = 0 for compute; for a transfer, how hard it slows beside computing
+                   threads (:mod:`replay.contention_probe`, calibrated; 0 when not
+                   measured)
 
 A transfer alternates CPU work (copies, reductions, socket calls) with waiting on the
 wire: only its CPU part, ``share`` of its time alone, runs slower when the cores are
@@ -40,7 +44,14 @@ On a wire-bound link a transfer slows far more than its CPU part says (a 1 MB al
 at 2 Gbit/s, share 0.16, took 1.5x beside compute on both cores where the CPU part gives
 1.08x: gloo's ring waits for a core at each of its many steps), so where the calibration
 probed it the transfer's weight is the measured sensitivity ``k`` instead
-(:mod:`replay.contention_probe`); its load on the others stays its CPU share.
+(:mod:`replay.contention_probe`); its load on the others stays its CPU share. That
+extra weight counts the *computing* threads beside it only: a computing thread holds its
+core until the scheduler takes it away, so each ring step waits; another transfer's
+thread mostly sleeps on the wire, and the core is free when this one wakes. With every
+thread counted, the 1 MB buckets of ``fusion=1MB`` at 8 Gbit/s (k 3.1, share 0.5-0.8) met
+each other after the backward at 2 ranks x 2 gloo threads and took 9.7 ms each, where
+1.7-2.9 ms was their cost alone: 0.82x predicted against 1.00x measured (mlp; counting
+computing threads only: 1.01x; ``benchmarks/predict_cell.py CELL``).
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
@@ -210,14 +221,20 @@ def mean_load(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.n
     return mean_loads(start, end, host, weight, capacity, (1.0,))[0]
 
 
-def cpu_part_slowdown(part, sharing, mean_busy, cores, sensitivity=0.0):
+def cpu_part_slowdown(part, sharing, mean_busy, cores, sensitivity=0.0, met_compute=None):
     """A node's slowdown when ``part`` of it is CPU work (1 for compute), ``sharing`` is the
     mean of max(1, busy / cores) over it and ``mean_busy`` the mean of busy / cores: while
     its CPU work runs, its thread is one whole runnable thread among the others, so it
-    meets ``mean_busy + (1 - part) / cores`` at least; it slows by that load weighted by
-    its CPU part, or by ``sensitivity`` where that is larger (arrays or numbers)."""
+    meets ``met = mean_busy + (1 - part) / cores`` at least and slows by that load weighted
+    by its CPU part. A transfer whose ``sensitivity`` k is larger also waits for a core at
+    each of its steps while *computing* threads hold them: it slows by the extra
+    ``(k - part) * (met_compute - 1)``, where ``met_compute`` is the load of the computing
+    threads beside it plus its own (None: ``met``, every thread beside it counted as
+    computing). Arrays or numbers."""
     met = np.maximum(sharing, mean_busy + (1.0 - part) / cores)
-    return 1.0 + np.maximum(part, sensitivity) * (met - 1.0)
+    met_c = met if met_compute is None else met_compute
+    return (1.0 + part * (met - 1.0)
+            + np.maximum(np.asarray(sensitivity) - part, 0.0) * (met_c - 1.0))
 
 
 def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
@@ -229,16 +246,24 @@ def transfer_cpu_slowdown(share: float, busy: float, cores: float) -> float:
 def slowdown(start: np.ndarray, end: np.ndarray, pool: np.ndarray,
              cores: np.ndarray, share: np.ndarray | None = None,
              link: np.ndarray | None = None, host: np.ndarray | None = None,
-             sensitivity: np.ndarray | None = None) -> np.ndarray:
+             sensitivity: np.ndarray | None = None,
+             transfer: np.ndarray | None = None) -> np.ndarray:
     """Per interval ``[start, end)``: :func:`cpu_part_slowdown` of ``min(share, 1)`` (and
     ``sensitivity``, default 0) under the :func:`mean_loads` of ``share`` (default 1) on
-    its pool's cores (``pool``: per interval); for an interval with a ``link`` share
-    (> 0), at least :func:`mean_load` of ``link`` on its host's one link (transfers side
-    by side share the wire; ``host``: per interval, default ``pool``)."""
+    its pool's cores (``pool``: per interval); the sensitivity weighs the load of the
+    computing threads only: every interval but the ``transfer`` ones (a mask; None: all
+    count as computing); for an interval with a ``link`` share (> 0), at least
+    :func:`mean_load` of ``link`` on its host's one link (transfers side by side share the
+    wire; ``host``: per interval, default ``pool``)."""
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
     sharing, mean_busy = mean_loads(start, end, pool, share, cores, (1.0, 0.0))
+    met_compute = None
+    if sensitivity is not None and transfer is not None:
+        computing = np.where(transfer, 0.0, share)
+        busy_c = mean_loads(start, end, pool, computing, cores, (0.0,))[0]
+        met_compute = np.maximum(1.0, busy_c + 1.0 / cores[pool])
     out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[pool],
-                            0.0 if sensitivity is None else sensitivity)
+                            0.0 if sensitivity is None else sensitivity, met_compute)
     if link is not None and (np.asarray(link) > 0).any():
         link = np.asarray(link, dtype=float)
         host = pool if host is None else host
@@ -340,13 +365,14 @@ def apply_contention(*, graph: Graph, dur_ns: np.ndarray, base_slowdown: np.ndar
     """
     base = np.asarray(dur_ns, dtype=float) / np.maximum(base_slowdown, 1.0)
     pool, host = hc.pool_of_rank[graph.rank], hc.host_of_rank[graph.rank]
+    transfer = graph.kind == NodeKind.COMM
 
     def durations(f: np.ndarray) -> np.ndarray:
         return np.round(base * f).astype(np.int64)
 
     def measure(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         # the engine starts a collective when its transfer starts: start..end is busy
-        return slowdown(start, end, pool, hc.cores, share, link, host, sensitivity)
+        return slowdown(start, end, pool, hc.cores, share, link, host, sensitivity, transfer)
 
     res = settle(state=np.maximum(np.asarray(base_slowdown, dtype=float), 1.0),
                  durations=durations, measure=measure, schedule=schedule, passes=passes,
@@ -379,7 +405,7 @@ class CoreSharing(InterferenceModel):
         self.base_slowdown = slowdown(start_ns, end_ns, self.hosts.pool_of_rank[graph.rank],
                                       self.hosts.cores, self.base_share, link,
                                       self.hosts.host_of_rank[graph.rank],
-                                      self.sensitivities(graph))
+                                      self.sensitivities(graph), graph.kind == NodeKind.COMM)
 
     def variant_shares(self, graph: Graph, origin: np.ndarray) -> np.ndarray:
         """``share(v)`` in a variant: a transfer kept from the run does the same CPU work
