@@ -11,6 +11,8 @@ WHAT_IFS = {
     "bandwidth=2x": "", "bandwidth=0.5x": "",
     "fsdp=Linear": "fsdp:Linear", "fsdp=Linear+reshard=off": "fsdp-noreshard:Linear",
 }
+#: the bucket-size sweep: its predicted best is measured against the measured best
+SWEEP = "fusion=1MB..128MB"
 #: the measurement's own check: the baseline measured against an identical copy of itself
 AA = "A/A"
 #: the straggler: a DDP baseline whose rank 1 gets 3x the batch (train_ddp.py --imbalance)

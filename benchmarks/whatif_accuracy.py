@@ -66,6 +66,7 @@ from accuracy_cells import (  # noqa: E402
     FROM_OTHER_BASELINES,
     IMBALANCE,
     SPECS_BY_OTHER_BASELINE,
+    SWEEP,
     WHAT_IFS,
 )
 from measured_speedups import Jobs, half_width_pct, load_jobs, pooled_median_ci  # noqa: E402
@@ -74,7 +75,6 @@ from tracekit.api import PredictionOptions, Session  # noqa: E402
 from tracekit.core.atomic import atomic_write  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
-SWEEP = "fusion=1MB..128MB"
 _AB = re.compile(r"ab variant=(\S+) baseline_ms=[0-9.]+ variant_ms=[0-9.]+ speedup=[0-9.]+ "
                  r"n=\d+ rounds=([0-9.,]+)")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit)$")
