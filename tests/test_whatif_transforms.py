@@ -21,7 +21,7 @@ from replay.timeline import replay
 from replay.whatif import evaluate
 from replay.whatif.dear import DEAR_SYNC
 from replay.whatif.predict import build_context
-from replay.whatif.rewrite import GradientPlan, materialize
+from replay.whatif.rewrite import GradientPlan, carried_over, materialize
 from tracekit.core.manifest import Manifest, ParamInfo
 from tracekit.core.run import Run
 from tracekit.core.schema import empty_events, events_from_rows
@@ -179,7 +179,9 @@ def test_fusion_merges_two_buckets_into_one():
 def test_a_new_bucket_does_not_carry_the_sharing_its_stand_in_ran_under():
     """The interference model re-applies the variant's own core/link sharing, so the
     sharing inside the measured time of the bucket a new one stands in for is divided out
-    first: measured 2x the model under a slowdown of 2 -> the new bucket is the model's."""
+    first: measured 2x the model under a slowdown of 2 -> the new bucket is the model's.
+    Without that sharing, the 2x is unexplained time of the 2000 B bucket it stands in for,
+    kept whole as time over the 4000 B one, not doubled with it (``carried_over``)."""
     run, g = ddp_run()
     ctx = build_context(run, g, replay(run, g), comm_model=model(), interference="none")
     comm = g.kind == NodeKind.COMM
@@ -187,7 +189,7 @@ def test_a_new_bucket_does_not_carry_the_sharing_its_stand_in_ran_under():
     plan = GradientPlan(buckets=((0, 1, 2, 3),))
     cost = lambda c, b: ctx.comm.time_ns(c, b, 2)  # noqa: E731
     name = lambda h: np.array(h.names, dtype=object)[h.name]  # noqa: E731
-    for contention, want in ((None, 2 * t_model("all_reduce", 4000)),
+    for contention, want in ((None, t_model("all_reduce", 4000) + t_model("all_reduce", 2000)),
                              (np.where(comm, 2.0, 1.0), t_model("all_reduce", 4000))):
         h = materialize(g2, ctx.sync, plan, cost_ns=cost, contention=contention).graph
         merged = h.dur_ns[(name(h) == "gloo:all_reduce") & (h.rank == 0)]
@@ -419,3 +421,15 @@ def test_combined_fusion_and_dear():
     # one all-gather before m0 (the bucket's first user), 4000 B: 50 + 2 us
     assert r0.loc[r0["name"] == "gloo:all_gather", "dur_ns"].iloc[0] == t_model(
         "all_gather", 4000)
+
+
+def test_a_new_bucket_carries_its_stand_ins_ratio_spread_over_a_bigger_bucket():
+    """The module doc's figures: a stand-in at 1.4 ms by the model took 3.4 ms (2.0 ms
+    unexplained). A bucket no bigger carries the ratio; a 5.0 ms one 1 + 1.4 * 1.4 / 5.0
+    (the same 2.0 ms over it, 7.0 ms), not 2.4x its own time; a stand-in faster than its
+    model lends its saving the same way."""
+    corr = 3.4 / 1.4
+    assert carried_over(corr, 0.7e6, 1.4e6) == corr
+    assert carried_over(corr, 1.4e6, 1.4e6) == corr
+    assert 5.0e6 * carried_over(corr, 5.0e6, 1.4e6) == pytest.approx(7.0e6)
+    assert 5.0e6 * carried_over(0.5, 5.0e6, 2.0e6) == pytest.approx(4.0e6)

@@ -111,7 +111,8 @@ class DearSync(SyncMode):
                                     sb.facts.old[k].nbytes)
             iss = rw.nodes.add(lane=rs.lane, kind=int(NodeKind.LAUNCH), name="c10d::allgather_",
                                dur_ns=issue, start_ns=t0, step=rs.step, rank=rs.rank)
-            cost = rw.cost_ns("all_gather", rw.bucket_bytes[b]) * sb.facts.corr[k]
+            cost = (rw.cost_ns("all_gather", rw.bucket_bytes[b])
+                    * rw.carried(sb.facts, k, rw.bucket_bytes[b]))
             ag = rw.nodes.add(lane=sb.lanes[0], kind=int(NodeKind.COMM),
                               name=f"{sync.comm_prefix}all_gather", dur_ns=int(round(cost)),
                               start_ns=t0, step=rs.step, rank=rs.rank,

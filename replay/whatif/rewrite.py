@@ -18,9 +18,9 @@ A :class:`GradientPlan` says what the variant does; :func:`materialize` edits th
 3. each new bucket stands in for the baseline bucket that held its last gradient (same
    rank and step): it is waited for where that one was, and its duration is the cost
    model's, scaled by that bucket's measured transfer / model ratio (what the model does
-   not explain about it carries over; the core and link sharing inside the measured
-   time is divided out first, since the interference model re-applies the variant's
-   own); a bucket the baseline had unchanged keeps its measured time (divided the same);
+   not explain about it carries over, spread over a bigger bucket: :func:`carried_over`;
+   the core and link sharing inside the measured time is divided out first, since the
+   interference model re-applies the variant's own); a bucket the baseline had unchanged keeps its measured time (divided the same);
 4. the sync mode adds what it needs beyond that: the all-reduce is waited for in backward
    (HOST_WAIT into the node DDP's ``finalize_backward`` waits in); DeAR's mode adds
    all-gathers to the next forward instead.
@@ -146,6 +146,8 @@ class StepFacts:
 
     #: per baseline bucket: measured transfer / model (the contention it ran under)
     corr: np.ndarray
+    #: per baseline bucket: its all-reduce's time by the model (ns)
+    model_ns: np.ndarray
     #: comm lane -> where its new collectives go (see :func:`comm_anchor`)
     anchors: dict[int, tuple[str, int]]
     old: list[OldBucket]
@@ -249,10 +251,15 @@ class GradientRewrite:
                          before_issue=self.lane_in.get(int(i), (-1, 0)))
                for c, i, waits in zip(rs.bucket_comm, rs.bucket_issue, rs.bucket_waits)]
         waiting = [w for b in old for w, _ in b.waits if w >= 0]
-        return StepFacts(corr=corr, anchors=anchors, old=old,
+        return StepFacts(corr=corr, model_ns=model, anchors=anchors, old=old,
                          fallback=(fallback, rs.wait_delay_ns),
                          last_wait=max(waiting) if waiting else fallback,
                          mode_facts=self.mode.prepare(self, rs))
+
+    def carried(self, facts: StepFacts, k: int, nbytes: int) -> float:
+        """:func:`carried_over` from old bucket ``k`` to a new bucket of ``nbytes``."""
+        return carried_over(float(facts.corr[k]), self.cost_ns("all_reduce", nbytes),
+                            float(facts.model_ns[k]))
 
     def lane_gaps(self) -> dict[int, int]:
         """New links on a comm lane get the lane's usual gap between work items."""
@@ -319,7 +326,8 @@ class GradientRewrite:
                     and old[b].nbytes == self.bucket_bytes[b])
             k = int(sb.old_of[b])
             dur = old[b].dur_ns if same else int(round(
-                self.cost_ns(mode.backward, self.bucket_bytes[b]) * facts.corr[k]))
+                self.cost_ns(mode.backward, self.bucket_bytes[b])
+                * self.carried(facts, k, self.bucket_bytes[b])))
             issue = self.issue_dur_ns(mode.backward, self.bucket_bytes[b],
                                       old[k].issue_dur_ns if first_of[k] == b
                                       else sync.issue_dur_ns, old[k].nbytes)
@@ -404,3 +412,28 @@ def materialize(graph: Graph, sync: GradientSync, plan: GradientPlan, *,
     origin = np.concatenate([np.flatnonzero(~rw.removed),
                              np.full(rw.nodes.n, -1, dtype=np.int64)])
     return Rewritten(graph=g, origin=origin, notes=notes)
+
+
+def carried_over(corr: float, model_ns: float, stand_in_model_ns: float) -> float:
+    """The measured/model ratio a new bucket carries over from its stand-in (``corr`` =
+    the stand-in's measured transfer / its model): all of it when the new bucket is no
+    larger (``model_ns``, its all-reduce's time by the model, against the stand-in's), and
+    when larger the stand-in's unexplained *time* spread over the bigger one,
+    ``1 + (corr - 1) * stand_in_model_ns / model_ns``.
+
+    What a bucket's time does not explain is in part per call (the ranks' skew, waking a
+    thread) and in part per byte, and one bucket cannot tell them apart. Splitting a
+    bucket keeps its ratio for each piece (16 buckets of 1 MB out of 15 MB); merging keeps
+    its unexplained time but does not multiply it by the bigger bucket's size: a 0.37 MB
+    last bucket of a cnn at 4 Gbit/s took 1.0-4.7x its model from step to step, and
+    carried as a ratio it made fusion=16MB's one 2.5 MB bucket 12-24 ms where the model
+    says 5 ms (``benchmarks/predict_cell.py`` on that cell: fusion=16..100MB -13 to -15%
+    with the ratio, -2.6 to +0.1% with this). A ratio, so a bucket's two halves under DeAR
+    (reduce-scatter, all-gather) carry it alike::
+
+        stand-in 1.4 ms by the model, 3.4 ms measured (corr 2.4); new bucket 5.0 ms
+        ratio: 5.0 * 2.4 = 12.1 ms   ->   5.0 * (1 + 1.4 * 1.4 / 5.0) = 7.0 ms
+    """
+    if model_ns <= stand_in_model_ns or model_ns <= 0:
+        return float(corr)
+    return 1.0 + (corr - 1.0) * stand_in_model_ns / model_ns
