@@ -26,8 +26,9 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 from accuracy_cells import AA, IMBALANCE, SPECS_BY_OTHER_BASELINE, SWEEP, WHAT_IFS
-from measured_speedups import load_jobs, measurement_floor, pooled_median_ci
+from measured_speedups import Jobs, load_jobs, measurement_floor, pooled_median_ci
 
 from tracekit.api import PredictionOptions, Session
 
@@ -57,7 +58,7 @@ def main() -> None:
 
 def predict_cell(cell: Path, comm_model: Path) -> dict[str, float]:
     """Print one cell's table (module doc); its DDP and FSDP mean and worst |error| %."""
-    measured = load_jobs(cell / "measured_jobs.json")
+    measured = MeasuredCell(load_jobs(cell / "measured_jobs.json"))
     options = PredictionOptions(comm_model=str(comm_model))
     session = Session(cell / "baseline", options)
     covered: list[bool] = []  # per what-if reported: its measured speedup in its interval
@@ -66,11 +67,12 @@ def predict_cell(cell: Path, comm_model: Path) -> dict[str, float]:
     print(f"mean |error| {statistics.mean(errors):.1f}%, worst {max(errors):.1f}% "
           f"(the {len(errors)} DDP what-ifs)")
     sweep_gap = _sweep_gap(session, measured)
-    floor = measurement_floor([pooled_median_ci(measured[r.spec]) for r in ddp])
+    floor = measurement_floor([measured.ci(r.spec) for r in ddp])
     print(f"measurement alone: a model without error would show mean |error| "
           f"{floor['mean_pct']:.1f}% and meet worst <= 5% with probability "
           f"{floor['p_worst_5']:.2f}; {floor['tight']} of {len(ddp)} measured CIs within "
-          f"+-1.5%" + (f"; A/A {_ci(measured[AA])}" if AA in measured else ""))
+          f"+-1.5%" + (f"; A/A {measured.describe(AA)}, sd of a round's log ratio "
+                       f"{measured.round_sd(AA):.3f}" if AA in measured else ""))
     fsdp = [_report(r, measured, covered) for r in session.what_ifs(
         [s for s in FSDP_FROM_DDP if s in measured])]
     for which, specs in SPECS_BY_OTHER_BASELINE.items():
@@ -96,7 +98,7 @@ def predict_cell(cell: Path, comm_model: Path) -> dict[str, float]:
             **({"fsdp_mean": statistics.mean(fsdp), "fsdp_worst": max(fsdp)} if fsdp else {})}
 
 
-def _sweep_gap(session: Session, measured: dict) -> float | None:
+def _sweep_gap(session: Session, measured: MeasuredCell) -> float | None:
     """Print the sweep's predicted best bucket size and how much slower it measured than
     the measured best (issue 11: <= 2%); that gap in %, None when the sweep's points were
     not all measured."""
@@ -104,16 +106,39 @@ def _sweep_gap(session: Session, measured: dict) -> float | None:
     points = [spec for spec, _ in sweep.sweep]
     if not points or any(p not in measured for p in points):
         return None
-    speed = {p: pooled_median_ci(measured[p])[0] for p in points}
+    speed = {p: measured.ci(p)[0] for p in points}
     best = max(speed, key=speed.get)
     gap = (speed[best] / speed[sweep.best_spec] - 1) * 100
     print(f"sweep: predicted best {sweep.best_spec}, measured best {best}, gap {gap:.1f}%")
     return gap
 
 
-def _ci(jobs) -> str:
-    m, lo, hi = pooled_median_ci(jobs)
-    return f"{m:.3f} [{lo:.3f}-{hi:.3f}] ({sum(map(len, jobs))} rounds)"
+class MeasuredCell:
+    """A cell's measured rounds (``measured_jobs.json``), each spec's pooled median and
+    bootstrap CI computed once (``measured_speedups.pooled_median_ci``)."""
+
+    def __init__(self, jobs: dict[str, Jobs]) -> None:
+        self.jobs = jobs
+        self._ci: dict[str, tuple[float, float, float]] = {}
+
+    def __contains__(self, spec: str) -> bool:
+        return spec in self.jobs
+
+    def ci(self, spec: str) -> tuple[float, float, float]:
+        """(median, lo, hi) of the spec's measured speedup."""
+        if spec not in self._ci:
+            self._ci[spec] = pooled_median_ci(self.jobs[spec])
+        return self._ci[spec]
+
+    def describe(self, spec: str) -> str:
+        m, lo, hi = self.ci(spec)
+        return f"{m:.3f} [{lo:.3f}-{hi:.3f}] ({sum(map(len, self.jobs[spec]))} rounds)"
+
+    def round_sd(self, spec: str) -> float:
+        """The standard deviation of a round's log ratio, over every round of every job
+        (how many rounds a CI of a given width takes: README)."""
+        return float(np.std(np.log(np.concatenate([np.asarray(j, dtype=float)
+                                                   for j in self.jobs[spec]]))))
 
 
 def _print_over_cells(summaries: list[dict[str, float]]) -> None:
@@ -135,14 +160,14 @@ def _print_over_cells(summaries: list[dict[str, float]]) -> None:
               f"worst {mean('fsdp_worst'):.2f}%")
 
 
-def _report(r, measured: dict, covered: list[bool]) -> float:
+def _report(r, measured: MeasuredCell, covered: list[bool]) -> float:
     """Print one what-if's line and add whether its interval holds the measured speedup
     to ``covered``; its |error| in %."""
-    m = pooled_median_ci(measured[r.spec])[0]
+    m = measured.ci(r.spec)[0]
     inside = r.speedup_lo <= m <= r.speedup_hi
     covered.append(inside)
     print(f"{r.spec:24} predicted {r.speedup:.3f} [{r.speedup_lo:.3f}-{r.speedup_hi:.3f}] "
-          f"measured {_ci(measured[r.spec])} error {(r.speedup / m - 1) * 100:+.1f}% "
+          f"measured {measured.describe(r.spec)} error {(r.speedup / m - 1) * 100:+.1f}% "
           f"{'inside' if inside else 'outside'}")
     return abs(r.speedup / m - 1) * 100
 
