@@ -112,7 +112,7 @@ class DearSync(SyncMode):
             iss = rw.nodes.add(lane=rs.lane, kind=int(NodeKind.LAUNCH), name="c10d::allgather_",
                                dur_ns=issue, start_ns=t0, step=rs.step, rank=rs.rank)
             cost = (rw.cost_ns("all_gather", rw.bucket_bytes[b])
-                    * rw.carried(sb.facts, k, rw.bucket_bytes[b]))
+                    * rw.carried(sb.facts, k, b))
             ag = rw.nodes.add(lane=sb.lanes[0], kind=int(NodeKind.COMM),
                               name=f"{sync.comm_prefix}all_gather", dur_ns=int(round(cost)),
                               start_ns=t0, step=rs.step, rank=rs.rank,

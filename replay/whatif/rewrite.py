@@ -20,7 +20,8 @@ A :class:`GradientPlan` says what the variant does; :func:`materialize` edits th
    model's, scaled by that bucket's measured transfer / model ratio (what the model does
    not explain about it carries over, spread over a bigger bucket: :func:`carried_over`;
    the core and link sharing inside the measured time is divided out first, since the
-   interference model re-applies the variant's own); a bucket the baseline had unchanged keeps its measured time (divided the same);
+   interference model re-applies the variant's own); a bucket the baseline had unchanged
+   keeps its measured time (divided the same);
 4. the sync mode adds what it needs beyond that: the all-reduce is waited for in backward
    (HOST_WAIT into the node DDP's ``finalize_backward`` waits in); DeAR's mode adds
    all-gathers to the next forward instead.
@@ -190,6 +191,9 @@ class GradientRewrite:
         self.contention = np.ones(graph.n_nodes) if contention is None else contention
         self.mode = plan.mode
         self.bucket_bytes = [sum(sync.params[i].bytes for i in b) for b in plan.buckets]
+        #: per planned bucket: its all-reduce's time by the model (what
+        #: :func:`carried_over` weighs against the stand-in's)
+        self.bucket_model_ns = [cost_ns("all_reduce", b) for b in self.bucket_bytes]
         # DDP launches buckets in index order: bucket i goes when buckets 0..i are ready
         self.ready_pos = (np.maximum.accumulate([max(b) for b in plan.buckets])
                           if plan.overlap else np.full(len(plan.buckets), len(sync.params) - 1))
@@ -256,9 +260,9 @@ class GradientRewrite:
                          last_wait=max(waiting) if waiting else fallback,
                          mode_facts=self.mode.prepare(self, rs))
 
-    def carried(self, facts: StepFacts, k: int, nbytes: int) -> float:
-        """:func:`carried_over` from old bucket ``k`` to a new bucket of ``nbytes``."""
-        return carried_over(float(facts.corr[k]), self.cost_ns("all_reduce", nbytes),
+    def carried(self, facts: StepFacts, k: int, b: int) -> float:
+        """:func:`carried_over` from old bucket ``k`` to planned bucket ``b``."""
+        return carried_over(float(facts.corr[k]), self.bucket_model_ns[b],
                             float(facts.model_ns[k]))
 
     def lane_gaps(self) -> dict[int, int]:
@@ -327,7 +331,7 @@ class GradientRewrite:
             k = int(sb.old_of[b])
             dur = old[b].dur_ns if same else int(round(
                 self.cost_ns(mode.backward, self.bucket_bytes[b])
-                * self.carried(facts, k, self.bucket_bytes[b])))
+                * self.carried(facts, k, b)))
             issue = self.issue_dur_ns(mode.backward, self.bucket_bytes[b],
                                       old[k].issue_dur_ns if first_of[k] == b
                                       else sync.issue_dur_ns, old[k].nbytes)
@@ -424,11 +428,14 @@ def carried_over(corr: float, model_ns: float, stand_in_model_ns: float) -> floa
     What a bucket's time does not explain is in part per call (the ranks' skew, waking a
     thread) and in part per byte, and one bucket cannot tell them apart. Splitting a
     bucket keeps its ratio for each piece (16 buckets of 1 MB out of 15 MB); merging keeps
-    its unexplained time but does not multiply it by the bigger bucket's size: a 0.37 MB
-    last bucket of a cnn at 4 Gbit/s took 1.0-4.7x its model from step to step, and
-    carried as a ratio it made fusion=16MB's one 2.5 MB bucket 12-24 ms where the model
-    says 5 ms (``benchmarks/predict_cell.py`` on that cell: fusion=16..100MB -13 to -15%
-    with the ratio, -2.6 to +0.1% with this). A ratio, so a bucket's two halves under DeAR
+    its unexplained time but does not multiply it by the bigger bucket's size. The cnn at
+    4 Gbit/s: its 0.37 MB last bucket's all-reduce took 0.66-11.45 ms over ten steps where
+    the calibration says 1.30 ms (``benchmarks/collective_gaps.py CELL/baseline
+    CELL/comm.json --calls 20``); in step 7 the ratio carried from it (2.4x on rank 0,
+    4.7x on rank 1) made fusion=16MB's one 2.5 MB bucket 12.2 and 23.9 ms where the model
+    says 5.0 ms (``.result.graph.dur_ns`` of that what-if's gloo:all_reduce nodes;
+    ``benchmarks/predict_cell.py`` on the cell: fusion=16..100MB -13 to -15% with the
+    ratio, -2.6 to +0.1% with this). A ratio, so a bucket's two halves under DeAR
     (reduce-scatter, all-gather) carry it alike::
 
         stand-in 1.4 ms by the model, 3.4 ms measured (corr 2.4); new bucket 5.0 ms
