@@ -27,11 +27,11 @@ it meets (``met``), the rest of ``k`` only the computing threads' and its own
 and the model then slows every transfer that way under its own schedule's load
 (:mod:`replay.interference.cores`): never less than its CPU part, and as much as the
 probe showed beside computing threads, with ``k`` taken in log size between the probed
-sizes (the nearest one outside them). Several sizes, because
-the extra time does not grow in proportion: beside busy cores a 1 MB all-reduce took about
-the same 7-15 ms at 2, 4 and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2, k up to 5), so a
-single 1 MB ``k`` applied to every size made DeAR with 4 MB buckets 25-26% too slow at 8
-Gbit/s (mlp and embed_mlp, 2026-12-07 campaign; `benchmarks/predict_cell.py CELL`).
+sizes (the nearest one outside them). Several sizes, because the extra time does not grow
+in proportion: beside busy cores a 1 MB all-reduce took about the same 7-15 ms at 2, 4
+and 8 Gbit/s (ratios 1.6 / 1.8-2.7 / 3.0-4.2, k up to 5), so a single 1 MB ``k`` applied
+to every size made DeAR with 4 MB buckets 25-26% too slow at 8 Gbit/s (mlp and
+embed_mlp, 2026-12-07 campaign; `benchmarks/predict_cell.py CELL`).
 
 A shape that was tried and measured, and not kept: since the contended time stays about
 the same at every rate, a *floor* ``max(base * cpu part, (a + b * bytes) * (met - 1))``

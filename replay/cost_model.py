@@ -67,6 +67,7 @@ def interp_log_size(points: list[tuple[float, float]], nbytes: float) -> float |
     xs = np.log2([b for b, _ in pts])
     return float(np.interp(math.log2(max(nbytes, 1.0)), xs, [v for _, v in pts]))
 
+
 #: Per-step latency assumed when a run shows a collective at one size only and nothing
 #: else in the run separates latency from bandwidth. gloo: ``tracekit calibrate`` on the
 #: project's 2-core machine (torch 2.13, 2 ranks, loopback TCP) measured a 1 KB

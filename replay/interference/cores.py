@@ -50,8 +50,11 @@ core until the scheduler takes it away, so each ring step waits; another transfe
 thread mostly sleeps on the wire, and the core is free when this one wakes. With every
 thread counted, the 1 MB buckets of ``fusion=1MB`` at 8 Gbit/s (k 3.1, share 0.5-0.8) met
 each other after the backward at 2 ranks x 2 gloo threads and took 9.7 ms each, where
-1.7-2.9 ms was their cost alone: 0.82x predicted against 1.00x measured (mlp; counting
-computing threads only: 1.01x; ``benchmarks/predict_cell.py CELL``).
+1.7-2.9 ms was their cost alone (the variant's timeline, ``Session(CELL / "baseline",
+PredictionOptions(comm_model=...)).what_ifs(["fusion=1MB"])[0].result.timeline``, its
+gloo:all_reduce rows of step 9; the cost alone: the calibration's busy-link 1.7 ms, and
+the probe's 2.7-3.2 ms without compute): 0.82x predicted against 1.00x measured (mlp;
+counting computing threads only: 1.01x; ``benchmarks/predict_cell.py CELL``).
 
 Measured durations become ``base = measured / slowdown(baseline replay)``; a variant is
 scheduled, its slowdowns recomputed from its own schedule and durations re-inflated,
