@@ -12,7 +12,9 @@ every rank's duration of every call. Rank 0 writes one JSON document::
        {"collective": "all_reduce", "bytes": 1024, "iters": 20,
         "per_rank_ns": [[41000, ...], [39000, ...]],    # [rank][iteration]
         "per_rank_cpu_ns": [[9000, ...], [8500, ...]],   # CPU time of the process
-        "per_rank_issue_ns": [[30000, ...], [28000, ...]]},  # until the call returned
+        "per_rank_issue_ns": [[30000, ...], [28000, ...]],  # until the call returned
+        "per_rank_end_ns": [[5101234567, ...], [5101236789, ...]],  # when it was done
+        "per_rank_chain_ns": [[52000, ...], [51000, ...]]},  # calls back to back
        ...]}
 
 The duration of the rank that left the barrier last (the shortest one) is the transfer
@@ -23,7 +25,13 @@ other is what ``replay.interference.cores`` needs to share the link. ``cpu_cores
 the cores the rank may run on, ``cpu_sets`` which ones, per rank (ranks pinned apart,
 ``TRACEKIT_PIN_CORES=1``, share no cores: ``collectors/affinity.py``). ``per_rank_issue_ns`` is how long the calling thread spent
 issuing each call (``async_op=True`` until it returned), host work before the transfer
-starts: on gloo a reduce-scatter first clones its whole input there. ``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
+starts: on gloo a reduce-scatter first clones its whole input there. ``per_rank_end_ns``
+is when each rank's call was done (``perf_counter_ns``: on one host every rank's clock is
+the same CLOCK_MONOTONIC), so the fit can tell when the *last* rank had the result: on a
+shared link one rank's all-gather finishes well before the other's. ``per_rank_chain_ns``
+times the same number of calls back to back, each waited for before the next (FSDP2's
+blocking all-gathers and reduce-scatters on CPU): each call's period on each rank, its
+tail and the ranks' waiting for each other included. ``per_rank_cpu_ns`` is the CPU time the rank's process (all its threads: the backend's
 worker threads do the copies, reductions and socket calls) spent during the same call:
 on a wire-bound link a transfer keeps a fraction of a core busy, on loopback nearly one
 (``replay.interference.cores`` counts a transfer's threads by that share).
@@ -210,8 +218,10 @@ def _wait(work) -> None:
 
 
 def _timed(bench: _Bench, device: torch.device, before: Callable[[], None], *,
-           pair: bool = False, wait: Callable = _wait) -> tuple[int, int, int]:
-    """(wall ns, process CPU ns, issue ns) of one call (``pair``: two at once, issue 0)
+           pair: bool = False, wait: Callable = _wait) -> tuple[int, int, int, int]:
+    """(wall ns, process CPU ns, issue ns, end) of one call (``pair``: two at once, issue 0;
+    end: ``perf_counter_ns`` when it was done, CLOCK_MONOTONIC, comparable across the
+    processes of one host)
     started right after a barrier and ``before`` (the drain, :class:`_Drain`; an idle
     pause for the link's credit), on fresh memory (:func:`_fresh_memory`); issue: until
     the asynchronous call returned; ``wait``: what the calling thread does until the
@@ -229,7 +239,27 @@ def _timed(bench: _Bench, device: torch.device, before: Callable[[], None], *,
         issued = time.perf_counter_ns()
         wait(work)
     _sync(device)
-    return time.perf_counter_ns() - t0, time.process_time_ns() - c0, issued - t0
+    end = time.perf_counter_ns()
+    return end - t0, time.process_time_ns() - c0, issued - t0, end
+
+
+def _chain(bench: _Bench, n: int, device: torch.device) -> list[int]:
+    """``n`` calls back to back, each waited for before the next is issued, as FSDP2 on a
+    CPU issues its all-gathers and reduce-scatters: this rank's period of each, from the
+    previous call's end to its own (issuing, the transfer, waiting for the other ranks,
+    resuming). One call before them leaves the link busy and is not counted (its period
+    would hold the barrier's exit)."""
+    dist.barrier()
+    bench.call().wait()
+    _sync(device)
+    prev, out = time.perf_counter_ns(), []
+    for _ in range(n):
+        bench.call().wait()
+        _sync(device)
+        now = time.perf_counter_ns()
+        out.append(now - prev)
+        prev = now
+    return out
 
 
 def _agree_on_iters(seconds: float, args: argparse.Namespace, device: torch.device) -> int:
@@ -334,12 +364,16 @@ def main(argv: list[str] | None = None) -> int:
             warm = [_timed(bench, device, drain)[0] for _ in range(max(1, args.warmup))]
             iters = _agree_on_iters(min(warm) / 1e9, args, device)
             timed = [_timed(bench, device, drain) for _ in range(iters)]
-            per_rank = _gather_durations([w for w, _, _ in timed], world, device)
-            per_rank_cpu = _gather_durations([c for _, c, _ in timed], world, device)
-            per_rank_issue = _gather_durations([i for _, _, i in timed], world, device)
+            per_rank = _gather_durations([t[0] for t in timed], world, device)
+            per_rank_cpu = _gather_durations([t[1] for t in timed], world, device)
+            per_rank_issue = _gather_durations([t[2] for t in timed], world, device)
             entry = {"collective": coll, "bytes": bench.nbytes, "iters": iters,
                      "per_rank_ns": per_rank, "per_rank_cpu_ns": per_rank_cpu,
-                     "per_rank_issue_ns": per_rank_issue}
+                     "per_rank_issue_ns": per_rank_issue,
+                     "per_rank_end_ns": _gather_durations([t[3] for t in timed], world,
+                                                          device)}
+            entry["per_rank_chain_ns"] = _gather_durations(_chain(bench, iters, device), world,
+                                                           device)
             if bench.pair is not None:
                 pairs = [_timed(bench, device, drain, pair=True)[0] for _ in range(iters)]
                 entry["per_rank_pair_ns"] = _gather_durations(pairs, world, device)

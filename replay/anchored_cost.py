@@ -55,6 +55,14 @@ class AnchoredCostModel(CommCostModel):
         """The calibration's (host work)."""
         return self.calibrated.fsdp_hook_ns()
 
+    def chain_ratio(self, collective: str, nbytes: float) -> float | None:
+        """The calibration's (a ratio: the level does not change it)."""
+        return self.calibrated.chain_ratio(collective, nbytes)
+
+    def last_rank_ratio(self, collective: str, nbytes: float) -> float | None:
+        """The calibration's (a ratio: the level does not change it)."""
+        return self.calibrated.last_rank_ratio(collective, nbytes)
+
     def link_burst_ns(self) -> float:
         """The calibration's (the link's bucket does not scale with the run's level)."""
         return self.calibrated.link_burst_ns()

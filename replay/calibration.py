@@ -53,15 +53,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from replay.calibration_fit import fit_measurements
 from replay.contention_probe import contention_note, sensitivity, summarize_contention
 from replay.cost_model import (
     Algorithm,
     CollectiveFit,
     CommCostModel,
     CostTerms,
-    _line_fit,
-    _quality,
-    comm_volume,
     interp_log_size,
 )
 from replay.interference.cores import cpu_pools, transfer_cpu_slowdown
@@ -82,109 +80,6 @@ DEFAULT_SIZES = "1KB..256MB"
 DEFAULT_ITERS = 20
 #: seconds of timed calls per (collective, size); large sizes run fewer calls (>= 3)
 DEFAULT_BUDGET_S = 0.5
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-def _isotonic(values: np.ndarray) -> np.ndarray:
-    """Pool-adjacent-violators: the closest non-decreasing sequence (least squares)."""
-    blocks: list[list[float]] = []  # [sum, count]
-    for v in values:
-        blocks.append([float(v), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    return np.concatenate([[s / c] * int(c) for s, c in blocks])
-
-
-def _segments(points: pd.DataFrame, group_size: int, coll: str) -> list[dict[str, Any]]:
-    """One line per pair of neighbouring measured sizes through the points' ``fit_ns``
-    (the medians made non-decreasing in size, since a larger buffer never costs less:
-    a dip is noise): exact there, linear in between. Outside the measured range the end
-    segments extend."""
-    pts = points.sort_values("bytes").reset_index(drop=True)
-    pairs = [(i, i + 1) for i in range(len(pts) - 1)] or [(0, 0)]
-    out = []
-    for s, e in pairs:
-        seg = pts.iloc[s : e + 1]
-        fit = _line(coll, seg["bytes"].to_numpy(), seg["fit_ns"].to_numpy(dtype=float),
-                    group_size)
-        out.append({"min_bytes": int(seg["bytes"].min()), "max_bytes": int(seg["bytes"].max()),
-                    **fit, "n_points": len(seg)})
-    return out
-
-
-def _line(coll: str, nbytes: np.ndarray, t: np.ndarray, group_size: int) -> dict[str, Any]:
-    vols = [comm_volume(coll, b, group_size) for b in nbytes]
-    steps = np.array([v.steps for v in vols])
-    moved = np.array([v.moved_bytes for v in vols])
-    if len(set(moved)) >= 2:
-        alpha, inv_beta = _line_fit(steps, moved, t)
-    else:
-        alpha, inv_beta = float(t.mean() / max(steps[0], 1.0)), 0.0
-    r2, med_rel, _ = _quality(steps * alpha + moved * inv_beta, t)
-    return {"alpha_ns": alpha, "beta_bytes_per_s": (1e9 / inv_beta) if inv_beta > 0 else None,
-            "r2": None if math.isnan(r2) else r2, "median_rel_residual": med_rel}
-
-
-def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
-    """The worker's raw document -> the ``collectives`` section of ``comm.json``.
-
-    Per call, the transfer time is the shortest rank's duration (the rank that left the
-    barrier last waited for no one) after its issue time; per size, the median over calls
-    (``median_ns``), then made non-decreasing in size (``fit_ns``, what the segments pass
-    through). When the worker recorded issue times (how long the calling thread took to
-    issue the call: host work before the transfer, a gloo reduce-scatter's clone of its
-    input), ``issue_ns`` is their median over calls of the ranks' mean.
-    When the worker recorded CPU times, ``cpu_ns`` is the median over calls of the ranks'
-    mean process CPU time and ``cpu_share`` = ``cpu_ns / median_ns``: the share of a core
-    the transfer keeps busy while it runs alone (at most the recorded ``cpu_cores``). When
-    it timed calls two at a time,
-    ``pair_ns`` is their median and ``pair_ratio`` = ``pair_ns / median_ns`` (1: side by
-    side cost nothing, 2: they took turns).
-    """
-    world = int(raw["world_size"])
-    by_coll: dict[str, list[dict[str, Any]]] = {}
-    for m in raw["measurements"]:
-        per_rank = np.asarray(m["per_rank_ns"], dtype=float)  # [rank, iteration]
-        issue = (np.asarray(m["per_rank_issue_ns"], dtype=float)
-                 if m.get("per_rank_issue_ns") else None)
-        # the transfer starts once the call is issued (on gloo a reduce-scatter's clone)
-        transfer = (per_rank if issue is None else np.maximum(per_rank - issue, 0)).min(axis=0)
-        point = {
-            "bytes": int(m["bytes"]), "median_ns": float(np.median(transfer)),
-            "p10_ns": float(np.percentile(transfer, 10)),
-            "p90_ns": float(np.percentile(transfer, 90)), "iters": int(m["iters"]),
-        }
-        if issue is not None:
-            point["issue_ns"] = float(np.median(issue.mean(axis=0)))
-        if m.get("per_rank_pair_ns"):
-            pair = float(np.median(np.asarray(m["per_rank_pair_ns"], dtype=float).min(axis=0)))
-            point["pair_ns"] = pair
-            point["pair_ratio"] = pair / point["median_ns"] if point["median_ns"] > 0 else 1.0
-        if m.get("per_rank_cpu_ns"):
-            cpu = float(np.median(np.asarray(m["per_rank_cpu_ns"], dtype=float).mean(axis=0)))
-            point["cpu_ns"] = cpu
-            # a process cannot keep more cores busy than it may run on: a short call's
-            # ratio can exceed that (CPU time its other threads spent around the call)
-            share = cpu / point["median_ns"] if point["median_ns"] > 0 else 0.0
-            point["cpu_share"] = min(share, float(raw.get("cpu_cores") or share))
-        by_coll.setdefault(m["collective"], []).append(point)
-    out = {}
-    for coll, points in by_coll.items():
-        points.sort(key=lambda p: p["bytes"])
-        for p, f in zip(points, _isotonic(np.array([p["median_ns"] for p in points]))):
-            p["fit_ns"] = float(f)
-        df = pd.DataFrame(points)
-        out[coll] = {"group_size": world, "points": points,
-                     "segments": _segments(df, world, coll),
-                     # one line over every size: how far a single alpha/beta is from the
-                     # measurements (the segments are what replay uses)
-                     "overall": _line(coll, df["bytes"].to_numpy(),
-                                      df["fit_ns"].to_numpy(dtype=float), world)}
-    return out
 
 
 def build_comm_model(raw: dict[str, Any], *, command: list[str] | None = None) -> dict[str, Any]:
@@ -315,6 +210,21 @@ class CalibratedCostModel(CommCostModel):
         if nbytes > pts[-1][0]:
             return pts[-1][1] * nbytes / pts[-1][0]
         return float(np.interp(nbytes, [b for b, _ in pts], [v for _, v in pts]))
+
+    def chain_ratio(self, collective: str, nbytes: float) -> float | None:
+        """What one call of ``nbytes`` costs a caller that waits for each before issuing
+        the next, over the calibrated transfer (``chain_ratio`` of the measured points,
+        interpolated in log size): issuing, the transfer's mean with its tail, waiting for
+        the last rank and resuming. None for a ``comm.json`` written without chains."""
+        return interp_log_size(self._points(collective, "chain_ratio"), nbytes)
+
+    def last_rank_ratio(self, collective: str, nbytes: float) -> float | None:
+        """How much longer than the calibrated transfer a call of ``nbytes`` takes until
+        its last rank has the result (``last_ratio`` of the measured points, interpolated
+        in log size, at least 1); None for a ``comm.json`` written without the ranks' end
+        times, or calibrated across hosts."""
+        ratio = interp_log_size(self._points(collective, "last_ratio"), nbytes)
+        return None if ratio is None else max(ratio, 1.0)
 
     def fsdp_hook_ns(self) -> dict[str, float] | None:
         """FSDP2's host time per unit and step, ``{"forward": ns, "backward": ns}``, as

@@ -247,6 +247,16 @@ class CommCostModel:
         """FSDP2's host time per unit and step, ``{"forward": ns, "backward": ns}``."""
         return None
 
+    def chain_ratio(self, collective: str, nbytes: float) -> float | None:
+        """One call's cost to a caller that blocks on each, over :meth:`time_ns`
+        (``tracekit calibrate``; None: not measured)."""
+        return None
+
+    def last_rank_ratio(self, collective: str, nbytes: float) -> float | None:
+        """How much longer than :meth:`time_ns` a call takes until its last rank has the
+        result (``tracekit calibrate`` on one host; None: not measured)."""
+        return None
+
     def link_burst_ns(self) -> float:
         """The transfer time an idle link's token bucket holds when full (ns; 0: a link
         without one, or not measured): :mod:`replay.link_credit`."""

@@ -60,6 +60,14 @@ class ScaledCostModel(CommCostModel):
     def fsdp_hook_ns(self) -> dict[str, float] | None:  # host work: the base model's
         return self.base.fsdp_hook_ns()
 
+    def chain_ratio(self, collective: str, nbytes: float) -> float | None:
+        """The base model's (a ratio of the transfer on the same link)."""
+        return self.base.chain_ratio(collective, nbytes)
+
+    def last_rank_ratio(self, collective: str, nbytes: float) -> float | None:
+        """The base model's (a ratio of the transfer on the same link)."""
+        return self.base.last_rank_ratio(collective, nbytes)
+
     def contention_sensitivity(self, nbytes: float) -> float | None:  # the base model's
         return self.base.contention_sensitivity(nbytes)
 

@@ -99,6 +99,61 @@ def test_fsdp_hook_times_pass_through_the_comm_model(tmp_path):
                            ).fsdp_hook_ns() is None
 
 
+def test_last_rank_time_comes_from_the_ranks_end_times(tmp_path):
+    """Every rank's end time on one clock says when the last rank had the result: from
+    the last rank's issue (the transfer cannot start before) to the last rank's end. The
+    docstring's figures, then a model: ``last_ratio`` interpolates in log size and is at
+    least 1; without end times, or across hosts, it is unknown."""
+    import numpy as np
+
+    from replay.calibration_fit import _last_rank
+
+    got = _last_rank(np.array([[9000, 9000], [8000, 8500]], float), np.zeros((2, 2)),
+                     [[20000, 40000], [21000, 41500]], 8000)
+    assert got == {"last_ns": 8250.0, "last_ratio": 1.03125}
+    raw = _raw({"all_gather": (100_000, 1e9)}, [MB, 4 * MB], iters=3)
+    for m in raw["measurements"]:  # rank 0 issues 1 ms later, rank 1 is done 2 ms later
+        t0 = m["per_rank_ns"][0][0]
+        m["per_rank_issue_ns"] = [[0] * 3] * 2
+        m["per_rank_ns"] = [[t0] * 3, [t0 + 3_000_000] * 3]
+        m["per_rank_end_ns"] = [[10**9 + k * 10**8 + t0 for k in range(3)],
+                                [10**9 + k * 10**8 + t0 + 2_000_000 for k in range(3)]]
+    model = load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "comm.json"))
+    for b in (MB, 4 * MB):
+        t0 = model.time_ns("all_gather", b, 2)
+        assert model.last_rank_ratio("all_gather", b) == pytest.approx((t0 + 2e6) / t0)
+    lo, hi = (model.last_rank_ratio("all_gather", b) for b in (MB, 4 * MB))
+    assert lo > model.last_rank_ratio("all_gather", 2 * MB) > hi
+    assert model.last_rank_ratio("all_gather", 64 * MB) == pytest.approx(hi)
+    raw["hosts"] = ["a", "b"]  # two clocks: end times cannot be compared
+    assert load_comm_model(write_comm_model(build_comm_model(raw), tmp_path / "two.json")
+                           ).last_rank_ratio("all_gather", MB) is None
+    old = _raw({"all_gather": (100_000, 1e9)}, [MB])
+    assert load_comm_model(write_comm_model(build_comm_model(old), tmp_path / "old.json")
+                           ).last_rank_ratio("all_gather", MB) is None
+
+
+def test_a_chain_of_blocking_calls_costs_its_mean_period(tmp_path):
+    """Calls timed back to back (each waited for before the next) give ``chain_ns``, the
+    mean period over calls and ranks (a tail counts in full: a chain pays it), and
+    ``chain_ratio`` against the transfer; the model interpolates the ratio in log size;
+    a file without chains answers None."""
+    raw = _raw({"all_reduce": (100_000, 1e9)}, [MB, 4 * MB], iters=4)
+    for m in raw["measurements"]:
+        t = m["per_rank_ns"][0][0]
+        m["per_rank_chain_ns"] = [[t, t, t, 5 * t], [t, t, t, 5 * t]]  # one call's tail
+    doc = build_comm_model(raw)
+    point = doc["collectives"]["all_reduce"]["points"][0]
+    assert point["chain_ns"] == pytest.approx(2 * point["median_ns"])  # mean, not median
+    assert point["chain_ratio"] == pytest.approx(2.0)
+    model = load_comm_model(write_comm_model(doc, tmp_path / "comm.json"))
+    assert model.chain_ratio("all_reduce", 2 * MB) == pytest.approx(2.0)
+    assert model.chain_ratio("all_gather", MB) == pytest.approx(2.0)  # its reference's
+    old = _raw({"all_reduce": (100_000, 1e9)}, [MB])
+    assert load_comm_model(write_comm_model(build_comm_model(old), tmp_path / "old.json")
+                           ).chain_ratio("all_reduce", MB) is None
+
+
 def _credit(busy_ms, idle_ms):
     ms = lambda v: [int(x * 1e6) for x in v]  # noqa: E731
     # rank 1 left the barrier first and waited 1 ms longer: the fastest rank's time counts
@@ -231,6 +286,13 @@ def test_real_calibration_under_torchrun(tmp_path):
         assert all(0 < i <= w for ri, rw in zip(m["per_rank_issue_ns"], m["per_rank_ns"])
                    for i, w in zip(ri, rw)), m["collective"]
     assert all(model.issue_ns(coll, 256 * KB) > 0 for coll in model.collectives)
+    # every call's end on every rank (one host, one clock): the last rank had the result
+    # no sooner than the first
+    assert all(len(m["per_rank_end_ns"][1]) == m["iters"] for m in raw)
+    # the same number of calls back to back: every call's period on every rank
+    assert all(len(m["per_rank_chain_ns"][0]) == m["iters"] for m in raw)
+    assert all(model.chain_ratio(coll, 256 * KB) > 0 for coll in model.collectives)
+    assert all(model.last_rank_ratio(coll, 256 * KB) >= 1.0 for coll in model.collectives)
     # FSDP2's own host work per unit, every rank's (a small model on a mesh of one rank:
     # no collective in it), is time on this CPU: positive and below a step of its own
     hooks = model.doc["fsdp_hooks"]

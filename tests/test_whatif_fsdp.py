@@ -216,3 +216,63 @@ def test_a_missing_backward_annotation_is_an_error():
     costs = Costs(ag_ns={"a": MS, "b": MS}, rs_ns={"a": MS, "b": MS}, ag_name="x", rs_name="y")
     with pytest.raises(TracekitError, match="tracekit.bwd:"):
         to_fsdp(g, sync, plan_units(_two_linears(), "Linear"), costs, bwd.iloc[:1])
+
+
+class _Calibrated:
+    """A calibration's answers: 1 ms per MB, issuing takes 0.1 ms; a chain of blocking
+    calls costs ``chain`` times the transfer per call, the last rank has the result
+    ``last`` times later than the first; either unknown when None."""
+
+    def __init__(self, chain: dict[str, float] | None, last: dict[str, float] | None):
+        self.chain, self.last = chain, last
+
+    def time_ns(self, coll, nbytes, world):
+        return nbytes / 1e6 * MS
+
+    def fit_for(self, coll, nbytes):
+        from types import SimpleNamespace
+        return SimpleNamespace(size_range=(1, 1 << 30), source="calibrated (gloo, 2 ranks)")
+
+    def issue_ns(self, coll, nbytes):
+        return 100_000
+
+    def fsdp_hook_ns(self):
+        return None
+
+    def chain_ratio(self, coll, nbytes):
+        return None if self.chain is None else self.chain[coll]
+
+    def last_rank_ratio(self, coll, nbytes):
+        return None if self.last is None else self.last[coll]
+
+
+def test_each_collective_costs_a_call_of_a_chain_of_blocking_calls():
+    """FSDP2 blocks on every all-gather and reduce-scatter, so each costs what one call
+    of a calibrated chain of blocking calls cost (its tail, and the last rank's finish,
+    included), less the issue op and the resumption the graph times apart (0.1 ms and
+    the run's typical host wait, 0 here); without chain timings, until the last rank has
+    the result; without either, the transfer alone; the notes say which."""
+    from types import SimpleNamespace
+
+    from replay.whatif.fsdp import _costs
+
+    g, sync, _ = _ddp_step()
+    units = plan_units(_two_linears(), "Linear")  # two units of 1000 B: 1000 ns each
+
+    def costs(chain, last):
+        ctx = SimpleNamespace(comm=_Calibrated(chain, last), world=2, sync=sync, graph=g)
+        return _costs(SimpleNamespace(ctx=ctx), units)
+
+    unit = _Calibrated(None, None).time_ns("all_gather", 1000, 2)
+    chained, notes = costs({"all_gather": 300.0, "all_reduce": 201.0}, {"all_gather": 1.5,
+                                                                         "all_reduce": 1.2})
+    assert chained.ag_ns == {"a": 300 * unit - 100_000, "b": 300 * unit - 100_000}
+    assert chained.rs_ns == {"a": 201 * unit - 100_000, "b": 201 * unit - 100_000}
+    assert any("chain of such calls" in n and "201.00-300.00x" in n for n in notes)
+    timed, notes = costs(None, {"all_gather": 1.5, "all_reduce": 1.2})
+    assert timed.ag_ns == {"a": 1.5 * unit, "b": 1.5 * unit}
+    assert timed.rs_ns == {"a": 1.2 * unit, "b": 1.2 * unit}
+    assert any("last rank has the result (calibrated: 1.20-1.50x" in n for n in notes)
+    first, notes = costs(None, None)
+    assert first.ag_ns == {"a": unit, "b": unit} and first.rs_ns == {"a": unit, "b": unit}
+    assert any("re-run 'tracekit calibrate'" in n and "chain_ratio" in n for n in notes)

@@ -28,7 +28,12 @@ The units come from the manifest (:mod:`replay.whatif.fsdp_plan`). Per rank and 
 
 Collectives are timed by the cost model at each unit's unsharded bytes (``--comm-model
 comm.json`` for measured all-gather and reduce-scatter curves; the notes say when a cost
-was extrapolated from another collective or beyond the calibrated sizes). FSDP2's own host
+was extrapolated from another collective or beyond the calibrated sizes). FSDP2 blocks
+on each one, so each costs what one call of a chain of blocking calls cost in calibration
+(``chain_ratio``: the mean period, so every call's tail counts, and the rank that got its
+result first waits for the other at the next call), less the issue op and the host's
+resumption that the graph times apart (:func:`_blocking_ns`); with an older calibration,
+until the last rank has the result (``last_ratio``), else the first rank's transfer. FSDP2's own host
 work in its hooks, as ``tracekit calibrate`` measured it per unit (``fsdp_hooks``), is one
 host op before each unit's forward all-gather and one before its reduce-scatter. gloo performs
 a reduce-scatter as an all-reduce, so on gloo runs it is timed and named as one. FSDP2's
@@ -305,12 +310,14 @@ def _costs(edit: VariantEdit, units: list[PlannedUnit]) -> tuple[Costs, list[str
             note += (f"; {len(beyond)} unit size(s) extrapolated beyond the measured "
                      f"{format_size(int(lo))}..{format_size(int(hi))}")
         notes.append(note)
-    costs = Costs(ag_ns={u.module: int(round(comm.time_ns("all_gather", u.bytes, world)))
-                          for u in units},
-                   rs_ns={u.module: int(round(comm.time_ns(rs_coll, u.bytes, world)))
-                          for u in units},
+    resume = _resume_ns(ctx.graph)
+    blocking = {(c, u.bytes): _blocking_ns(comm, c, u.bytes, world, resume)
+                for c in ("all_gather", rs_coll) for u in units}
+    notes.append(_blocking_note(list(blocking.values())))
+    costs = Costs(ag_ns={u.module: blocking[("all_gather", u.bytes)][0] for u in units},
+                   rs_ns={u.module: blocking[(rs_coll, u.bytes)][0] for u in units},
                    ag_name=f"{sync.comm_prefix}all_gather", rs_name=f"{sync.comm_prefix}{rs_coll}",
-                   issue_delay_ns=sync.issue_delay_ns, wait_delay_ns=_resume_ns(ctx.graph))
+                   issue_delay_ns=sync.issue_delay_ns, wait_delay_ns=resume)
     issue = {u.module: (comm.issue_ns("all_gather", u.bytes),
                         comm.issue_ns("reduce_scatter", u.bytes)) for u in units}
     if all(ag is not None and rs is not None for ag, rs in issue.values()):
@@ -328,6 +335,43 @@ def _costs(edit: VariantEdit, units: list[PlannedUnit]) -> tuple[Costs, list[str
         notes.append("fsdp: FSDP2's own host work in its hooks is not in the prediction "
                      "(the comm model has no 'fsdp_hooks'; re-run 'tracekit calibrate')")
     return costs, notes
+
+
+def _blocking_ns(comm, coll: str, nbytes: int, world: int, resume_ns: int
+                 ) -> tuple[int, str, float]:
+    """One FSDP collective's duration on its comm lane, how it was priced and the ratio
+    used. FSDP2 blocks on each (CPU: gloo's synchronous call; the next unit waits for it),
+    so each costs what one call of a chain of blocking calls cost in calibration
+    (``chain``: the mean period, tail and the last rank's finish included), less the
+    issue and the resumption the graph times apart; without chain timings, until its last
+    rank has the result (``last``); else the transfer alone (``transfer``)."""
+    t = comm.time_ns(coll, nbytes, world)
+    ratio = comm.chain_ratio(coll, nbytes)
+    if ratio is not None:
+        issue = comm.issue_ns(coll, nbytes) or 0.0
+        return int(round(max(t * ratio - issue - resume_ns, 0.0))), "chain", ratio
+    ratio = comm.last_rank_ratio(coll, nbytes)
+    if ratio is not None:
+        return int(round(t * ratio)), "last", ratio
+    return int(round(t)), "transfer", 1.0
+
+
+def _blocking_note(priced: list[tuple[int, str, float]]) -> str:
+    ratios = [r for _, how, r in priced if how == "chain"]
+    if ratios and len(ratios) == len(priced):
+        return (f"fsdp: FSDP2 waits for each all-gather and reduce-scatter before it goes "
+                f"on; each costs one call of a chain of such calls, as calibrated: "
+                f"{min(ratios):.2f}-{max(ratios):.2f}x the transfer alone at these sizes "
+                "(its mean with the tail, until the last rank has it)")
+    ratios = [r for _, how, r in priced if how == "last"]
+    if ratios and len(ratios) == len(priced):
+        return (f"fsdp: each collective lasts until its last rank has the result "
+                f"(calibrated: {min(ratios):.2f}-{max(ratios):.2f}x the first rank's "
+                "transfer at these sizes); re-run 'tracekit calibrate' to time chains of "
+                "blocking calls")
+    return ("fsdp: each collective lasts as long as its first rank's transfer (the comm "
+            "model has no 'chain_ratio'; re-run 'tracekit calibrate' to time chains of "
+            "blocking calls)")
 
 
 def _resume_ns(graph: Graph) -> int:
