@@ -251,7 +251,8 @@ def test_each_collective_costs_a_call_of_a_chain_of_blocking_calls():
     of a calibrated chain of blocking calls cost (its tail, and the last rank's finish,
     included), less the issue op and the resumption the graph times apart (0.1 ms and
     the run's typical host wait, 0 here); without chain timings, until the last rank has
-    the result; without either, the transfer alone; the notes say which."""
+    the result (also on a GPU run, whose host does not block); without either, the
+    transfer alone; the notes say which."""
     from types import SimpleNamespace
 
     from replay.whatif.fsdp import _costs
@@ -273,6 +274,11 @@ def test_each_collective_costs_a_call_of_a_chain_of_blocking_calls():
     assert timed.ag_ns == {"a": 1.5 * unit, "b": 1.5 * unit}
     assert timed.rs_ns == {"a": 1.2 * unit, "b": 1.2 * unit}
     assert any("last rank has the result (calibrated: 1.20-1.50x" in n for n in notes)
+    g.lanes.append(Lane(id=2, rank=0, kind="gpu", local_id=7, name="stream 7"))
+    on_gpu, notes = costs({"all_gather": 300.0, "all_reduce": 201.0}, {"all_gather": 1.5,
+                                                                        "all_reduce": 1.2})
+    assert on_gpu.ag_ns == timed.ag_ns  # the host goes on: the last rank's finish counts
+    g.lanes.pop()
     first, notes = costs(None, None)
     assert first.ag_ns == {"a": unit, "b": unit} and first.rs_ns == {"a": unit, "b": unit}
     assert any("re-run 'tracekit calibrate'" in n and "chain_ratio" in n for n in notes)

@@ -311,7 +311,8 @@ def _costs(edit: VariantEdit, units: list[PlannedUnit]) -> tuple[Costs, list[str
                      f"{format_size(int(lo))}..{format_size(int(hi))}")
         notes.append(note)
     resume = _resume_ns(ctx.graph)
-    blocking = {(c, u.bytes): _blocking_ns(comm, c, u.bytes, world, resume)
+    host_blocks = not ctx.graph.has_gpu_lanes
+    blocking = {(c, u.bytes): _blocking_ns(comm, c, u.bytes, world, resume, host_blocks)
                 for c in ("all_gather", rs_coll) for u in units}
     notes.append(_blocking_note(list(blocking.values())))
     costs = Costs(ag_ns={u.module: blocking[("all_gather", u.bytes)][0] for u in units},
@@ -337,16 +338,17 @@ def _costs(edit: VariantEdit, units: list[PlannedUnit]) -> tuple[Costs, list[str
     return costs, notes
 
 
-def _blocking_ns(comm, coll: str, nbytes: int, world: int, resume_ns: int
-                 ) -> tuple[int, str, float]:
+def _blocking_ns(comm, coll: str, nbytes: int, world: int, resume_ns: int,
+                 host_blocks: bool = True) -> tuple[int, str, float]:
     """One FSDP collective's duration on its comm lane, how it was priced and the ratio
-    used. FSDP2 blocks on each (CPU: gloo's synchronous call; the next unit waits for it),
+    used. On a CPU run (``host_blocks``) FSDP2 blocks on each (gloo's synchronous call),
     so each costs what one call of a chain of blocking calls cost in calibration
     (``chain``: the mean period, tail and the last rank's finish included), less the
-    issue and the resumption the graph times apart; without chain timings, until its last
-    rank has the result (``last``); else the transfer alone (``transfer``)."""
+    issue and the resumption the graph times apart; otherwise (a GPU run, where the host
+    goes on, or no chain timings) until its last rank has the result (``last``); else the
+    transfer alone (``transfer``)."""
     t = comm.time_ns(coll, nbytes, world)
-    ratio = comm.chain_ratio(coll, nbytes)
+    ratio = comm.chain_ratio(coll, nbytes) if host_blocks else None
     if ratio is not None:
         issue = comm.issue_ns(coll, nbytes) or 0.0
         return int(round(max(t * ratio - issue - resume_ns, 0.0))), "chain", ratio
