@@ -133,7 +133,7 @@ def calibrate(name: str, rate: str, cell: Path, reuse: bool, *, pin: bool) -> Pa
     path = cell / "comm.json"
     if not (reuse and path.exists()):
         res = _in_link(name, rate, [str(VENV / "tracekit"), "calibrate", "--out", str(path),
-                                    "--sizes", "1KB..128MB", "--iters", "20", "--",
+                                    "--sizes", "1KB..128MB", "--iters", "100", "--",
                                     *_torchrun()], pin=pin)
         if res.returncode != 0:
             raise SystemExit(f"calibration failed on {rate}:\n{res.stderr[-2000:]}")

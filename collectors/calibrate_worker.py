@@ -117,7 +117,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         "longer than the burst lasts (0: skip)")
     p.add_argument("--credit-idle", type=float, default=0.25, metavar="SECONDS",
                    help="idle time before each credit call, long enough to refill the bucket")
-    p.add_argument("--credit-reps", type=int, default=10, help="credit calls of each kind")
+    p.add_argument("--credit-reps", type=int, default=30,
+                   help="credit calls of each kind (pairs: enough that a real bucket's "
+                        "saving wins them clearly, replay/link_credit.py)")
     p.add_argument("--contention-bytes", default=CONTENTION_BYTES, type=_sizes,
                    help="comma-separated all-reduce sizes timed while every rank's calling "
                         "thread computes (CPU only; 0: skip)")

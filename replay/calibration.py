@@ -74,10 +74,13 @@ log = get_logger(__name__)
 FORMAT = "tracekit-comm-model"
 VERSION = 1
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
-#: 1 KB .. 256 MB, doubling (19 sizes): about a minute for all five collectives on gloo,
-#: 2 ranks, 2 CPU cores, with BUDGET_S per point.
+#: 1 KB .. 256 MB, doubling (19 sizes), all five collectives
 DEFAULT_SIZES = "1KB..256MB"
-DEFAULT_ITERS = 20
+#: timed calls per size at most (DEFAULT_BUDGET_S caps the large ones): with 20, a small
+#: size's median was only known within +-30% (1 MB all-reduce at 8 Gbit/s: 95% bootstrap
+#: interval 1.81-3.82 ms) and two calibrations of one link differed by 6.0% per point
+#: (median); with 100, 3.9%, and a 4 Gbit/s calibration takes 233 s instead of 115
+DEFAULT_ITERS = 100
 #: seconds of timed calls per (collective, size); large sizes run fewer calls (>= 3)
 DEFAULT_BUDGET_S = 0.5
 

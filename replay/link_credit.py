@@ -21,12 +21,17 @@ it)::
     -> {"busy_ms": 36.0, "idle_ms": 34.1, "burst_s": 0.0019, "lower_bound": False}
 
 The credit is the median over the pairs (each busy call and the idle call after it) of
-what the idle call saved, counted only when the idle call was the faster one in at least
-75% of the pairs (a sign test: on a link without credit, 5 of 5 pairs once in 32 runs, 5
-of 6 once in 9, 6 of 8 once in 7, and then a saving at the noise's size); ``lower_bound`` says the idle call was mostly within the burst (under
-a quarter of the busy time), so the bucket may hold more than the probe measured. On the
-emulated link the busy calls themselves vary (a 4 MB all-reduce at 200 Mbit/s: 276-336
-ms), so it takes several pairs: six gave 49-66 ms where the bucket alone is worth 42 ms.
+what the idle call saved, counted only when the idle call won so many pairs that a link
+without credit (each idle call as likely slower as faster) would win that many once in 20
+runs or less (a one-sided binomial test: of 30 pairs, 20; of 10, 9). A fixed share of
+10 pairs (8, the rule before) missed a real bucket about once in three calibrations: at
+2 Gbit/s one calibration found 3.9 ms of credit and the next, with the same busy and idle
+medians (32.9 / 27.9 and 31.9 / 28.1 ms), none, and FSDP2's predicted step on the mlp
+moved by 30%. ``wins`` and ``pairs`` are kept. ``lower_bound`` says the idle call was
+mostly within the burst (under a quarter of the busy time), so the bucket may hold more
+than the probe measured. On the emulated link the busy calls themselves vary (a 4 MB
+all-reduce at 200 Mbit/s: 276-336 ms), so it takes several pairs: six gave 49-66 ms where
+the bucket alone is worth 42 ms.
 
 The replay uses it (:class:`LinkCredit`): the curves price every collective as on a busy
 link, and each collective then saves what the link's bucket holds when it starts. The
@@ -52,6 +57,7 @@ bucket after an 11 ms gap saved 2.82 ms of 125 ms.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +75,13 @@ if TYPE_CHECKING:
 
 #: an idle call under this share of the busy one was mostly inside the burst
 _SATURATED = 0.25
-#: the share of (busy, idle) pairs in which the idle call must be the faster one (at least)
-_SIGN_SHARE = 0.75
+#: a link without credit wins this many pairs this rarely at most (one-sided binomial)
+_NOISE_CHANCE = 0.05
+
+
+def win_chance(wins: int, pairs: int) -> float:
+    """The chance of at least ``wins`` wins in ``pairs`` fair coin flips."""
+    return sum(math.comb(pairs, k) for k in range(wins, pairs + 1)) / 2 ** pairs if pairs else 1.0
 
 
 def summarize_link_credit(raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,11 +97,12 @@ def summarize_link_credit(raw: dict[str, Any]) -> dict[str, Any] | None:
     n = min(busy.size, idle.size)
     saved = busy[:n] - idle[:n]  # each busy call and the idle call after it
     busy_ns, idle_ns = float(np.median(busy)), float(np.median(idle))
-    counted = bool((saved > 0).mean() >= _SIGN_SHARE)
+    wins = int((saved > 0).sum())
+    counted = win_chance(wins, n) <= _NOISE_CHANCE
     burst_s = max(float(np.median(saved)), 0.0) / 1e9 if counted else 0.0
     return {"collective": raw.get("collective", "all_reduce"), "bytes": int(raw.get("bytes", 0)),
             "idle_wait_s": float(raw.get("idle_s", 0.0)), "busy_ms": busy_ns / 1e6,
-            "idle_ms": idle_ns / 1e6, "burst_s": burst_s,
+            "idle_ms": idle_ns / 1e6, "burst_s": burst_s, "wins": wins, "pairs": n,
             "lower_bound": bool(burst_s > 0 and idle_ns < _SATURATED * busy_ns)}
 
 
@@ -102,6 +114,8 @@ def credit_note(credit: dict[str, Any] | None) -> str | None:
     timed = (f"a {credit['bytes'] / 2**20:.0f} MB all-reduce took {credit['busy_ms']:.1f} ms "
              f"on a busy link, {credit['idle_ms']:.1f} ms after {credit['idle_wait_s']:.2f} s "
              "idle")
+    if "wins" in credit:
+        timed += f"; the idle call faster in {credit['wins']} of {credit['pairs']} pairs"
     if credit.get("burst_s", 0.0) <= 0:
         return f"link: no burst credit ({timed})"
     least = "at least " if credit.get("lower_bound") else ""
