@@ -13,6 +13,13 @@ WHAT_IFS = {
 }
 #: the bucket-size sweep: its predicted best is measured against the measured best
 SWEEP = "fusion=1MB..128MB"
+
+
+def sweep_gap(measured: dict[str, float], predicted_best: str) -> tuple[str, float]:
+    """The measured best of the sweep's points (``measured``: spec -> measured speedup)
+    and how much slower the predicted best measured than it, % (issue 11: <= 2)."""
+    best = max(measured, key=measured.get)
+    return best, (measured[best] / measured[predicted_best] - 1.0) * 100
 #: the measurement's own check: the baseline measured against an identical copy of itself
 AA = "A/A"
 #: the straggler: a DDP baseline whose rank 1 gets 3x the batch (train_ddp.py --imbalance)

@@ -27,7 +27,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from accuracy_cells import AA, IMBALANCE, SPECS_BY_OTHER_BASELINE, SWEEP, WHAT_IFS
+from accuracy_cells import AA, IMBALANCE, SPECS_BY_OTHER_BASELINE, SWEEP, WHAT_IFS, sweep_gap
 from measured_speedups import Jobs, load_jobs, measurement_floor, pooled_median_ci
 
 from tracekit.api import PredictionOptions, Session
@@ -106,9 +106,7 @@ def _sweep_gap(session: Session, measured: MeasuredCell) -> float | None:
     points = [spec for spec, _ in sweep.sweep]
     if not points or any(p not in measured for p in points):
         return None
-    speed = {p: measured.ci(p)[0] for p in points}
-    best = max(speed, key=speed.get)
-    gap = (speed[best] / speed[sweep.best_spec] - 1) * 100
+    best, gap = sweep_gap({p: measured.ci(p)[0] for p in points}, sweep.best_spec)
     print(f"sweep: predicted best {sweep.best_spec}, measured best {best}, gap {gap:.1f}%")
     return gap
 

@@ -68,6 +68,7 @@ from accuracy_cells import (  # noqa: E402
     SPECS_BY_OTHER_BASELINE,
     SWEEP,
     WHAT_IFS,
+    sweep_gap,
 )
 from measured_speedups import Jobs, half_width_pct, load_jobs, pooled_median_ci  # noqa: E402
 
@@ -268,8 +269,7 @@ def run_cell(model: str, rate: str, args) -> dict:
         r = rows[spec]
         r.measured, r.ci_lo, r.ci_hi, r.jobs = measured[spec]
     fusions = {s: measured[s][0] for s in sweep}
-    measured_best = max(fusions, key=fusions.get)
-    gap = (fusions[measured_best] / fusions[best] - 1.0) * 100
+    measured_best, gap = sweep_gap(fusions, best)
     return {"model": model, "rate": rate, "rows": [rows[s] for s in wanted],
             "baseline_error_pct": session.baseline.error_pct,
             "fsdp_baseline_error_pct": other["baseline-fsdp"].baseline.error_pct,

@@ -106,7 +106,8 @@ def fit_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     median 0.91 ms, mean 2.27 ms after a barrier).
     """
     world = int(raw["world_size"])
-    one_clock = len(set(raw.get("hosts") or [None, 0])) == 1
+    hosts = raw.get("hosts") or []
+    one_clock = len(hosts) > 0 and len(set(hosts)) == 1  # end times comparable
     by_coll: dict[str, list[dict[str, Any]]] = {}
     for m in raw["measurements"]:
         per_rank = np.asarray(m["per_rank_ns"], dtype=float)  # [rank, iteration]

@@ -194,22 +194,29 @@ def mean_loads(start: np.ndarray, end: np.ndarray, host: np.ndarray, weight: np.
     / capacity)``, where ``load(t)`` sums ``weight`` over the intervals of the same host
     covering ``t`` and ``capacity`` is the host's (cores, or 1 link); ``f = 0``: the plain
     mean load. One pass over each host's intervals for every floor."""
-    out = [np.full(len(start), f, dtype=float) for f in floors]
+    return weighted_mean_loads(start, end, host, capacity, [(weight, f) for f in floors])
+
+
+def weighted_mean_loads(start: np.ndarray, end: np.ndarray, host: np.ndarray,
+                        capacity: np.ndarray,
+                        specs: list[tuple[np.ndarray, float]]) -> list[np.ndarray]:
+    """:func:`mean_loads` for several ``(weight, floor)`` pairs: each host's intervals are
+    sorted once for all of them."""
+    out = [np.full(len(start), f, dtype=float) for _, f in specs]
     for h, sel in groups(host):
         s, e = start[sel], end[sel]
         t = np.concatenate([s, e])
-        w = weight[sel]
-        step = np.concatenate([w, -w])
         order = np.argsort(t, kind="stable")
-        t, step = t[order], step[order]
-        load = np.cumsum(step) / float(capacity[h])  # on [t_i, t_i+1)
+        t = t[order]
         # the value just before x: ties resolve to the segment that starts at x
         lo = np.clip(np.searchsorted(t, s, side="right") - 1, 0, len(t) - 1)
         hi = np.clip(np.searchsorted(t, e, side="right") - 1, 0, len(t) - 1)
         span = (e - s).astype(float)
         ok = span > 0
-        for f, res in zip(floors, out):
-            rate = np.maximum(f, load)
+        for (weight, f), res in zip(specs, out):
+            w = weight[sel]
+            load = np.cumsum(np.concatenate([w, -w])[order]) / float(capacity[h])
+            rate = np.maximum(f, load)  # on [t_i, t_i+1)
             area = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(t))])
             val = np.full(len(sel), f)
             val[ok] = (area[hi[ok]] + rate[hi[ok]] * (e[ok] - t[hi[ok]])
@@ -259,12 +266,11 @@ def slowdown(start: np.ndarray, end: np.ndarray, pool: np.ndarray,
     :func:`mean_load` of ``link`` on its host's one link (transfers side by side share the
     wire; ``host``: per interval, default ``pool``)."""
     share = np.ones(len(start)) if share is None else np.asarray(share, dtype=float)
-    sharing, mean_busy = mean_loads(start, end, pool, share, cores, (1.0, 0.0))
-    met_compute = None
+    specs = [(share, 1.0), (share, 0.0)]
     if sensitivity is not None and transfer is not None:
-        computing = np.where(transfer, 0.0, share)
-        busy_c = mean_loads(start, end, pool, computing, cores, (0.0,))[0]
-        met_compute = np.maximum(1.0, busy_c + 1.0 / cores[pool])
+        specs.append((np.where(transfer, 0.0, share), 0.0))  # the computing threads' load
+    sharing, mean_busy, *busy_c = weighted_mean_loads(start, end, pool, cores, specs)
+    met_compute = np.maximum(1.0, busy_c[0] + 1.0 / cores[pool]) if busy_c else None
     out = cpu_part_slowdown(np.minimum(share, 1.0), sharing, mean_busy, cores[pool],
                             0.0 if sensitivity is None else sensitivity, met_compute)
     if link is not None and (np.asarray(link) > 0).any():

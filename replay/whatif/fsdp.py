@@ -359,14 +359,14 @@ def _blocking_ns(comm, coll: str, nbytes: int, world: int, resume_ns: int,
 
 
 def _blocking_note(priced: list[tuple[int, str, float]]) -> str:
-    ratios = [r for _, how, r in priced if how == "chain"]
-    if ratios and len(ratios) == len(priced):
+    hows = {how for _, how, _ in priced}
+    ratios = [r for _, _, r in priced]
+    if hows == {"chain"}:
         return (f"fsdp: FSDP2 waits for each all-gather and reduce-scatter before it goes "
                 f"on; each costs one call of a chain of such calls, as calibrated: "
                 f"{min(ratios):.2f}-{max(ratios):.2f}x the transfer alone at these sizes "
                 "(its mean with the tail, until the last rank has it)")
-    ratios = [r for _, how, r in priced if how == "last"]
-    if ratios and len(ratios) == len(priced):
+    if hows == {"last"}:
         return (f"fsdp: each collective lasts until its last rank has the result "
                 f"(calibrated: {min(ratios):.2f}-{max(ratios):.2f}x the first rank's "
                 "transfer at these sizes); re-run 'tracekit calibrate' to time chains of "
